@@ -1,0 +1,48 @@
+# Fastbreak entry points. Every target installs what it needs first (see `setup`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CDK := node_modules/.bin/cdk
+ARGS ?=
+
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONPATH := $(CURDIR):$(CURDIR)/lambdas
+
+.PHONY: setup test synth bench demo schema-check lint clean
+
+setup: $(STAMP) $(CDK)
+
+# Re-install only when a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+$(CDK): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $(CDK)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+synth: setup
+	$(CDK) synth --quiet $(ARGS)
+
+bench: setup
+	$(BIN)/python -m bench $(ARGS)
+
+demo: setup
+	$(BIN)/python -m localplatform demo $(ARGS)
+
+schema-check: setup
+	$(BIN)/python -m pytest -q tests/unit/test_schema_compatibility.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""Reusable Fastbreak constructs with secure defaults; each exposes what it builds."""
+
+from constructs_lib.event_stream import EventStream
+from constructs_lib.feature_api import FeatureApi
+from constructs_lib.monitoring import Monitoring
+from constructs_lib.offline_store import OfflineStore
+from constructs_lib.online_store import OnlineStore
+from constructs_lib.powertools_function import PowertoolsFunction
+from constructs_lib.props import ConstructPropsError
+from constructs_lib.stream_processor import StreamProcessor
+
+__all__ = [
+    "ConstructPropsError",
+    "EventStream",
+    "FeatureApi",
+    "Monitoring",
+    "OfflineStore",
+    "OnlineStore",
+    "PowertoolsFunction",
+    "StreamProcessor",
+]

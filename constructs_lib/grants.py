@@ -1,0 +1,23 @@
+"""Key grants with exact actions: CDK's ``grant_*`` helpers add ``kms:GenerateDataKey*`` and
+``kms:ReEncrypt*``, wildcards that a role reading or writing one table or prefix never needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+
+# DynamoDB with a customer-managed key calls KMS on the caller's behalf.
+TABLE_READ_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey")
+TABLE_READ_WRITE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                                "kms:GenerateDataKey")
+# SSE-KMS PutObject with a bucket key: a data key to encrypt, Decrypt for multipart parts.
+OBJECT_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+
+
+def allow_key_use(role: iam.IRole, key: kms.IKey, actions: Sequence[str]) -> None:
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=list(actions), resources=[key.key_arn])
+    )

@@ -1,0 +1,323 @@
+"""The offline store: an S3 data lake of raw events, the feature log and quarantined records,
+with a Glue catalog, Firehose delivery from the events stream and an Athena workgroup.
+
+Prefixes of the data bucket:
+- ``raw/event_date=YYYY-MM-DD/event_hour=HH/``: every event, Parquet, from Firehose.
+- ``raw-errors/``: what Firehose could not convert or partition, kept for replay.
+- ``features/``: the feature log (what the online store was told, with event time).
+- ``quarantine/``: invalid records with the reason, written by the processor.
+- ``athena-results/``: query results of the workgroup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from constructs_lib.nag import acknowledge, iam5_resource_finding
+from constructs_lib.secure_defaults import (
+    access_log_bucket,
+    customer_managed_key,
+    encrypted_data_bucket,
+    encrypted_log_group,
+)
+
+RAW_PREFIX = "raw/"
+RAW_ERROR_PREFIX = "raw-errors/"
+FEATURE_LOG_PREFIX = "features/"
+QUARANTINE_PREFIX = "quarantine/"
+ATHENA_RESULTS_PREFIX = "athena-results/"
+
+# Firehose's jq reads the partition from the event's own time, not from arrival time, so a
+# late event lands in the partition of the hour it happened in.
+PARTITION_QUERY = "{event_date: .event_time[0:10], event_hour: .event_time[11:13]}"
+RAW_OBJECT_PREFIX = (
+    RAW_PREFIX
+    + "event_date=!{partitionKeyFromQuery:event_date}/event_hour=!{partitionKeyFromQuery:event_hour}/"
+)
+RAW_ERROR_OBJECT_PREFIX = (
+    RAW_ERROR_PREFIX + "!{firehose:error-output-type}/!{timestamp:yyyy-MM-dd}/"
+)
+
+
+class OfflineStore(Construct):
+    """Exposes ``bucket``, ``access_log_bucket``, ``key``, ``database``, ``raw_table``,
+    ``delivery_stream``, ``delivery_log_group`` and ``workgroup``.
+
+    ``columns`` are the raw table's (name, Glue type) pairs, derived by the stack from the
+    feature definitions so that the table cannot drift from the event schemas.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        events: kinesis.IStream,
+        columns: Sequence[tuple[str, str]],
+        database_name: str,
+        log_key: kms.IKey,
+        buffer_size_mib: int = 64,
+        buffer_interval: Duration = Duration.seconds(300),
+        raw_infrequent_access_after: Duration = Duration.days(30),
+        raw_glacier_after: Duration = Duration.days(90),
+        quarantine_expiry: Duration = Duration.days(30),
+        access_log_expiry_days: int = 90,
+        log_retention_days: int = 30,
+        removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.key = customer_managed_key(
+            self,
+            "Key",
+            description="Fastbreak: encrypts the offline store and its query results",
+            removal_policy=removal_policy,
+        )
+        self.access_log_bucket = access_log_bucket(
+            self,
+            "AccessLogs",
+            expiry_days=access_log_expiry_days,
+            removal_policy=removal_policy,
+        )
+        self.bucket = encrypted_data_bucket(
+            self,
+            "Bucket",
+            key=self.key,
+            access_logs=self.access_log_bucket,
+            access_log_prefix="offline-store/",
+            lifecycle_rules=_lifecycle_rules(
+                raw_infrequent_access_after, raw_glacier_after, quarantine_expiry
+            ),
+            removal_policy=removal_policy,
+        )
+
+        self.database = glue.CfnDatabase(
+            self,
+            "Database",
+            catalog_id=stack.account,
+            database_input=glue.CfnDatabase.DatabaseInputProperty(
+                name=database_name,
+                description="Fastbreak offline store: raw events and the feature log",
+            ),
+        )
+        self.raw_table = glue.CfnTable(
+            self,
+            "RawEventsTable",
+            catalog_id=stack.account,
+            database_name=database_name,
+            table_input=glue.CfnTable.TableInputProperty(
+                name="raw_events",
+                description="Every event as delivered by Firehose, partitioned by event time",
+                table_type="EXTERNAL_TABLE",
+                parameters={"classification": "parquet", "EXTERNAL": "TRUE"},
+                partition_keys=[
+                    glue.CfnTable.ColumnProperty(name="event_date", type="string"),
+                    glue.CfnTable.ColumnProperty(name="event_hour", type="string"),
+                ],
+                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                    columns=[
+                        glue.CfnTable.ColumnProperty(name=name, type=glue_type)
+                        for name, glue_type in columns
+                    ],
+                    location=self.bucket.s3_url_for_object(RAW_PREFIX),
+                    input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                    output_format=(
+                        "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+                    ),
+                    serde_info=glue.CfnTable.SerdeInfoProperty(
+                        serialization_library=(
+                            "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+                        )
+                    ),
+                ),
+            ),
+        )
+        self.raw_table.node.add_dependency(self.database)
+
+        self.delivery_log_group: logs.LogGroup = encrypted_log_group(
+            self,
+            "DeliveryLogs",
+            key=log_key,
+            retention_days=log_retention_days,
+            removal_policy=removal_policy,
+        )
+        destination = firehose.S3Bucket(
+            self.bucket,
+            data_output_prefix=RAW_OBJECT_PREFIX,
+            error_output_prefix=RAW_ERROR_OBJECT_PREFIX,
+            buffering_interval=buffer_interval,
+            buffering_size=Size.mebibytes(buffer_size_mib),
+            encryption_key=self.key,
+            logging_config=firehose.EnableLogging(self.delivery_log_group),
+            processors=[
+                # Producers may send KPL-aggregated records; Firehose must see single events.
+                firehose.RecordDeAggregationProcessor(sub_record_type=firehose.SubRecordType.JSON),
+                firehose.MetadataExtractionProcessor(
+                    firehose.MetadataExtractionProcessorOptions(
+                        json_parsing_engine=firehose.JsonParsingEngine.JQ_1_6,
+                        metadata_extraction_query=PARTITION_QUERY,
+                    ),
+                    ["event_date", "event_hour"],
+                ),
+            ],
+            dynamic_partitioning=firehose.DynamicPartitioningProps(
+                enabled=True, retry_duration=Duration.seconds(300)
+            ),
+            data_format_conversion=firehose.DataFormatConversionProps(
+                input_format=firehose.InputFormat.OPENX_JSON,
+                output_format=firehose.OutputFormat.PARQUET,
+                schema_configuration=firehose.SchemaConfiguration.from_cfn_table(self.raw_table),
+            ),
+        )
+        self.delivery_stream = firehose.DeliveryStream(
+            self,
+            "RawDelivery",
+            source=firehose.KinesisStreamSource(events),
+            destination=destination,
+        )
+        self.delivery_stream.node.add_dependency(self.raw_table)
+        self._acknowledge_findings()
+
+        self.workgroup = athena.CfnWorkGroup(
+            self,
+            "Workgroup",
+            name=f"{database_name}-analysts",
+            description="Fastbreak offline store queries, with encrypted results",
+            state="ENABLED",
+            recursive_delete_option=removal_policy is RemovalPolicy.DESTROY,
+            work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+                enforce_work_group_configuration=True,
+                publish_cloud_watch_metrics_enabled=True,
+                # Scanning more than 100 GB in one query is a mistake, not an analysis.
+                bytes_scanned_cutoff_per_query=100 * 1024**3,
+                result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                    output_location=self.bucket.s3_url_for_object(ATHENA_RESULTS_PREFIX),
+                    encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
+                        encryption_option="SSE_KMS", kms_key=self.key.key_arn
+                    ),
+                ),
+            ),
+        )
+
+    def _acknowledge_findings(self) -> None:
+        firehose_writes = (
+            "the Firehose L2 grants its S3 destination role the object-level actions a "
+            "delivery with dynamic partitioning and error output needs, on this one bucket"
+        )
+        acknowledge(
+            self.delivery_stream,
+            {
+                "AwsSolutions::AwsSolutions-KDF1": (
+                    "The delivery stream reads from the KMS-encrypted events stream; with a "
+                    "Kinesis source Firehose cannot set its own SSE, and it writes to the bucket "
+                    "with the offline store's CMK"
+                ),
+                "AwsSolutions::AwsSolutions-IAM5[Action::s3:Abort*]": firehose_writes,
+                "AwsSolutions::AwsSolutions-IAM5[Action::s3:DeleteObject*]": firehose_writes,
+                "AwsSolutions::AwsSolutions-IAM5[Action::s3:GetBucket*]": firehose_writes,
+                "AwsSolutions::AwsSolutions-IAM5[Action::s3:GetObject*]": firehose_writes,
+                "AwsSolutions::AwsSolutions-IAM5[Action::s3:List*]": firehose_writes,
+                iam5_resource_finding(self, self.bucket.arn_for_objects("*")): (
+                    "Firehose writes objects under partition prefixes computed per record "
+                    "(raw/event_date=.../event_hour=...), so the object ARN must end in a wildcard"
+                ),
+                "AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": (
+                    "Firehose encrypts each delivered object with the offline store's CMK only"
+                ),
+                "AwsSolutions::AwsSolutions-IAM5[Action::kms:ReEncrypt*]": (
+                    "granted by the Firehose L2 on the offline store's CMK only, for objects "
+                    "it rewrites on retry"
+                ),
+                "AwsSolutions::AwsSolutions-IAM5[Resource::*]": (
+                    "glue:GetSchemaVersion, added by the Firehose L2 for format conversion; "
+                    "schema registry versions have no narrower ARN, and the table is Glue catalog"
+                ),
+                "NIST.800.53.R5::NIST.800.53.R5-IAMNoInlinePolicy": (
+                    "the Firehose L2 generates one inline policy per role, used by this delivery "
+                    "stream only; a customer-managed policy would be attached nowhere else"
+                ),
+            },
+        )
+        acknowledge(
+            Stack.of(self),
+            {
+                "CloudFormation-Validate::W7001": (
+                    "the Firehose L2 adds a mapping of Firehose CIDR blocks for Redshift and "
+                    "HTTP destinations; this S3 delivery does not look it up"
+                )
+            },
+        )
+        acknowledge(
+            self.access_log_bucket,
+            {
+                "NIST.800.53.R5::NIST.800.53.R5-S3DefaultEncryptionKMS": (
+                    "S3 server access log delivery supports only SSE-S3 on the target bucket"
+                ),
+                "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled": (
+                    "access logs of a single-region kit; versioned, and expire after their "
+                    "retention, so a replica would only double their cost"
+                ),
+            },
+        )
+        acknowledge(
+            self.bucket,
+            {
+                "NIST.800.53.R5::NIST.800.53.R5-S3BucketReplicationEnabled": (
+                    "the kit is single-region and owns no second-region bucket; the bucket is "
+                    "versioned and retained in prod, and raw events can be re-delivered while "
+                    "the stream retains them. Add replication with a bucket of your DR region."
+                ),
+            },
+        )
+
+
+def _lifecycle_rules(
+    infrequent_access_after: Duration, glacier_after: Duration, quarantine_expiry: Duration
+) -> list[s3.LifecycleRule]:
+    return [
+        s3.LifecycleRule(
+            id="raw-events-tiering",
+            prefix=RAW_PREFIX,
+            transitions=[
+                s3.Transition(
+                    storage_class=s3.StorageClass.INFREQUENT_ACCESS,
+                    transition_after=infrequent_access_after,
+                ),
+                s3.Transition(
+                    storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+                    transition_after=glacier_after,
+                ),
+            ],
+        ),
+        s3.LifecycleRule(
+            id="feature-log-tiering",
+            prefix=FEATURE_LOG_PREFIX,
+            transitions=[
+                s3.Transition(
+                    storage_class=s3.StorageClass.INFREQUENT_ACCESS,
+                    transition_after=infrequent_access_after,
+                )
+            ],
+        ),
+        s3.LifecycleRule(id="quarantine-expiry", prefix=QUARANTINE_PREFIX,
+                         expiration=quarantine_expiry),
+        s3.LifecycleRule(id="raw-errors-expiry", prefix=RAW_ERROR_PREFIX,
+                         expiration=quarantine_expiry),
+        s3.LifecycleRule(id="athena-results-expiry", prefix=ATHENA_RESULTS_PREFIX,
+                         expiration=Duration.days(7)),
+        s3.LifecycleRule(
+            id="old-versions-and-uploads",
+            noncurrent_version_expiration=Duration.days(30),
+            abort_incomplete_multipart_upload_after=Duration.days(1),
+        ),
+    ]

@@ -1,0 +1,91 @@
+"""The online feature store: one DynamoDB table of tiles and latest values.
+
+Key schema (see docs/online-store-layout.md): ``pk`` = ``{entity_type}#{entity_id}`` and
+``sk`` = ``{group}#...``, both strings, so one Query per (entity, group) reads every tile of
+a window, and latest-value items sit beside them. ``expires_at`` (epoch seconds) lets
+DynamoDB drop tiles that fell out of every window; readers still filter them, as TTL
+deletion is lazy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from constructs_lib.nag import acknowledge
+from constructs_lib.props import exactly_one, merge_props
+from constructs_lib.secure_defaults import customer_managed_key
+
+PARTITION_KEY = "pk"
+SORT_KEY = "sk"
+TTL_ATTRIBUTE = "expires_at"
+
+
+class OnlineStore(Construct):
+    """Exposes ``table`` and ``key`` (None when an existing table is passed in).
+
+    ``dynamodb.Table`` rather than ``TableV2``: TableV2 synthesizes a GlobalTable, which the
+    embedded local platform's CloudFormation cannot create (ARCHITECTURE.md section 6).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deletion_protection: bool = False,
+        removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        table_props: Mapping[str, Any] | None = None,
+        existing_table: dynamodb.ITable | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        exactly_one("OnlineStore", "existing_table", existing_table, "table_props", table_props)
+        self.key: kms.Key | None = None
+        if existing_table is not None:
+            self.table: dynamodb.ITable = existing_table
+            return
+        self.key = customer_managed_key(
+            self,
+            "Key",
+            description="Fastbreak: encrypts the online feature store",
+            removal_policy=removal_policy,
+        )
+        defaults: dict[str, Any] = {
+            "billing_mode": dynamodb.BillingMode.PAY_PER_REQUEST,
+            "point_in_time_recovery_specification": dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            "deletion_protection": deletion_protection,
+            "removal_policy": removal_policy,
+            # Shows the hottest partition keys: the first thing to look at on a throttle page.
+            "contributor_insights_specification": dynamodb.ContributorInsightsSpecification(
+                enabled=True
+            ),
+        }
+        enforced: dict[str, Any] = {
+            "partition_key": dynamodb.Attribute(
+                name=PARTITION_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            "sort_key": dynamodb.Attribute(name=SORT_KEY, type=dynamodb.AttributeType.STRING),
+            "time_to_live_attribute": TTL_ATTRIBUTE,
+            "encryption": dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            "encryption_key": self.key,
+        }
+        self.table = dynamodb.Table(
+            self, "Table", **merge_props("OnlineStore", defaults, table_props, enforced)
+        )
+        acknowledge(
+            self.table,
+            {
+                "NIST.800.53.R5::NIST.800.53.R5-DynamoDBInBackupPlan": (
+                    "point-in-time recovery keeps 35 days of continuous backups, and every "
+                    "feature can be rebuilt from the offline store by a backfill; an AWS Backup "
+                    "plan would add a second copy of derived data"
+                )
+            },
+        )

@@ -1,0 +1,51 @@
+"""Alarms, dashboard and the page topic over every other stack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from constructs import Construct
+
+from constructs_lib import Monitoring
+from stacks.processing_stack import ProcessingStack
+from stacks.serving_stack import ServingStack
+from stacks.settings import Settings
+from stacks.storage_stack import StorageStack
+
+
+class MonitoringStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings,
+        storage: StorageStack, processing: ProcessingStack, serving: ServingStack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        monitoring = settings.section("monitoring")
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            name_prefix=f"Fastbreak-{settings.env_name}",
+            runbook_base_url=monitoring["runbook_base_url"],
+            page_emails=monitoring["page_emails"],
+            page_https_endpoints=monitoring["page_https_endpoints"],
+        )
+        iterator_age = monitoring["iterator_age_alarm_seconds"]
+        self.monitoring.monitor_event_stream(
+            storage.events.stream, iterator_age_seconds=iterator_age
+        )
+        self.monitoring.monitor_stream_processor(
+            processing.processor.function,
+            processing.processor.on_failure_queue,
+            iterator_age_seconds=iterator_age,
+        )
+        self.monitoring.monitor_online_store(storage.online_store.table)
+        self.monitoring.monitor_offline_delivery(
+            storage.offline_store.delivery_stream,
+            freshness_seconds=monitoring["firehose_freshness_alarm_seconds"],
+        )
+        self.monitoring.monitor_feature_api(
+            serving.feature_api.api,
+            p99_latency_ms=monitoring["api_p99_latency_alarm_ms"],
+            server_error_percent=monitoring["api_5xx_rate_alarm_percent"],
+        )

@@ -1,0 +1,236 @@
+"""Per-environment settings read from ``cdk.json`` context, validated before any construct exists.
+
+``cdk synth -c env=prod`` picks ``context.fastbreak.environments.prod``; each value there
+overrides ``DEFAULTS`` below. An unknown environment, an unknown key or a value out of range
+fails synth with a ``SettingsError`` that names it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value is unknown or invalid; the message names the setting."""
+
+
+# Kit defaults: what a dev environment gets when cdk.json says nothing.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "stream": {
+        "mode": "on_demand",  # on_demand | provisioned
+        "shard_count": 2,  # used only when mode is provisioned
+        "retention_hours": 24,
+    },
+    "processor": {
+        "batch_size": 1000,
+        "max_batching_window_seconds": 1,
+        "parallelization_factor": 1,
+        "max_retry_attempts": 10,
+        "max_record_age_seconds": 6 * 3600,
+        "memory_mb": 1024,
+        "timeout_seconds": 60,
+        "reserved_concurrency": 50,
+    },
+    "online_store": {"deletion_protection": False, "retain_on_delete": False},
+    "offline_store": {
+        "retain_on_delete": False,
+        "firehose_buffer_mb": 64,
+        "firehose_buffer_seconds": 300,
+        "raw_infrequent_access_days": 30,
+        "raw_glacier_days": 90,
+        "quarantine_expiry_days": 30,
+        "access_log_expiry_days": 90,
+    },
+    "api": {"throttle_rate_per_second": 500, "throttle_burst": 1000, "reserved_concurrency": 50},
+    "monitoring": {
+        "page_emails": [],
+        "page_https_endpoints": [],
+        # Where docs/runbooks.md is browsable (a repository URL); alarm texts link there.
+        "runbook_base_url": "",
+        "iterator_age_alarm_seconds": 60,
+        "api_p99_latency_alarm_ms": 250,
+        "api_5xx_rate_alarm_percent": 1.0,
+        "firehose_freshness_alarm_seconds": 900,
+    },
+    "log_retention_days": 30,
+}
+
+LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653}
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be an integer within {low}..{high}"
+        return None
+
+    return check
+
+
+def _number_range(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            return f"must be a number within {low}..{high}"
+        return None
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _string_list(prefix: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) and item.startswith(prefix) for item in value
+        ):
+            return f"must be a list of strings starting with {prefix!r}"
+        return None
+
+    return check
+
+
+def _optional_https_url(value: Any) -> str | None:
+    if value == "" or (isinstance(value, str) and value.startswith("https://")):
+        return None
+    return "must be empty or an https:// URL"
+
+
+def _emails(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and "@" in item.strip("@") for item in value
+    ):
+        return "must be a list of e-mail addresses"
+    return None
+
+
+def _log_retention(value: Any) -> str | None:
+    if value not in LOG_RETENTION_DAYS:
+        return f"must be one of CloudWatch's retention periods {sorted(LOG_RETENTION_DAYS)}"
+    return None
+
+
+# The limits are AWS's (ARCHITECTURE.md section 3) or the kit's, where noted.
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "stream.mode": _one_of("on_demand", "provisioned"),
+    "stream.shard_count": _int_range(1, 500),
+    "stream.retention_hours": _int_range(24, 8760),
+    "processor.batch_size": _int_range(1, 10_000),
+    "processor.max_batching_window_seconds": _int_range(0, 300),
+    "processor.parallelization_factor": _int_range(1, 10),
+    # Bounded: an unbounded retry (-1) lets one poison batch block a shard for the record age.
+    "processor.max_retry_attempts": _int_range(0, 10_000),
+    "processor.max_record_age_seconds": _int_range(60, 604_800),
+    "processor.memory_mb": _int_range(256, 10_240),
+    "processor.timeout_seconds": _int_range(10, 900),
+    "processor.reserved_concurrency": _int_range(1, 1000),
+    "online_store.deletion_protection": _boolean,
+    "online_store.retain_on_delete": _boolean,
+    "offline_store.retain_on_delete": _boolean,
+    # Parquet conversion requires a buffer of at least 64 MiB.
+    "offline_store.firehose_buffer_mb": _int_range(64, 128),
+    "offline_store.firehose_buffer_seconds": _int_range(0, 900),
+    "offline_store.raw_infrequent_access_days": _int_range(30, 3650),
+    "offline_store.raw_glacier_days": _int_range(1, 3650),
+    "offline_store.quarantine_expiry_days": _int_range(1, 3650),
+    "offline_store.access_log_expiry_days": _int_range(1, 3650),
+    "api.throttle_rate_per_second": _int_range(1, 10_000),
+    "api.throttle_burst": _int_range(1, 5_000),
+    "api.reserved_concurrency": _int_range(1, 1000),
+    "monitoring.page_emails": _emails,
+    "monitoring.page_https_endpoints": _string_list("https://"),
+    "monitoring.runbook_base_url": _optional_https_url,
+    "monitoring.iterator_age_alarm_seconds": _int_range(1, 86_400),
+    "monitoring.api_p99_latency_alarm_ms": _int_range(1, 29_000),
+    "monitoring.api_5xx_rate_alarm_percent": _number_range(0.01, 100.0),
+    "monitoring.firehose_freshness_alarm_seconds": _int_range(60, 86_400),
+    "log_retention_days": _log_retention,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one environment; sections are plain mappings for the constructs."""
+
+    env_name: str
+    values: Mapping[str, Any]
+
+    @property
+    def is_production(self) -> bool:
+        return self.env_name == "prod"
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        section = self.values[name]
+        assert isinstance(section, Mapping)
+        return section
+
+    def get(self, dotted: str) -> Any:
+        value: Any = self.values
+        for part in dotted.split("."):
+            value = value[part]
+        return value
+
+
+def load_settings(env_name: str, environments: Mapping[str, Any]) -> Settings:
+    """Merge ``DEFAULTS`` with the environment's overrides and validate every value."""
+    if env_name not in environments:
+        known = ", ".join(sorted(environments)) or "none"
+        raise SettingsError(f"unknown environment '{env_name}' (context 'env'); known: {known}")
+    overrides = environments[env_name]
+    if not isinstance(overrides, Mapping):
+        raise SettingsError(f"environment '{env_name}' must be an object of settings")
+    merged = copy.deepcopy(DEFAULTS)
+    for key, value in overrides.items():
+        if key not in merged:
+            raise SettingsError(f"environment '{env_name}': unknown setting '{key}'")
+        if isinstance(merged[key], dict):
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"environment '{env_name}': setting '{key}' must be an object")
+            for sub_key, sub_value in value.items():
+                if sub_key not in merged[key]:
+                    raise SettingsError(
+                        f"environment '{env_name}': unknown setting '{key}.{sub_key}'"
+                    )
+                merged[key][sub_key] = sub_value
+        else:
+            merged[key] = value
+    settings = Settings(env_name, merged)
+    for dotted, rule in RULES.items():
+        problem = rule(settings.get(dotted))
+        if problem:
+            raise SettingsError(
+                f"environment '{env_name}': setting '{dotted}' {problem}, "
+                f"got {settings.get(dotted)!r}"
+            )
+    _check_relations(settings)
+    return settings
+
+
+def _check_relations(settings: Settings) -> None:
+    where = f"environment '{settings.env_name}'"
+    offline = settings.section("offline_store")
+    if offline["raw_glacier_days"] <= offline["raw_infrequent_access_days"]:
+        raise SettingsError(
+            f"{where}: setting 'offline_store.raw_glacier_days' must be after "
+            "'offline_store.raw_infrequent_access_days'"
+        )
+    processor = settings.section("processor")
+    retention_seconds = settings.get("stream.retention_hours") * 3600
+    if processor["max_record_age_seconds"] > retention_seconds:
+        raise SettingsError(
+            f"{where}: setting 'processor.max_record_age_seconds' exceeds the stream's "
+            "retention ('stream.retention_hours'); records would expire before they age out"
+        )
+    if settings.get("api.throttle_burst") < settings.get("api.throttle_rate_per_second") // 10:
+        raise SettingsError(f"{where}: setting 'api.throttle_burst' is too small for the rate")

@@ -1,0 +1,70 @@
+"""Stateful resources: the events stream, the online store and the offline store.
+
+Kept apart from compute so that redeploying processors or the API never touches data, and so
+that prod can retain this stack's resources when everything else is torn down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from constructs import Construct
+
+from constructs_lib import EventStream, OfflineStore, OnlineStore
+from constructs_lib.secure_defaults import log_encryption_key
+from fastbreak.definitions import Catalog
+from stacks.settings import Settings
+
+
+class StorageStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, catalog: Catalog,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        stream = settings.section("stream")
+        online = settings.section("online_store")
+        offline = settings.section("offline_store")
+
+        self.events = EventStream(
+            self,
+            "Events",
+            retention=Duration.hours(stream["retention_hours"]),
+            shard_count=stream["shard_count"] if stream["mode"] == "provisioned" else None,
+            removal_policy=_removal(online["retain_on_delete"]),
+        )
+        self.online_store = OnlineStore(
+            self,
+            "OnlineStore",
+            deletion_protection=online["deletion_protection"],
+            removal_policy=_removal(online["retain_on_delete"]),
+        )
+        offline_removal = _removal(offline["retain_on_delete"])
+        self.log_key = log_encryption_key(self, "LogKey", removal_policy=offline_removal)
+        self.offline_store = OfflineStore(
+            self,
+            "OfflineStore",
+            events=self.events.stream,
+            columns=[(name, field_type.glue_type) for name, field_type in
+                     catalog.offline_columns()],
+            database_name=f"fastbreak_{settings.env_name}",
+            log_key=self.log_key,
+            buffer_size_mib=offline["firehose_buffer_mb"],
+            buffer_interval=Duration.seconds(offline["firehose_buffer_seconds"]),
+            raw_infrequent_access_after=Duration.days(offline["raw_infrequent_access_days"]),
+            raw_glacier_after=Duration.days(offline["raw_glacier_days"]),
+            quarantine_expiry=Duration.days(offline["quarantine_expiry_days"]),
+            access_log_expiry_days=offline["access_log_expiry_days"],
+            log_retention_days=settings.get("log_retention_days"),
+            removal_policy=offline_removal,
+        )
+        # A named export, so that consumers' policies (and their cdk-nag acknowledgements) name
+        # a stable "<stack>-OfflineBucketArn" rather than a generated export id.
+        self.offline_bucket_arn: str = self.export_value(
+            self.offline_store.bucket.bucket_arn, name=f"{construct_id}-OfflineBucketArn"
+        )
+
+
+def _removal(retain: bool) -> RemovalPolicy:
+    return RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
