@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk.assertions import Match, Template
+
+from constructs_lib import ConstructPropsError, EventStream
+from tests.infra.conftest import SynthesizedPlatform
+from tests.infra.template_queries import only
+
+
+def test_stream_is_encrypted_with_its_own_customer_managed_key(dev: SynthesizedPlatform) -> None:
+    stream = only(dev.storage, "AWS::Kinesis::Stream")["Properties"]
+    assert stream["StreamEncryption"]["EncryptionType"] == "KMS"
+    key_ref = stream["StreamEncryption"]["KeyId"]
+    assert key_ref["Fn::GetAtt"][0] in dev.storage.find_resources("AWS::KMS::Key")
+
+
+def test_every_customer_managed_key_rotates(dev: SynthesizedPlatform) -> None:
+    for template in dev.templates.values():
+        for key in template.find_resources("AWS::KMS::Key").values():
+            assert key["Properties"]["EnableKeyRotation"] is True
+
+
+def test_dev_stream_is_on_demand_with_one_day_retention(dev: SynthesizedPlatform) -> None:
+    dev.storage.has_resource_properties(
+        "AWS::Kinesis::Stream",
+        {"StreamModeDetails": {"StreamMode": "ON_DEMAND"}, "RetentionPeriodHours": 24},
+    )
+
+
+def test_prod_stream_keeps_seven_days(prod: SynthesizedPlatform) -> None:
+    prod.storage.has_resource_properties("AWS::Kinesis::Stream", {"RetentionPeriodHours": 168})
+
+
+def test_shard_count_switches_to_provisioned_mode(stack: cdk.Stack) -> None:
+    EventStream(stack, "Events", shard_count=4)
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::Kinesis::Stream",
+        {"ShardCount": 4, "StreamModeDetails": {"StreamMode": "PROVISIONED"}},
+    )
+
+
+def test_user_props_override_defaults(stack: cdk.Stack) -> None:
+    EventStream(stack, "Events", stream_props={"retention_period": cdk.Duration.hours(48)})
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::Kinesis::Stream", {"RetentionPeriodHours": 48, "StreamEncryption": Match.any_value()}
+    )
+
+
+def test_turning_encryption_off_is_refused_naming_the_prop(stack: cdk.Stack) -> None:
+    with pytest.raises(ConstructPropsError, match="'encryption' is enforced"):
+        EventStream(
+            stack, "Events", stream_props={"encryption": kinesis.StreamEncryption.UNENCRYPTED}
+        )

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stacks.settings import DEFAULTS, SettingsError, load_settings
+from tests.infra.conftest import CDK_CONTEXT, REPO
+
+ENVIRONMENTS = CDK_CONTEXT["fastbreak"]["environments"]
+
+
+def test_dev_gets_the_kit_defaults() -> None:
+    settings = load_settings("dev", ENVIRONMENTS)
+    assert settings.get("processor.batch_size") == DEFAULTS["processor"]["batch_size"]
+    assert not settings.is_production
+
+
+def test_prod_overrides_only_what_it_names() -> None:
+    settings = load_settings("prod", ENVIRONMENTS)
+    assert settings.get("stream.retention_hours") == 168
+    assert settings.get("stream.mode") == "on_demand"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"stream": {"retention_hours": 12}}, "'stream.retention_hours' must be an integer"),
+        ({"processor": {"batch_size": 20000}}, "'processor.batch_size'"),
+        ({"processor": {"parallelization_factor": 0}}, "'processor.parallelization_factor'"),
+        ({"processor": {"max_retry_attempts": -1}}, "'processor.max_retry_attempts'"),
+        ({"processor": {"batchsize": 10}}, "unknown setting 'processor.batchsize'"),
+        ({"streams": {}}, "unknown setting 'streams'"),
+        ({"stream": {"mode": "serverless"}}, "'stream.mode' must be one of"),
+        ({"offline_store": {"firehose_buffer_mb": 8}}, "'offline_store.firehose_buffer_mb'"),
+        ({"monitoring": {"page_emails": ["not-an-address"]}}, "'monitoring.page_emails'"),
+        ({"monitoring": {"page_https_endpoints": ["http://x"]}}, "page_https_endpoints"),
+        ({"log_retention_days": 31}, "'log_retention_days' must be one of"),
+        ({"processor": {"max_record_age_seconds": 200_000}}, "exceeds the stream's retention"),
+    ],
+)
+def test_invalid_setting_fails_naming_it(overrides: dict, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings("test", {"test": overrides})
+
+
+def test_unknown_environment_lists_the_known_ones() -> None:
+    with pytest.raises(SettingsError, match="unknown environment 'staging'.*dev, prod"):
+        load_settings("staging", ENVIRONMENTS)
+
+
+def test_cdk_synth_of_an_unknown_environment_fails_with_the_message() -> None:
+    context = {**CDK_CONTEXT, "env": "staging"}
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPO,
+        env={**os.environ, "CDK_CONTEXT_JSON": json.dumps(context),
+             "CDK_OUTDIR": str(REPO / "cdk.out" / "test-unknown-env")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "unknown environment 'staging'" in result.stderr

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import importlib
+import json
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_kms as kms
+
+from constructs_lib import ConstructPropsError, StreamProcessor
+from constructs_lib.powertools_function import POWERTOOLS_LAYER_VERSION, POWERTOOLS_VERSION
+from tests.infra.conftest import REPO, SynthesizedPlatform
+from tests.infra.template_queries import logical_id, only
+
+
+def mapping(platform: SynthesizedPlatform) -> dict:
+    return only(platform.processing, "AWS::Lambda::EventSourceMapping")["Properties"]
+
+
+def processor(platform: SynthesizedPlatform) -> dict:
+    return only(platform.processing, "AWS::Lambda::Function")["Properties"]
+
+
+def test_mapping_bisects_and_reports_item_failures(dev: SynthesizedPlatform) -> None:
+    props = mapping(dev)
+    assert props["BisectBatchOnFunctionError"] is True
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_mapping_bounds_retries_and_record_age(dev: SynthesizedPlatform) -> None:
+    props = mapping(dev)
+    assert 0 <= props["MaximumRetryAttempts"] <= 10
+    assert 60 <= props["MaximumRecordAgeInSeconds"] <= 24 * 3600
+
+
+def test_mapping_keeps_per_shard_order_by_default(dev: SynthesizedPlatform) -> None:
+    props = mapping(dev)
+    assert props["ParallelizationFactor"] == 1
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+    assert props["BatchSize"] == 1000
+    assert props["MaximumBatchingWindowInSeconds"] == 1
+
+
+def test_failed_batches_go_to_the_on_failure_queue(dev: SynthesizedPlatform) -> None:
+    destination = mapping(dev)["DestinationConfig"]["OnFailure"]["Destination"]
+    queue_id = logical_id(dev.processing, "AWS::SQS::Queue")
+    assert destination == {"Fn::GetAtt": [queue_id, "Arn"]}
+
+
+def test_on_failure_queue_is_kms_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
+    queue = only(dev.processing, "AWS::SQS::Queue")["Properties"]
+    assert "KmsMasterKeyId" in queue
+    policy = only(dev.processing, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
+    assert any(
+        statement["Effect"] == "Deny"
+        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for statement in policy["Statement"]
+    )
+
+
+def test_processor_runs_python_3_14_on_arm64_with_active_tracing(dev: SynthesizedPlatform) -> None:
+    props = processor(dev)
+    assert props["Runtime"] == "python3.14"
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_processor_uses_the_powertools_layer_pinned_in_requirements(
+    dev: SynthesizedPlatform,
+) -> None:
+    layers = json.dumps(processor(dev)["Layers"])
+    assert f":017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-arm64:{POWERTOOLS_LAYER_VERSION}" in layers
+    requirements = (REPO / "requirements.txt").read_text()
+    assert f"aws-lambda-powertools[tracer,parser]=={POWERTOOLS_VERSION}" in requirements
+
+
+def test_processor_memory_timeout_and_concurrency_are_set(dev: SynthesizedPlatform) -> None:
+    props = processor(dev)
+    assert props["MemorySize"] == 1024
+    assert props["Timeout"] == 60
+    assert props["ReservedConcurrentExecutions"] == 50
+
+
+def test_processor_logs_to_its_own_encrypted_group_with_retention(
+    dev: SynthesizedPlatform,
+) -> None:
+    props = processor(dev)
+    group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    group = dev.processing.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
+    assert group["RetentionInDays"] == 30
+    assert "KmsKeyId" in group
+
+
+def test_processor_environment_names_its_stores(dev: SynthesizedPlatform) -> None:
+    variables = processor(dev)["Environment"]["Variables"]
+    assert {"ONLINE_TABLE_NAME", "OFFLINE_BUCKET_NAME", "QUARANTINE_PREFIX",
+            "FEATURE_LOG_PREFIX", "POWERTOOLS_SERVICE_NAME"} <= set(variables)
+    assert variables["QUARANTINE_PREFIX"] == "quarantine/"
+
+
+def test_processor_handler_is_importable_from_the_asset(dev: SynthesizedPlatform) -> None:
+    module_name, function_name = processor(dev)["Handler"].rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module_name), function_name))
+
+
+def test_roles_attach_no_aws_managed_policies(dev: SynthesizedPlatform) -> None:
+    for name in ("processing", "serving"):
+        template = dev.templates[name]
+        function_roles = {
+            props["Properties"]["Role"]["Fn::GetAtt"][0]
+            for props in template.find_resources("AWS::Lambda::Function").values()
+        }
+        for role_id in function_roles:
+            role = template.find_resources("AWS::IAM::Role")[role_id]["Properties"]
+            assert "ManagedPolicyArns" not in role, role_id
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"parallelization_factor": 11}, "'parallelization_factor' must be within 1..10"),
+        ({"max_retry_attempts": -1}, "'max_retry_attempts' must be bounded"),
+    ],
+)
+def test_unsafe_mapping_props_are_refused(stack: cdk.Stack, props: dict, message: str) -> None:
+    key = kms.Key(stack, "Key", enable_key_rotation=True)
+    stream = kinesis.Stream(stack, "Stream")
+    with pytest.raises(ConstructPropsError, match=message):
+        StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key, **props)
