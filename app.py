@@ -10,11 +10,11 @@ from pathlib import Path
 # source of truth for the stacks, the processors and the local platform.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lambdas"))
 
-import aws_cdk as cdk  # noqa: E402
+import aws_cdk as cdk
+from fastbreak.definitions import CATALOG
 
-from fastbreak.definitions import CATALOG  # noqa: E402
-from stacks import build_platform, load_settings  # noqa: E402
-from stacks.platform import apply_nag_packs  # noqa: E402
+from stacks import build_platform, load_settings
+from stacks.platform import apply_nag_packs
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.nag import acknowledge
+from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.secure_defaults import encrypted_log_group
 
 HANDLER = "fastbreak.handlers.feature_api.handler"

@@ -22,14 +22,16 @@ def iam5_resource_finding(scope: IConstruct, resource: str) -> str:
     ``<LogicalId>`` for Ref and the export name for ImportValue, so the id follows the
     construct tree instead of being pasted from one synth.
     """
-    return f"AwsSolutions::AwsSolutions-IAM5[Resource::{_render(Stack.of(scope).resolve(resource))}]"
+    return (
+        f"AwsSolutions::AwsSolutions-IAM5[Resource::{_render(Stack.of(scope).resolve(resource))}]"
+    )
 
 
 def _render(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and len(value) == 1:
-        (function, argument), = value.items()
+        ((function, argument),) = value.items()
         if function == "Fn::Join":
             separator, parts = argument
             return str(separator).join(_render(part) for part in parts)

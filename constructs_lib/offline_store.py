@@ -41,8 +41,8 @@ ATHENA_RESULTS_PREFIX = "athena-results/"
 # late event lands in the partition of the hour it happened in.
 PARTITION_QUERY = "{event_date: .event_time[0:10], event_hour: .event_time[11:13]}"
 RAW_OBJECT_PREFIX = (
-    RAW_PREFIX
-    + "event_date=!{partitionKeyFromQuery:event_date}/event_hour=!{partitionKeyFromQuery:event_hour}/"
+    f"{RAW_PREFIX}event_date=!{{partitionKeyFromQuery:event_date}}/"
+    "event_hour=!{partitionKeyFromQuery:event_hour}/"
 )
 RAW_ERROR_OBJECT_PREFIX = (
     RAW_ERROR_PREFIX + "!{firehose:error-output-type}/!{timestamp:yyyy-MM-dd}/"

@@ -17,8 +17,8 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.nag import acknowledge
+from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.props import ConstructPropsError
 from constructs_lib.secure_defaults import customer_managed_key, encrypted_queue
 

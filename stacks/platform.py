@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
-
 from fastbreak.definitions import Catalog
+
 from stacks.monitoring_stack import MonitoringStack
 from stacks.processing_stack import ProcessingStack
 from stacks.serving_stack import ServingStack

@@ -9,13 +9,13 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from constructs_lib import StreamProcessor
-from constructs_lib.offline_store import FEATURE_LOG_PREFIX, QUARANTINE_PREFIX
 from constructs_lib.grants import (
     OBJECT_WRITE_KEY_ACTIONS,
     TABLE_READ_WRITE_KEY_ACTIONS,
     allow_key_use,
 )
 from constructs_lib.nag import acknowledge, iam5_resource_finding
+from constructs_lib.offline_store import FEATURE_LOG_PREFIX, QUARANTINE_PREFIX
 from constructs_lib.secure_defaults import log_encryption_key
 from stacks.settings import Settings
 from stacks.storage_stack import StorageStack

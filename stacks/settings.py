@@ -18,7 +18,7 @@ class SettingsError(ValueError):
 
 
 # Kit defaults: what a dev environment gets when cdk.json says nothing.
-DEFAULTS: dict[str, dict[str, Any]] = {
+DEFAULTS: dict[str, Any] = {
     "stream": {
         "mode": "on_demand",  # on_demand | provisioned
         "shard_count": 2,  # used only when mode is provisioned
@@ -72,7 +72,11 @@ def _int_range(low: int, high: int) -> Callable[[Any], str | None]:
 
 def _number_range(low: float, high: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             return f"must be a number within {low}..{high}"
         return None
 

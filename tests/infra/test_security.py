@@ -68,7 +68,7 @@ def test_nag_fails_synth_on_an_unacknowledged_finding(tmp_path: Path) -> None:
     stack = cdk.Stack(app, "Insecure")
     sqs.Queue(stack, "PlainQueue", encryption=sqs.QueueEncryption.UNENCRYPTED)
     apply_nag_packs(app)
-    with pytest.raises(Exception, match="(?i)validation"):
+    with pytest.raises(Exception, match=r"(?i)validation"):
         app.synth()
 
 

@@ -48,7 +48,7 @@ def test_invalid_setting_fails_naming_it(overrides: dict, message: str) -> None:
 
 
 def test_unknown_environment_lists_the_known_ones() -> None:
-    with pytest.raises(SettingsError, match="unknown environment 'staging'.*dev, prod"):
+    with pytest.raises(SettingsError, match=r"unknown environment 'staging'.*dev, prod"):
         load_settings("staging", ENVIRONMENTS)
 
 

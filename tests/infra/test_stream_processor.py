@@ -70,7 +70,8 @@ def test_processor_uses_the_powertools_layer_pinned_in_requirements(
     dev: SynthesizedPlatform,
 ) -> None:
     layers = json.dumps(processor(dev)["Layers"])
-    assert f":017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-arm64:{POWERTOOLS_LAYER_VERSION}" in layers
+    layer = f"AWSLambdaPowertoolsPythonV3-python314-arm64:{POWERTOOLS_LAYER_VERSION}"
+    assert f":017000801446:layer:{layer}" in layers
     requirements = (REPO / "requirements.txt").read_text()
     assert f"aws-lambda-powertools[tracer,parser]=={POWERTOOLS_VERSION}" in requirements
 

@@ -19,7 +19,7 @@ from fastbreak.definitions.model import (
     Window,
 )
 
-S, I, D = FieldType.STRING, FieldType.INT, FieldType.DOUBLE
+STR, INT, DBL = FieldType.STRING, FieldType.INT, FieldType.DOUBLE
 
 ENTITIES = (
     Entity("user", "user_id", "A fan using the app."),
@@ -32,7 +32,7 @@ EVENTS = (
     EventSchema(
         "content_view",
         1,
-        (Field("user_id", S), Field("content_id", S), Field("sport", S)),
+        (Field("user_id", STR), Field("content_id", STR), Field("sport", STR)),
         {"user": "user_id", "content": "content_id"},
         "A fan opened a piece of content.",
     ),
@@ -40,10 +40,10 @@ EVENTS = (
         "content_view",
         2,
         (
-            Field("user_id", S),
-            Field("content_id", S),
-            Field("sport", S),
-            Field("surface", S, required=False, default="unknown"),
+            Field("user_id", STR),
+            Field("content_id", STR),
+            Field("sport", STR),
+            Field("surface", STR, required=False, default="unknown"),
         ),
         {"user": "user_id", "content": "content_id"},
         "v2 adds the app surface (home, game_page, push) the view came from.",
@@ -51,7 +51,7 @@ EVENTS = (
     EventSchema(
         "content_click",
         1,
-        (Field("user_id", S), Field("content_id", S), Field("position", I)),
+        (Field("user_id", STR), Field("content_id", STR), Field("position", INT)),
         {"user": "user_id", "content": "content_id"},
         "A fan clicked a recommendation at a list position.",
     ),
@@ -59,10 +59,10 @@ EVENTS = (
         "video_play",
         1,
         (
-            Field("user_id", S),
-            Field("content_id", S),
-            Field("game_id", S),
-            Field("watch_seconds", D),
+            Field("user_id", STR),
+            Field("content_id", STR),
+            Field("game_id", STR),
+            Field("watch_seconds", DBL),
         ),
         {"user": "user_id", "content": "content_id", "game": "game_id"},
         "A fan watched a stream or clip of a game for watch_seconds.",
@@ -70,7 +70,7 @@ EVENTS = (
     EventSchema(
         "game_follow",
         1,
-        (Field("user_id", S), Field("game_id", S), Field("team_id", S)),
+        (Field("user_id", STR), Field("game_id", STR), Field("team_id", STR)),
         {"user": "user_id", "game": "game_id"},
         "A fan followed a game, supporting team_id.",
     ),
@@ -78,12 +78,12 @@ EVENTS = (
         "score_update",
         1,
         (
-            Field("game_id", S),
-            Field("home_score", I),
-            Field("away_score", I),
-            Field("period", I),
-            Field("clock_seconds", I),
-            Field("status", S),
+            Field("game_id", STR),
+            Field("home_score", INT),
+            Field("away_score", INT),
+            Field("period", INT),
+            Field("clock_seconds", INT),
+            Field("status", STR),
         ),
         {"game": "game_id"},
         "The official feed's state of a game; status is scheduled, live or final.",
@@ -91,14 +91,14 @@ EVENTS = (
     EventSchema(
         "push_open",
         1,
-        (Field("user_id", S), Field("campaign_id", S)),
+        (Field("user_id", STR), Field("campaign_id", STR)),
         {"user": "user_id"},
         "A fan opened a push notification.",
     ),
     EventSchema(
         "experiment_exposure",
         1,
-        (Field("user_id", S), Field("experiment_id", S), Field("variant", S)),
+        (Field("user_id", STR), Field("experiment_id", STR), Field("variant", STR)),
         {"user": "user_id"},
         "A fan was shown a variant of an experiment.",
     ),
@@ -121,7 +121,8 @@ GROUPS = (
                 "watch_seconds", A.SUM, (HOUR_1, HOUR_24, DAY_7), "watch_seconds",
                 events=("video_play",),
             ),
-            Feature("avg_watch_seconds", A.MEAN, (HOUR_24,), "watch_seconds", events=("video_play",)),
+            Feature("avg_watch_seconds", A.MEAN, (HOUR_24,), "watch_seconds",
+                    events=("video_play",)),
             Feature(
                 "distinct_content", A.APPROX_DISTINCT, (HOUR_24, DAY_7), "content_id",
                 events=("content_view", "video_play"),

@@ -8,9 +8,10 @@ synth and the Lambdas at cold start, so a bad definition never reaches a running
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Iterable, Mapping
+from enum import StrEnum
+from typing import Any
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -22,7 +23,7 @@ class DefinitionError(ValueError):
     """A feature definition is invalid; the message names the object and the field."""
 
 
-class FieldType(str, Enum):
+class FieldType(StrEnum):
     STRING = "string"
     INT = "int"
     DOUBLE = "double"
@@ -40,7 +41,7 @@ class FieldType(str, Enum):
         }[self]
 
 
-class Aggregation(str, Enum):
+class Aggregation(StrEnum):
     COUNT = "count"
     SUM = "sum"
     MEAN = "mean"
@@ -64,7 +65,7 @@ class Aggregation(str, Enum):
         return self in (Aggregation.LAST_N, Aggregation.TOP_K)
 
 
-class WindowKind(str, Enum):
+class WindowKind(StrEnum):
     SLIDING = "sliding"  # event-time tiles merged at read time
     TUMBLING = "tumbling"  # the current fixed bucket, aligned to the epoch
     LIFETIME = "lifetime"  # everything ever seen
@@ -323,7 +324,9 @@ class Catalog:
         for window in feature.windows:
             _validate_window(where, window, group)
         if feature.aggregation.needs_size and not 1 <= feature.size <= 100:
-            raise DefinitionError(f"{where}: field 'size' must be within 1..100, got {feature.size}")
+            raise DefinitionError(
+                f"{where}: field 'size' must be within 1..100, got {feature.size}"
+            )
         unknown_events = [name for name in feature.events if name not in group.sources]
         if unknown_events:
             raise DefinitionError(
@@ -376,8 +379,8 @@ def _validate_event(event: EventSchema, entity_names: set[str]) -> None:
             raise DefinitionError(
                 f"{where}: field 'entity_keys' names unknown entity '{entity_name}'"
             )
-        payload_field = event.field_named(key_field)
-        if payload_field is None or payload_field.type is not FieldType.STRING:
+        key = event.field_named(key_field)
+        if key is None or key.type is not FieldType.STRING:
             raise DefinitionError(
                 f"{where}: field 'entity_keys' maps '{entity_name}' to '{key_field}', which is "
                 "not a string field of the event"
