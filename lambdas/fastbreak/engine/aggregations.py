@@ -1,0 +1,270 @@
+"""Mergeable aggregation states.
+
+A state is a small list whose first element is the newest event time (epoch ms) folded into it,
+so every served value can carry its event time and age. ``add`` folds one event in place (the
+hot path); ``merge`` combines two partial states into a new one (read time: tiles and per-shard
+partials). Every merge is associative and commutative, and ties are broken on the event id, so
+the result does not depend on the order in which shards, tiles or batches are combined.
+
+States are stored as JSON (``dump``/``load``); ``last`` and ``last_n`` keep values as given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastbreak.definitions.model import Aggregation
+from fastbreak.engine.hll import HyperLogLog
+
+State = list[Any]
+
+
+class Aggregator(Protocol):
+    def empty(self) -> State: ...
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None: ...
+
+    def merge(self, left: State, right: State) -> State: ...
+
+    def result(self, state: State) -> Any: ...
+
+    def dump(self, state: State) -> Any: ...
+
+    def load(self, data: Any) -> State: ...
+
+
+class _JsonState:
+    """States that are plain JSON lists already."""
+
+    def dump(self, state: State) -> Any:
+        return state
+
+    def load(self, data: Any) -> State:
+        return list(data)
+
+
+class Count(_JsonState):
+    def empty(self) -> State:
+        return [0, 0]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        state[1] += 1
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        return [max(left[0], right[0]), left[1] + right[1]]
+
+    def result(self, state: State) -> Any:
+        return state[1]
+
+
+class Sum(_JsonState):
+    def empty(self) -> State:
+        return [0, 0]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        state[1] += value
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        return [max(left[0], right[0]), left[1] + right[1]]
+
+    def result(self, state: State) -> Any:
+        return state[1]
+
+
+class Mean(_JsonState):
+    def empty(self) -> State:
+        return [0, 0, 0]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        state[1] += value
+        state[2] += 1
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        return [max(left[0], right[0]), left[1] + right[1], left[2] + right[2]]
+
+    def result(self, state: State) -> Any:
+        return state[1] / state[2] if state[2] else None
+
+
+class Min(_JsonState):
+    def empty(self) -> State:
+        return [0, None]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        if state[1] is None or value < state[1]:
+            state[1] = value
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        values = [v for v in (left[1], right[1]) if v is not None]
+        return [max(left[0], right[0]), min(values) if values else None]
+
+    def result(self, state: State) -> Any:
+        return state[1]
+
+
+class Max(_JsonState):
+    def empty(self) -> State:
+        return [0, None]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        if state[1] is None or value > state[1]:
+            state[1] = value
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        values = [v for v in (left[1], right[1]) if v is not None]
+        return [max(left[0], right[0]), max(values) if values else None]
+
+    def result(self, state: State) -> Any:
+        return state[1]
+
+
+class Last(_JsonState):
+    """The value of the newest event by (event time, event id): an older event never wins."""
+
+    def empty(self) -> State:
+        return [0, None, ""]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        if (time_ms, event_id) > (state[0], state[2]):
+            state[0], state[1], state[2] = time_ms, value, event_id
+
+    def merge(self, left: State, right: State) -> State:
+        newest = left if (left[0], left[2]) >= (right[0], right[2]) else right
+        return list(newest)
+
+    def result(self, state: State) -> Any:
+        return state[1] if state[2] else None
+
+
+class LastN(_JsonState):
+    """The values of the N newest events, newest first, as ``[time, event id, value]``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def empty(self) -> State:
+        return [0, []]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        entries = state[1]
+        entries.append([time_ms, event_id, value])
+        entries.sort(key=_newest_first, reverse=True)
+        del entries[self.size :]
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        entries = sorted(left[1] + right[1], key=_newest_first, reverse=True)[: self.size]
+        return [max(left[0], right[0]), [list(entry) for entry in entries]]
+
+    def result(self, state: State) -> Any:
+        return [entry[2] for entry in state[1]]
+
+    def load(self, data: Any) -> State:
+        return [data[0], [list(entry) for entry in data[1]]]
+
+
+def _newest_first(entry: list[Any]) -> tuple[int, str]:
+    return entry[0], entry[1]
+
+
+class ApproxDistinct:
+    def empty(self) -> State:
+        return [0, HyperLogLog()]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        state[1].add(value)
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        return [max(left[0], right[0]), left[1].merge(right[1])]
+
+    def result(self, state: State) -> Any:
+        return state[1].estimate()
+
+    def dump(self, state: State) -> Any:
+        return [state[0], state[1].dump()]
+
+    def load(self, data: Any) -> State:
+        return [data[0], HyperLogLog.load(data[1])]
+
+
+class TopK:
+    """Heavy hitters with Misra-Gries counters (Agarwal et al., "Mergeable summaries", 2012).
+
+    At most ``capacity`` counters. While a state has seen no more distinct values than that,
+    counts are exact (the usual case for a fan's teams or sports). Beyond it, each count is an
+    underestimate by at most n / (capacity + 1), n the events folded in, and any value with
+    more than that share is kept. Merge adds counters, then subtracts the (capacity + 1)-th
+    largest count: the bound survives merging.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.capacity = max(8 * size, 32)
+
+    def empty(self) -> State:
+        return [0, {}]
+
+    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
+        counters: dict[Any, int] = state[1]
+        if value in counters:
+            counters[value] += 1
+        elif len(counters) < self.capacity:
+            counters[value] = 1
+        else:
+            state[1] = {v: c - 1 for v, c in counters.items() if c > 1}
+        if time_ms > state[0]:
+            state[0] = time_ms
+
+    def merge(self, left: State, right: State) -> State:
+        counters = dict(left[1])
+        for value, count in right[1].items():
+            counters[value] = counters.get(value, 0) + count
+        if len(counters) > self.capacity:
+            cut = sorted(counters.values(), reverse=True)[self.capacity]
+            counters = {v: c - cut for v, c in counters.items() if c > cut}
+        return [max(left[0], right[0]), counters]
+
+    def result(self, state: State) -> Any:
+        ranked = sorted(state[1].items(), key=lambda item: (-item[1], str(item[0])))
+        return [[value, count] for value, count in ranked[: self.size]]
+
+    def dump(self, state: State) -> Any:
+        return [state[0], sorted(([v, c] for v, c in state[1].items()), key=lambda p: str(p[0]))]
+
+    def load(self, data: Any) -> State:
+        return [data[0], {value: count for value, count in data[1]}]
+
+
+def aggregator_for(aggregation: Aggregation, size: int = 0) -> Aggregator:
+    simple: dict[Aggregation, Aggregator] = {
+        Aggregation.COUNT: Count(),
+        Aggregation.SUM: Sum(),
+        Aggregation.MEAN: Mean(),
+        Aggregation.MIN: Min(),
+        Aggregation.MAX: Max(),
+        Aggregation.LAST: Last(),
+        Aggregation.APPROX_DISTINCT: ApproxDistinct(),
+    }
+    if aggregation is Aggregation.LAST_N:
+        return LastN(size)
+    if aggregation is Aggregation.TOP_K:
+        return TopK(size)
+    return simple[aggregation]
+
+
+def empty_result(aggregation: Aggregation) -> Any:
+    """What a feature serves when no event fell in its window."""
+    return aggregator_for(aggregation, 1).result(aggregator_for(aggregation, 1).empty())

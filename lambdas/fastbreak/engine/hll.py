@@ -1,0 +1,113 @@
+"""HyperLogLog: a mergeable approximate distinct count.
+
+Precision p = 12 gives m = 4096 six-bit registers and a relative standard error of
+1.04 / sqrt(m) = 1.63 % (about 99.7 % of estimates within 4.9 %). Below 2.5 m the estimate
+switches to linear counting, which is close to exact for the small per-user and per-tile
+cardinalities that dominate Fastbreak; above it the raw estimate is used (64-bit hashes, so no
+large-range correction). Merging is a register-wise max: associative, commutative, idempotent.
+
+Storage is sparse (register index and value packed in one int) until an eighth of the
+registers are set, then dense (m bytes, base64 in JSON). Sparse keeps a fan's hourly tile at a
+few bytes instead of 4 KB.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from hashlib import blake2b
+from typing import Any
+
+PRECISION = 12
+REGISTERS = 1 << PRECISION
+RELATIVE_STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
+_SPARSE_LIMIT = REGISTERS // 8
+_REST_BITS = 64 - PRECISION
+_REST_MASK = (1 << _REST_BITS) - 1
+_ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
+
+
+def hash64(value: object) -> int:
+    # blake2b, not hash(): str hashes are salted per process, and sketches outlive processes.
+    return int.from_bytes(blake2b(str(value).encode(), digest_size=8).digest(), "big")
+
+
+class HyperLogLog:
+    __slots__ = ("dense", "sparse")
+
+    def __init__(self) -> None:
+        self.sparse: dict[int, int] | None = {}
+        self.dense: bytearray | None = None
+
+    def add(self, value: object) -> None:
+        hashed = hash64(value)
+        index = hashed >> _REST_BITS
+        rank = _REST_BITS - (hashed & _REST_MASK).bit_length() + 1
+        self._set(index, rank)
+
+    def _set(self, index: int, rank: int) -> None:
+        if self.sparse is not None:
+            if rank > self.sparse.get(index, 0):
+                self.sparse[index] = rank
+                if len(self.sparse) > _SPARSE_LIMIT:
+                    self._densify()
+        elif self.dense is not None and rank > self.dense[index]:
+            self.dense[index] = rank
+
+    def _densify(self) -> None:
+        dense = bytearray(REGISTERS)
+        for index, rank in (self.sparse or {}).items():
+            dense[index] = rank
+        self.dense, self.sparse = dense, None
+
+    def registers(self) -> bytes:
+        if self.dense is not None:
+            return bytes(self.dense)
+        dense = bytearray(REGISTERS)
+        for index, rank in (self.sparse or {}).items():
+            dense[index] = rank
+        return bytes(dense)
+
+    def merge(self, other: HyperLogLog) -> HyperLogLog:
+        """A new sketch of the union; neither input changes."""
+        merged = HyperLogLog()
+        if self.dense is None and other.dense is None:
+            merged.sparse = dict(self.sparse or {})
+            for index, rank in (other.sparse or {}).items():
+                merged._set(index, rank)
+            return merged
+        merged.sparse = None
+        merged.dense = bytearray(map(max, self.registers(), other.registers()))
+        return merged
+
+    def estimate(self) -> int:
+        if self.sparse is not None and not self.sparse:
+            return 0
+        registers = self.registers()
+        zeros = registers.count(0)
+        if zeros:
+            linear = REGISTERS * math.log(REGISTERS / zeros)
+            if linear <= 2.5 * REGISTERS:
+                return round(linear)
+        harmonic = math.fsum(2.0**-rank for rank in registers)
+        return round(_ALPHA * REGISTERS * REGISTERS / harmonic)
+
+    def dump(self) -> Any:
+        if self.sparse is not None:
+            return sorted(index << 6 | rank for index, rank in self.sparse.items())
+        return base64.b64encode(self.registers()).decode()
+
+    @staticmethod
+    def load(data: Any) -> HyperLogLog:
+        sketch = HyperLogLog()
+        if isinstance(data, str):
+            sketch.sparse = None
+            sketch.dense = bytearray(base64.b64decode(data))
+        else:
+            sketch.sparse = {packed >> 6: packed & 63 for packed in data}
+        return sketch
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HyperLogLog) and self.registers() == other.registers()
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,263 @@
+"""DynamoDB I/O of the online store: consistent batch reads, conditional writes, backoff.
+
+The client is injected (a boto3 DynamoDB *client*, or anything with the same methods), so the
+engine imports no AWS SDK and tests can wrap the client to inject throttling and crashes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from fastbreak.engine.layout import ItemKey
+
+# Worth another try after a pause; anything else fails the item (and its records) at once.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "LimitExceededException",
+    }
+)
+CONDITION_FAILED = "ConditionalCheckFailedException"
+BATCH_GET_LIMIT = 100
+
+_SET_STATE = "SET #state = :state, #hw = :hw, #t = :t, #updated = :updated"
+_NAMES = {"#state": "state", "#hw": "hw", "#t": "t", "#updated": "updated_at"}
+_NAMES_TTL = {**_NAMES, "#expires": "expires_at"}
+
+
+class StoreUnavailable(RuntimeError):
+    """Reads still failed after every retry: the batch cannot be computed."""
+
+
+def error_code(error: BaseException) -> str | None:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return code if isinstance(code, str) else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    pk: str
+    sk: str
+    state: str | bytes
+    hw: str
+    expires_at: int | None
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemWrite:
+    key: ItemKey
+    state: str | bytes
+    hw: str
+    expected_hw: str | None  # None: the item must not exist yet
+    expires_at: int | None
+    event_time_ms: int
+
+
+class WriteOutcome(Enum):
+    WRITTEN = "written"
+    CONFLICT = "conflict"  # another writer moved the item on: re-read and recompute
+    FAILED = "failed"
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+    # Seconds the invocation has left; retries stop with a margin so the batch can report.
+    remaining_s: Callable[[], float] = field(default=lambda: float("inf"))
+    margin_s: float = 5.0
+
+    def pause(self, attempt: int) -> bool:
+        """Back off before attempt ``attempt + 1``; False when it is time to give up."""
+        if attempt + 1 >= self.max_attempts:
+            return False
+        # Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
+        delay = random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+        if self.remaining_s() - delay < self.margin_s:
+            return False
+        self.sleep(delay)
+        return True
+
+
+@dataclass
+class WriteStats:
+    writes: int = 0
+    retries: int = 0
+    conflicts: int = 0
+    failures: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.writes += other.writes
+        self.retries += other.retries
+        self.conflicts += other.conflicts
+        self.failures += other.failures
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    # One pool per process, reused by warm invocations.
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="online-store")
+    return _POOL
+
+
+class OnlineStore:
+    def __init__(
+        self, client: Any, table_name: str, retry: RetryPolicy | None = None,
+        concurrency: int = 16,
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.retry = retry or RetryPolicy()
+        self.concurrency = concurrency
+
+    # ---- reads -------------------------------------------------------------------------------
+    def get_many(self, keys: Iterable[ItemKey]) -> dict[ItemKey, StoredItem]:
+        """Strongly consistent reads of ``keys``; absent items are absent from the result."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[ItemKey, StoredItem] = {}
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            chunk = unique[start : start + BATCH_GET_LIMIT]
+            for item in self._batch_get([{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk]):
+                stored = _stored(item)
+                found[(stored.pk, stored.sk)] = stored
+        return found
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        request = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        attempt = 0
+        while request:
+            try:
+                response = self.client.batch_get_item(RequestItems=request)
+            except Exception as error:
+                if error_code(error) not in RETRYABLE_CODES or not self.retry.pause(attempt):
+                    raise StoreUnavailable(f"BatchGetItem failed: {error}") from error
+                attempt += 1
+                continue
+            items.extend(response.get("Responses", {}).get(self.table_name, []))
+            request = response.get("UnprocessedKeys") or {}
+            if request:
+                if not self.retry.pause(attempt):
+                    raise StoreUnavailable("BatchGetItem kept returning UnprocessedKeys")
+                attempt += 1
+        return items
+
+    def query_prefix(self, pk: str, sk_prefix: str) -> list[StoredItem]:
+        """Every item of ``pk`` whose sort key starts with ``sk_prefix`` (paginated)."""
+        items: list[StoredItem] = []
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+        }
+        while True:
+            response = self.client.query(**request)
+            items.extend(_stored(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return items
+            request["ExclusiveStartKey"] = last
+
+    # ---- writes ------------------------------------------------------------------------------
+    def write_many(
+        self, writes: Sequence[ItemWrite]
+    ) -> tuple[dict[ItemKey, WriteOutcome], WriteStats]:
+        """Each write applied once, or reported; independent items written concurrently."""
+        workers = min(self.concurrency, len(writes))
+        if workers <= 1:
+            return self._write_chunk(writes)
+        chunks = [writes[i::workers] for i in range(workers)]
+        outcomes: dict[ItemKey, WriteOutcome] = {}
+        stats = WriteStats()
+        for chunk_outcomes, chunk_stats in _pool(workers).map(self._write_chunk, chunks):
+            outcomes.update(chunk_outcomes)
+            stats.add(chunk_stats)
+        return outcomes, stats
+
+    def _write_chunk(
+        self, writes: Sequence[ItemWrite]
+    ) -> tuple[dict[ItemKey, WriteOutcome], WriteStats]:
+        stats = WriteStats()
+        outcomes = {write.key: self._write(write, stats) for write in writes}
+        return outcomes, stats
+
+    def _write(self, write: ItemWrite, stats: WriteStats) -> WriteOutcome:
+        request = self._update_request(write)
+        attempt = 0
+        while True:
+            try:
+                self.client.update_item(**request)
+                stats.writes += 1
+                return WriteOutcome.WRITTEN
+            except Exception as error:
+                code = error_code(error)
+                if code == CONDITION_FAILED:
+                    stats.conflicts += 1
+                    return WriteOutcome.CONFLICT
+                if code not in RETRYABLE_CODES or not self.retry.pause(attempt):
+                    stats.failures += 1
+                    return WriteOutcome.FAILED
+                stats.retries += 1
+                attempt += 1
+
+    def _update_request(self, write: ItemWrite) -> dict[str, Any]:
+        state = {"S": write.state} if isinstance(write.state, str) else {"B": write.state}
+        values: dict[str, Any] = {
+            ":state": state,
+            ":hw": {"S": write.hw},
+            ":t": {"N": str(write.event_time_ms)},
+            ":updated": {"N": str(int(time.time() * 1000))},
+        }
+        expression = _SET_STATE
+        names = _NAMES
+        if write.expires_at is not None:
+            expression += ", #expires = :expires"
+            names = _NAMES_TTL
+            values[":expires"] = {"N": str(write.expires_at)}
+        if write.expected_hw is None:
+            condition = "attribute_not_exists(pk)"
+        else:
+            condition = "#hw = :expected"
+            values[":expected"] = {"S": write.expected_hw}
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": write.key[0]}, "sk": {"S": write.key[1]}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+
+def _stored(item: dict[str, Any]) -> StoredItem:
+    state_attr = item.get("state", {})
+    state: str | bytes = state_attr["S"] if "S" in state_attr else state_attr.get("B", b"")
+    expires = item.get("expires_at", {}).get("N")
+    return StoredItem(
+        pk=item["pk"]["S"],
+        sk=item["sk"]["S"],
+        state=state,
+        hw=item.get("hw", {}).get("S", ""),
+        expires_at=int(expires) if expires is not None else None,
+        event_time_ms=int(item.get("t", {}).get("N", "0")),
+    )

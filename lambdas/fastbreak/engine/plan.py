@@ -1,0 +1,180 @@
+"""The catalog compiled for the hot path: which items each event type feeds, and how.
+
+An *item kind* is one shape of online-store item of a feature group: the lifetime item, or the
+tile item of one tile size. Every feature whose windows use that tile size keeps one state
+*slot* in it, so one event touches one item per (group, tile size), whatever the number of
+features and windows. Reads merge the same slots back into served features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from fastbreak.definitions.model import (
+    Catalog,
+    DefinitionError,
+    Feature,
+    FeatureGroup,
+    Window,
+    WindowKind,
+)
+from fastbreak.engine.aggregations import Aggregator, Min, aggregator_for
+
+# "Since kickoff" sessions: a game kicks off at the event time of its first score_update with
+# status live. Session state lives in 1-minute tiles kept for 12 hours, so the window has
+# minute resolution: it starts at the minute the game went live.
+KICKOFF_EVENT = "score_update"
+KICKOFF_STATUS_FIELD = "status"
+KICKOFF_STATUS = "live"
+KICKOFF_SLOT = "_kickoff"
+SESSION_TILE_SECONDS = 60
+SESSION_RETENTION_SECONDS = 12 * 3600
+LIFETIME = 0  # tile size of the lifetime item kind
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One mergeable state inside an item; ``field`` None means the event time is the value
+    (the kickoff slot) or no value is needed (count)."""
+
+    name: str
+    aggregator: Aggregator
+    field: str | None
+    events: frozenset[str]
+    when: Callable[[dict[str, Any]], bool] | None = None
+
+
+@dataclass(frozen=True)
+class ItemKind:
+    group: str
+    entity: str
+    tile_seconds: int  # LIFETIME for the lifetime item
+    slots: tuple[Slot, ...]
+    retention_seconds: int  # how long after the tile ends it can still be read; 0 = forever
+
+    @cached_property
+    def slot_named(self) -> dict[str, Slot]:
+        return {slot.name: slot for slot in self.slots}
+
+
+@dataclass(frozen=True)
+class Route:
+    """How events of one type feed one item kind."""
+
+    kind: ItemKind
+    key_field: str
+    lateness_ms: int
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True)
+class ServedFeature:
+    name: str
+    feature: Feature
+    window: Window
+    tile_seconds: int
+    aggregator: Aggregator
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    group: FeatureGroup
+    kinds: dict[int, ItemKind]
+    served: tuple[ServedFeature, ...]
+    has_kickoff: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: dict[str, GroupPlan]
+    routes: dict[str, tuple[Route, ...]] = field(default_factory=dict)
+
+    @property
+    def max_lateness_ms(self) -> int:
+        lateness = (g.group.allowed_lateness_seconds for g in self.groups.values())
+        return max(lateness, default=0) * 1000
+
+
+def _tile_of(window: Window) -> int:
+    if window.kind is WindowKind.LIFETIME:
+        return LIFETIME
+    if window.kind is WindowKind.SINCE_KICKOFF:
+        return SESSION_TILE_SECONDS
+    return window.tile_seconds
+
+
+def _retention_of(window: Window) -> int:
+    if window.kind is WindowKind.SINCE_KICKOFF:
+        return SESSION_RETENTION_SECONDS
+    return window.size_seconds
+
+
+def _is_live(payload: dict[str, Any]) -> bool:
+    return payload.get(KICKOFF_STATUS_FIELD) == KICKOFF_STATUS
+
+
+def compile_plan(catalog: Catalog) -> Plan:
+    catalog.validate()
+    groups: dict[str, GroupPlan] = {}
+    routes: dict[str, list[Route]] = {}
+    for group in catalog.groups:
+        plan = _compile_group(group)
+        groups[group.name] = plan
+        for kind in plan.kinds.values():
+            for event_type in group.sources:
+                slots = tuple(slot for slot in kind.slots if event_type in slot.events)
+                if not slots:
+                    continue
+                key_field = catalog.latest(event_type).entity_keys.get(group.entity)
+                if key_field is None:
+                    raise DefinitionError(
+                        f"feature group '{group.name}': field 'sources' names '{event_type}', "
+                        f"which has no '{group.entity}' entity key"
+                    )
+                routes.setdefault(event_type, []).append(
+                    Route(kind, key_field, group.allowed_lateness_seconds * 1000, slots)
+                )
+    return Plan(groups, {name: tuple(found) for name, found in routes.items()})
+
+
+def _compile_group(group: FeatureGroup) -> GroupPlan:
+    slots_by_tile: dict[int, dict[str, Slot]] = {}
+    retention: dict[int, int] = {}
+    served: list[ServedFeature] = []
+    has_kickoff = False
+    for feature in group.features:
+        aggregator = aggregator_for(feature.aggregation, feature.size)
+        slot = Slot(
+            feature.name, aggregator, feature.field, frozenset(feature.events or group.sources)
+        )
+        for window in feature.windows:
+            tile = _tile_of(window)
+            slots_by_tile.setdefault(tile, {})[feature.name] = slot
+            retention[tile] = max(retention.get(tile, 0), _retention_of(window))
+            served.append(ServedFeature(f"{feature.name}_{window.name}", feature, window, tile,
+                                        aggregator))
+            has_kickoff |= window.kind is WindowKind.SINCE_KICKOFF
+    if has_kickoff:
+        if KICKOFF_EVENT not in group.sources:
+            raise DefinitionError(
+                f"feature group '{group.name}': field 'sources' must include '{KICKOFF_EVENT}' "
+                "for a since_kickoff window"
+            )
+        slots_by_tile.setdefault(LIFETIME, {})[KICKOFF_SLOT] = Slot(
+            KICKOFF_SLOT, Min(), None, frozenset({KICKOFF_EVENT}), _is_live
+        )
+    kinds = {
+        tile: ItemKind(group.name, group.entity, tile, tuple(slots.values()),
+                       retention.get(tile, 0) if tile != LIFETIME else 0)
+        for tile, slots in slots_by_tile.items()
+    }
+    return GroupPlan(group, kinds, tuple(served), has_kickoff)
+
+
+def slot_value(slot: Slot, payload: dict[str, Any], time_ms: int) -> Any:
+    """What an event adds to a slot: the field's value, or the event time for the kickoff."""
+    return payload.get(slot.field) if slot.field is not None else time_ms
+

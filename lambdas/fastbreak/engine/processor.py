@@ -1,0 +1,566 @@
+"""One Kinesis batch in, one write per touched item out: the exactly-once stream processor.
+
+For each shard in the batch (a Lambda batch holds one):
+
+1. decode and validate every record; invalid ones go to the quarantine object, never blocking
+   the shard;
+2. drop producer duplicates (same event id and event-time bucket) seen in this batch or
+   remembered in the shard's dedup items;
+3. route each event to the items it feeds (late beyond a group's allowed lateness: routed to
+   the quarantine object with reason ``too_late``, not applied);
+4. read every touched item once (consistent), fold in only the events past the item's
+   high-water mark ``hw``, and write the absolute new state with a condition on the ``hw``
+   that was read: one write per touched item, idempotent under any re-delivery;
+5. write the feature log, then remember the ids of the events now fully applied.
+
+Anything that fails makes the batch report its lowest affected sequence number and every
+later one; Lambda re-delivers from there and step 4 skips what was already applied.
+``docs/exactly-once.md`` gives the argument.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastbreak.definitions.model import Catalog
+from fastbreak.engine.hll import hash64
+from fastbreak.engine.layout import (
+    DEDUP_BUCKET_SECONDS,
+    ItemKey,
+    decode_position,
+    dedup_bucket,
+    dedup_key,
+    encode_position,
+)
+from fastbreak.engine.online_store import (
+    ItemWrite,
+    OnlineStore,
+    StoredItem,
+    StoreUnavailable,
+    WriteOutcome,
+    WriteStats,
+)
+from fastbreak.engine.plan import LIFETIME, ItemKind, Plan, Route, compile_plan
+from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
+from fastbreak.engine.rejections import Reason, Rejection
+from fastbreak.engine.sinks import ObjectSink
+from fastbreak.engine.timestamps import format_ms
+from fastbreak.engine.validation import Event, EventValidator
+
+_NOTHING_APPLIED: Position = (-1, -1)
+_CONFLICT_ROUNDS = 3
+_ID = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    quarantine_prefix: str = "quarantine/"
+    feature_log_prefix: str = "features/"
+    # Producers' clocks drift; an event further ahead of its arrival than this is refused,
+    # so one bad clock cannot open tiles in the future.
+    future_tolerance_ms: int = 5 * 60 * 1000
+
+
+@dataclass
+class BatchResult:
+    failed_sequence_numbers: list[str] = field(default_factory=list)
+    records_in: int = 0
+    records_valid: int = 0
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    late_events: int = 0
+    duplicate_events: int = 0
+    writes: WriteStats = field(default_factory=WriteStats)
+    dedup_writes: int = 0
+    freshness_lag_ms: int | None = None
+
+    def batch_item_failures(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": sequence} for sequence in self.failed_sequence_numbers
+            ]
+        }
+
+
+@dataclass
+class _Routed:
+    """A record that is not applied, as written to the quarantine object."""
+
+    reason: Reason
+    message: str
+    source: SourceRecord | None
+    sub_index: int | None = None
+    payload: bytes | None = None
+    event_id: str | None = None
+    groups: tuple[str, ...] = ()
+    raw: Any = None
+
+    def line(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"reason": self.reason.value, "message": self.message}
+        if self.source is not None:
+            line.update(
+                sequence_number=self.source.sequence_number,
+                shard_id=self.source.shard_id,
+                partition_key=self.source.partition_key,
+                approximate_arrival=format_ms(self.source.arrival_ms),
+            )
+        if self.sub_index is not None:
+            line["sub_index"] = self.sub_index
+        if self.event_id is not None:
+            line["event_id"] = self.event_id
+        if self.groups:
+            line["groups"] = list(self.groups)
+        if self.payload is not None:
+            line["payload"] = self.payload.decode("utf-8", "backslashreplace")
+        elif self.source is not None:
+            line["data"] = self.source.data
+        else:
+            line["record"] = self.raw
+        return line
+
+
+class _Pending:
+    """Everything this batch contributes to one item."""
+
+    __slots__ = ("contributions", "kind", "tile_start")
+
+    def __init__(self, kind: ItemKind, tile_start: int) -> None:
+        self.kind = kind
+        self.tile_start = tile_start
+        self.contributions: list[tuple[Event, Route]] = []
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        store: OnlineStore,
+        sink: ObjectSink,
+        catalog: Catalog,
+        settings: ProcessorSettings | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.plan: Plan = compile_plan(catalog)
+        self.validator = EventValidator(catalog)
+        self.settings = settings or ProcessorSettings()
+        self.clock_ms = clock_ms
+
+    # ---- the batch -----------------------------------------------------------------------
+    def process(self, records: Sequence[Any]) -> BatchResult:
+        result = BatchResult()
+        by_shard: dict[str, tuple[list[SourceRecord], list[Event], list[_Routed]]] = {}
+        unattributed: list[_Routed] = []
+        for index, raw in enumerate(records):
+            source = read_source(raw, index)
+            if isinstance(source, Rejection):
+                result.records_in += 1
+                unattributed.append(_Routed(source.reason, source.message, None, raw=raw))
+                continue
+            sources, events, routed = by_shard.setdefault(source.shard_id, ([], [], []))
+            sources.append(source)
+            self._decode(source, result, events, routed)
+        for rejected in unattributed:
+            _count_invalid(result, rejected.reason)
+        if unattributed:
+            # These records cannot be retried by sequence number; a failed put only loses
+            # the copy in S3 (the record itself stays in the stream until it expires).
+            self._put_lines("unattributed", unattributed, _put_ok_anyway=True)
+        for shard_id, (sources, events, routed) in by_shard.items():
+            lowest_failed = self._process_shard(shard_id, sources, events, routed, result)
+            if lowest_failed is not None:
+                result.failed_sequence_numbers.extend(
+                    s.sequence_number for s in sources if s.sequence >= lowest_failed[0]
+                )
+        return result
+
+    def _decode(
+        self, source: SourceRecord, result: BatchResult, events: list[Event],
+        routed: list[_Routed],
+    ) -> None:
+        decoded = user_records(source)
+        if isinstance(decoded, Rejection):
+            result.records_in += 1
+            _count_invalid(result, decoded.reason)
+            routed.append(_Routed(decoded.reason, decoded.message, source))
+            return
+        validate = self.validator.validate
+        horizon = source.arrival_ms + self.settings.future_tolerance_ms
+        for record in decoded:
+            result.records_in += 1
+            try:
+                outcome = validate(record)
+            except Exception as error:  # a bug must not block the shard: keep the record
+                outcome = Rejection(Reason.UNPROCESSABLE, f"{type(error).__name__}: {error}")
+            if isinstance(outcome, Event) and outcome.time_ms > horizon:
+                outcome = Rejection(
+                    Reason.EVENT_TIME_IN_FUTURE,
+                    "event_time is more than 5 minutes after the record reached Kinesis",
+                )
+            if isinstance(outcome, Rejection):
+                _count_invalid(result, outcome.reason)
+                routed.append(
+                    _Routed(outcome.reason, outcome.message, source, record.sub_index,
+                            record.payload)
+                )
+            else:
+                result.records_valid += 1
+                events.append(outcome)
+
+    # ---- one shard ---------------------------------------------------------------------------
+    def _process_shard(
+        self, shard_id: str, sources: list[SourceRecord], events: list[Event],
+        routed: list[_Routed], result: BatchResult,
+    ) -> Position | None:
+        """Apply the shard's events; return the lowest position that must be re-delivered."""
+        first: Position = (sources[0].sequence, 0)
+        events.sort(key=_position)
+        events, ids = _first_copies(events, result)
+        pending = self._route(shard_id, events, routed, result)
+        lowest: Position | None = None
+        if routed and not self._put_lines(shard_id, routed):
+            lowest = min((r.source.sequence, 0) for r in routed if r.source is not None)
+        dedup_keys = {dedup_key(shard_id, bucket) for bucket, _ in ids.values()}
+        try:
+            stored = self.store.get_many([*pending, *dedup_keys])
+        except StoreUnavailable:
+            return first
+        duplicates = _remembered(ids, stored, shard_id)
+        result.duplicate_events += len(duplicates)
+        outcome = self._write_items(pending, stored, duplicates, result)
+        if outcome is None:
+            return first
+        failed_at, log_lines = outcome
+        lowest = _lower(lowest, failed_at)
+        if log_lines and not self._put_feature_log(shard_id, sources, log_lines):
+            return first
+        applied = [
+            event for event in events
+            if event.event_id not in duplicates and (lowest is None or event.position < lowest)
+        ]
+        lowest = _lower(lowest, self._remember(shard_id, applied, ids, stored, result))
+        applied_arrivals = [e.record.source.arrival_ms for e in applied]
+        if applied_arrivals:
+            result.freshness_lag_ms = max(
+                result.freshness_lag_ms or 0, self.clock_ms() - min(applied_arrivals)
+            )
+        return lowest
+
+    def _route(
+        self, shard_id: str, events: list[Event], routed: list[_Routed], result: BatchResult
+    ) -> dict[ItemKey, _Pending]:
+        pending: dict[ItemKey, _Pending] = {}
+        routes_by_type = self.plan.routes
+        suffix = "#" + shard_id
+        for event in events:
+            lateness = event.record.source.arrival_ms - event.time_ms
+            late_groups: list[str] = []
+            for route in routes_by_type.get(event.event_type, ()):
+                kind = route.kind
+                if lateness > route.lateness_ms:
+                    if kind.group not in late_groups:
+                        late_groups.append(kind.group)
+                    continue
+                tile = kind.tile_seconds
+                if tile == LIFETIME:
+                    tile_start = 0
+                    sk = kind.group + "#life" + suffix
+                else:
+                    tile_start = event.time_ms // 1000 // tile * tile
+                    sk = f"{kind.group}#t{tile}#{tile_start:011d}{suffix}"
+                key = (kind.entity + "#" + event.payload[route.key_field], sk)
+                item = pending.get(key)
+                if item is None:
+                    item = pending[key] = _Pending(kind, tile_start)
+                item.contributions.append((event, route))
+            if late_groups:
+                result.late_events += 1
+                routed.append(
+                    _Routed(
+                        Reason.TOO_LATE,
+                        f"arrived {lateness // 1000} s after its event time, beyond the "
+                        "allowed lateness of these groups",
+                        event.record.source, event.record.sub_index, event.record.payload,
+                        event.event_id, tuple(late_groups),
+                    )
+                )
+        return pending
+
+    def _write_items(
+        self, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
+        duplicates: set[str], result: BatchResult,
+    ) -> tuple[Position | None, list[dict[str, Any]]] | None:
+        """Write every item with something new; return the lowest failed position (if any)
+        and the feature log lines, or None if the store could not even be re-read."""
+        log_lines: list[dict[str, Any]] = []
+        lowest: Position | None = None
+        todo = list(pending)
+        for _ in range(_CONFLICT_ROUNDS):
+            writes: list[ItemWrite] = []
+            first_new: dict[ItemKey, Position] = {}
+            for key in todo:
+                write, first_position = self._next_state(key, pending[key], stored.get(key),
+                                                         duplicates)
+                if write is None:
+                    if key in stored:  # already applied: log it again, logs are at-least-once
+                        log_lines.append(self._log_line(stored[key], pending[key]))
+                    continue
+                writes.append(write)
+                first_new[key] = first_position
+            outcomes, stats = self.store.write_many(writes)
+            result.writes.add(stats)
+            conflicts: list[ItemKey] = []
+            for write in writes:
+                outcome = outcomes[write.key]
+                if outcome is WriteOutcome.WRITTEN:
+                    log_lines.append(self._log_line(write, pending[write.key]))
+                elif outcome is WriteOutcome.CONFLICT:
+                    conflicts.append(write.key)
+                else:
+                    lowest = _lower(lowest, first_new[write.key])
+            if not conflicts:
+                return lowest, log_lines
+            # Another writer moved these items on (ParallelizationFactor > 1, or a zombie):
+            # read what it wrote and fold ours on top.
+            try:
+                stored = {**stored, **self.store.get_many(conflicts)}
+            except StoreUnavailable:
+                return None
+            todo = conflicts
+        for key in todo:
+            lowest = _lower(lowest, min(event.position for event, _ in pending[key].contributions))
+        return lowest, log_lines
+
+    def _next_state(
+        self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str]
+    ) -> tuple[ItemWrite | None, Position]:
+        kind = item.kind
+        applied = decode_position(stored.hw) if stored is not None else _NOTHING_APPLIED
+        new = [
+            (event, route) for event, route in item.contributions
+            if event.position > applied and event.event_id not in duplicates
+        ]
+        if not new:
+            return None, applied
+        states = _load_states(kind, stored.state) if stored is not None else {}
+        newest = stored.event_time_ms if stored is not None else 0
+        for event, route in new:
+            payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
+            if time_ms > newest:
+                newest = time_ms
+            for slot in route.slots:
+                if slot.when is not None and not slot.when(payload):
+                    continue
+                if slot.field is None:
+                    value: Any = time_ms
+                else:
+                    value = payload.get(slot.field)
+                    if value is None:
+                        continue
+                state = states.get(slot.name)
+                if state is None:
+                    state = states[slot.name] = slot.aggregator.empty()
+                slot.aggregator.add(state, value, time_ms, event_id)
+        expires = (
+            item.tile_start + kind.tile_seconds + kind.retention_seconds
+            if kind.tile_seconds != LIFETIME else None
+        )
+        return (
+            ItemWrite(
+                key=key,
+                state=_dump_states(kind, states),
+                hw=encode_position(max(event.position for event, _ in new)),
+                expected_hw=stored.hw if stored is not None else None,
+                expires_at=expires,
+                event_time_ms=newest,
+            ),
+            new[0][0].position,
+        )
+
+    # ---- dedup memory --------------------------------------------------------------------
+    def _remember(
+        self, shard_id: str, applied: list[Event], ids: dict[str, tuple[int, int]],
+        stored: dict[ItemKey, StoredItem], result: BatchResult,
+    ) -> Position | None:
+        """Add the ids of fully applied events to the shard's dedup items."""
+        by_bucket: dict[ItemKey, list[Event]] = {}
+        for event in applied:
+            by_bucket.setdefault(dedup_key(shard_id, ids[event.event_id][0]), []).append(event)
+        writes: list[ItemWrite] = []
+        # A duplicate can only arrive while its event is within the largest allowed lateness
+        # (later copies are too late anyway): that bounds how long ids are remembered.
+        keep_s = (self.plan.max_lateness_ms + self.settings.future_tolerance_ms) // 1000 + 3600
+        for key, bucket_events in by_bucket.items():
+            writes.append(_dedup_write(key, bucket_events, ids, stored.get(key), keep_s))
+        lowest: Position | None = None
+        for _ in range(_CONFLICT_ROUNDS):
+            outcomes, stats = self.store.write_many(writes)
+            result.dedup_writes += stats.writes
+            retry: list[ItemWrite] = []
+            for write in writes:
+                if outcomes[write.key] is WriteOutcome.CONFLICT:
+                    retry.append(write)
+                elif outcomes[write.key] is WriteOutcome.FAILED:
+                    lowest = _lower(lowest, min(e.position for e in by_bucket[write.key]))
+            if not retry:
+                return lowest
+            try:
+                fresh = self.store.get_many([w.key for w in retry])
+            except StoreUnavailable:
+                fresh = None
+            if fresh is None:
+                break
+            writes = [
+                _dedup_write(w.key, by_bucket[w.key], ids, fresh.get(w.key), keep_s)
+                for w in retry
+            ]
+        for write in writes:
+            lowest = _lower(lowest, min(e.position for e in by_bucket[write.key]))
+        return lowest
+
+    # ---- side outputs ------------------------------------------------------------------------
+    def _log_line(self, item: ItemWrite | StoredItem, pending: _Pending) -> dict[str, Any]:
+        if isinstance(item, ItemWrite):
+            pk, sk = item.key
+        else:
+            pk, sk = item.pk, item.sk
+        kind = pending.kind
+        return {
+            "pk": pk,
+            "sk": sk,
+            "group": kind.group,
+            "entity": kind.entity,
+            "entity_key": pk.split("#", 1)[1],
+            "tile_seconds": kind.tile_seconds,
+            "tile_start": pending.tile_start,
+            "hw": item.hw,
+            "event_time": format_ms(item.event_time_ms),
+            "state": json.loads(item.state),
+        }
+
+    def _put_feature_log(
+        self, shard_id: str, sources: list[SourceRecord], lines: list[dict[str, Any]]
+    ) -> bool:
+        key = _object_key(self.settings.feature_log_prefix, shard_id, sources)
+        body = "\n".join(json.dumps(line, separators=(",", ":")) for line in lines) + "\n"
+        try:
+            self.sink.put(key, body.encode())
+        except Exception:
+            return False
+        return True
+
+    def _put_lines(self, shard_id: str, routed: list[_Routed], _put_ok_anyway: bool = False
+                   ) -> bool:
+        sources = [r.source for r in routed if r.source is not None]
+        key = _object_key(self.settings.quarantine_prefix, shard_id, sources)
+        body = "\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n"
+        try:
+            self.sink.put(key, body.encode())
+        except Exception:
+            return _put_ok_anyway
+        return True
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _position(event: Event) -> Position:
+    return event.position
+
+
+def _lower(current: Position | None, candidate: Position | None) -> Position | None:
+    if candidate is None:
+        return current
+    return candidate if current is None or candidate < current else current
+
+
+def _count_invalid(result: BatchResult, reason: Reason) -> None:
+    result.invalid_by_reason[reason.value] = result.invalid_by_reason.get(reason.value, 0) + 1
+
+
+def _first_copies(
+    events: list[Event], result: BatchResult
+) -> tuple[list[Event], dict[str, tuple[int, int]]]:
+    """Keep the first copy of each event in this batch; map event id -> (bucket, id hash).
+
+    A producer retry re-sends the same event (same id, same event time) under a new sequence
+    number; the copy with the lowest position is the one applied.
+    """
+    kept: list[Event] = []
+    ids: dict[str, tuple[int, int]] = {}
+    for event in events:
+        if event.event_id in ids:
+            result.duplicate_events += 1
+            continue
+        ids[event.event_id] = (dedup_bucket(event.time_ms), hash64(event.event_id))
+        kept.append(event)
+    return kept, ids
+
+
+def _remembered(
+    ids: dict[str, tuple[int, int]], stored: dict[ItemKey, StoredItem], shard_id: str
+) -> set[str]:
+    """Event ids that the shard's dedup items say were already fully applied."""
+    seen: dict[ItemKey, set[int]] = {}
+    duplicates: set[str] = set()
+    for event_id, (bucket, hashed) in ids.items():
+        key = dedup_key(shard_id, bucket)
+        if key not in seen:
+            item = stored.get(key)
+            seen[key] = _unpack_ids(item.state) if item is not None else set()
+        if hashed in seen[key]:
+            duplicates.add(event_id)
+    return duplicates
+
+
+def _unpack_ids(state: str | bytes) -> set[int]:
+    data = state if isinstance(state, bytes) else state.encode()
+    return {value for (value,) in _ID.iter_unpack(data[: len(data) // 8 * 8])}
+
+
+def _dedup_write(
+    key: ItemKey, events: list[Event], ids: dict[str, tuple[int, int]],
+    stored: StoredItem | None, keep_s: int,
+) -> ItemWrite:
+    known = _unpack_ids(stored.state) if stored is not None else set()
+    known.update(ids[event.event_id][1] for event in events)
+    newest = max(event.position for event in events)
+    if stored is not None:
+        newest = max(newest, decode_position(stored.hw))
+    bucket = int(key[1])
+    return ItemWrite(
+        key=key,
+        state=b"".join(_ID.pack(value) for value in sorted(known)),
+        hw=encode_position(newest),
+        expected_hw=stored.hw if stored is not None else None,
+        expires_at=bucket + DEDUP_BUCKET_SECONDS + keep_s,
+        event_time_ms=(bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
+    )
+
+
+def _load_states(kind: ItemKind, text: str | bytes) -> dict[str, Any]:
+    states: dict[str, Any] = {}
+    for name, data in json.loads(text).items():
+        slot = kind.slot_named.get(name)
+        if slot is not None:  # a slot of a feature since removed from the catalog is dropped
+            states[name] = slot.aggregator.load(data)
+    return states
+
+
+def _dump_states(kind: ItemKind, states: dict[str, Any]) -> str:
+    return json.dumps(
+        {name: kind.slot_named[name].aggregator.dump(state) for name, state in states.items()},
+        separators=(",", ":"),
+    )
+
+
+def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:
+    if not sources:
+        return f"{prefix}unattributed/{time.time_ns()}.jsonl"
+    first, last = sources[0], sources[-1]
+    day = format_ms(first.arrival_ms)[:10]
+    return f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}.jsonl"
+
+

@@ -1,0 +1,36 @@
+"""Why a record was not applied: stable machine-readable codes plus a human message.
+
+The code is the ``reason`` dimension of the ``RecordsInvalid`` metric and the ``reason`` field
+of quarantined objects, so alarms, dashboards and replay tooling can key on it. Never rename a
+code; add new ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    BAD_KINESIS_RECORD = "bad_kinesis_record"  # the Lambda event itself is malformed
+    BAD_BASE64 = "bad_base64"
+    KPL_CORRUPT = "kpl_corrupt"  # KPL magic present, but checksum or protobuf is broken
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_ENVELOPE_FIELD = "missing_envelope_field"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    BAD_EVENT_ID = "bad_event_id"
+    BAD_EVENT_TIME = "bad_event_time"
+    EVENT_TIME_IN_FUTURE = "event_time_in_future"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_ENTITY_KEY = "bad_entity_key"
+    TOO_LATE = "too_late"  # valid, but later than a group's allowed lateness: routed, not applied
+    UNPROCESSABLE = "unprocessable"  # a bug met this record; kept so the shard moves on
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    message: str
