@@ -1,0 +1,156 @@
+"""Decode, validate, upcast: every reason code, and the shape of a valid event."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from fastbreak.definitions import CATALOG
+from fastbreak.engine.kpl import aggregate
+from fastbreak.engine.records import SourceRecord, UserRecord, read_source, user_records
+from fastbreak.engine.rejections import Reason, Rejection
+from fastbreak.engine.validation import Event, EventValidator
+from tests.fixtures.kinesis import StreamRecord, lambda_record
+
+VALIDATOR = EventValidator(CATALOG)
+SOURCE = SourceRecord(0, "1", 1, "shardId-000000000000", "u1", 1_795_717_800_000, "")
+
+
+def view(**overrides: Any) -> dict[str, Any]:
+    document = {
+        "event_type": "content_view", "schema_version": 2, "event_id": "e-1",
+        "event_time": "2026-11-26T18:30:00.123Z", "user_id": "u1", "content_id": "c1",
+        "sport": "nba", "surface": "home",
+    }
+    document.update(overrides)
+    return {k: v for k, v in document.items() if v is not ...}
+
+
+def validate(document: Any) -> Event | Rejection:
+    payload = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return VALIDATOR.validate(UserRecord(SOURCE, 0, payload))
+
+
+def test_a_valid_event_keeps_declared_fields_and_its_time_in_epoch_ms() -> None:
+    event = validate(view(extra="ignored"))
+    assert isinstance(event, Event)
+    assert event.time_ms == 1_795_717_800_123
+    assert event.payload == {"user_id": "u1", "content_id": "c1", "sport": "nba",
+                             "surface": "home"}
+    assert event.position == (1, 0)
+
+
+def test_the_previous_version_is_upcast_with_the_new_fields_default() -> None:
+    event = validate(view(schema_version=1, surface=...))
+    assert isinstance(event, Event)
+    assert event.payload["surface"] == "unknown"
+
+
+def test_an_optional_field_sent_as_null_takes_its_default() -> None:
+    event = validate(view(surface=None))
+    assert isinstance(event, Event) and event.payload["surface"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"\xff\xfe not json", Reason.BAD_JSON),
+        (b"[1, 2]", Reason.NOT_AN_OBJECT),
+        (view(event_id=...), Reason.MISSING_ENVELOPE_FIELD),
+        (view(event_type="content_share"), Reason.UNKNOWN_EVENT_TYPE),
+        (view(event_type=["content_view"]), Reason.UNKNOWN_EVENT_TYPE),
+        (view(schema_version=9), Reason.UNKNOWN_SCHEMA_VERSION),
+        (view(schema_version="2"), Reason.UNKNOWN_SCHEMA_VERSION),
+        (view(schema_version=True), Reason.UNKNOWN_SCHEMA_VERSION),
+        (view(event_id=""), Reason.BAD_EVENT_ID),
+        (view(event_id="x" * 129), Reason.BAD_EVENT_ID),
+        (view(event_time="2026-11-26T18:30:00"), Reason.BAD_EVENT_TIME),
+        (view(event_time="yesterday"), Reason.BAD_EVENT_TIME),
+        (view(event_time=1795717800), Reason.BAD_EVENT_TIME),
+        (view(content_id=...), Reason.MISSING_FIELD),
+        (view(content_id=42), Reason.WRONG_TYPE),
+        (view(user_id=""), Reason.BAD_ENTITY_KEY),
+    ],
+    ids=lambda value: value.value if isinstance(value, Reason) else "",
+)
+def test_invalid_events_are_rejected_with_a_stable_reason(document: Any, reason: Reason) -> None:
+    outcome = validate(document)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is reason
+    assert outcome.message
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [(12.5, True), (12, True), (True, False), ("12", False), (float("nan"), False),
+     (float("inf"), False)],
+)
+def test_a_double_field_takes_finite_numbers_only(value: Any, valid: bool) -> None:
+    document = {
+        "event_type": "video_play", "schema_version": 1, "event_id": "e",
+        "event_time": "2026-11-26T18:30:00Z", "user_id": "u", "content_id": "c", "game_id": "g",
+        "watch_seconds": value,
+    }
+    outcome = validate(json.dumps(document).encode())  # NaN/Infinity as json.dumps writes them
+    assert isinstance(outcome, Event) is valid
+
+
+def test_an_int_field_refuses_booleans_and_floats() -> None:
+    for value in (True, 3.0):
+        outcome = validate(view(event_type="content_click", schema_version=1, position=value))
+        assert isinstance(outcome, Rejection) and outcome.reason is Reason.WRONG_TYPE
+
+
+def test_kinesis_records_decode_plain_and_kpl_payloads_with_positions() -> None:
+    plain = read_source(lambda_record(StreamRecord("77", "u1", b'{"a":1}', 1.5)), 0)
+    assert isinstance(plain, SourceRecord)
+    assert (plain.sequence, plain.arrival_ms, plain.shard_id) == (77, 1500, "shardId-000000000000")
+    decoded = user_records(plain)
+    assert isinstance(decoded, list) and [r.payload for r in decoded] == [b'{"a":1}']
+    kpl = read_source(lambda_record(StreamRecord("78", "u1", aggregate("u1", [b"1", b"2"]), 2)), 1)
+    assert isinstance(kpl, SourceRecord)
+    decoded = user_records(kpl)
+    assert isinstance(decoded, list)
+    assert [r.position for r in decoded] == [(78, 0), (78, 1)]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.pop("kinesis"),
+        lambda r: r["kinesis"].pop("sequenceNumber"),
+        lambda r: r["kinesis"].update(sequenceNumber="12a"),
+        lambda r: r["kinesis"].update(sequenceNumber="9" * 129),
+        lambda r: r.update(eventID=None),
+        lambda r: r["kinesis"].update(approximateArrivalTimestamp="now"),
+        lambda r: r["kinesis"].update(data=7),
+    ],
+)
+def test_malformed_lambda_records_are_refused(mutate: Any) -> None:
+    raw = lambda_record(StreamRecord("5", "u1", b"{}", 1.0))
+    mutate(raw)
+    outcome = read_source(raw, 0)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_KINESIS_RECORD
+
+
+def test_data_that_is_not_base64_is_refused() -> None:
+    raw = lambda_record(StreamRecord("5", "u1", b"{}", 1.0))
+    raw["kinesis"]["data"] = "not base64!"
+    source = read_source(raw, 0)
+    assert isinstance(source, SourceRecord)
+    outcome = user_records(source)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_BASE64
+
+
+def test_a_broken_kpl_aggregate_is_refused_as_corrupt() -> None:
+    blob = bytearray(aggregate("u1", [b"{}"]))
+    blob[-3] ^= 1
+    raw = lambda_record(StreamRecord("5", "u1", bytes(blob), 1.0))
+    source = read_source(raw, 0)
+    assert isinstance(source, SourceRecord)
+    outcome = user_records(source)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.KPL_CORRUPT
+    assert base64.b64decode(source.data) == bytes(blob)
