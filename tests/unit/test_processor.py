@@ -1,0 +1,222 @@
+"""The batch processor over an in-process DynamoDB: idempotency, failures, lateness, dedup."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastbreak.definitions import CATALOG
+from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
+from fastbreak.engine.timestamps import format_ms
+
+from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
+from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
+
+T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
+ARRIVAL_S = T0 / 1000 + 60
+
+
+def views(count: int, user: str = "u1", start: int = 0, offset_ms: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_type": "content_view", "schema_version": 2, "event_id": f"{user}-v{n}",
+            "event_time": format_ms(T0 + offset_ms + n * 1000), "user_id": user,
+            "content_id": f"c{n % 4}", "sport": "nba", "surface": "home",
+        }
+        for n in range(start, start + count)
+    ]
+
+
+Built = tuple[StreamProcessor, MemoryDynamoDB, MemorySink]
+
+
+def build(table: MemoryDynamoDB | None = None) -> Built:
+    table = table or MemoryDynamoDB()
+    sink = MemorySink()
+    store = OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None), concurrency=1)
+    return StreamProcessor(store, sink, CATALOG, clock_ms=lambda: T0 + 120_000), table, sink
+
+
+def records(stream: list[StreamRecord]) -> list[dict[str, Any]]:
+    return [lambda_record(record) for record in stream]
+
+
+def features(processor: StreamProcessor, group: str = "user_engagement", key: str = "u1"
+             ) -> dict[str, Any]:
+    values = read_group(processor.store, processor.plan, group, key, T0 + 120_000)
+    return {name: value.value for name, value in values.items()}
+
+
+def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
+    processor, table, _ = build()
+    stream = stream_of(views(50), ARRIVAL_S)
+    first = processor.process(records(stream))
+    # user_engagement 1m/1h/1d tiles, user_affinity lifetime + 1d, content_trending 1m/1h x 4
+    # contents over 50 s in one minute... and the shard's dedup bucket(s).
+    assert first.writes.writes == len(table.items) - first.dedup_writes
+    before = {key: dict(item) for key, item in table.items.items()}
+    again = processor.process(records(stream))
+    assert again.writes.writes == 0 and again.failed_sequence_numbers == []
+    assert table.items == before
+    assert features(processor)["views_1h"] == 50
+
+
+def test_retries_with_other_batch_boundaries_apply_each_event_once() -> None:
+    processor, _, _ = build()
+    stream = stream_of(views(100), ARRIVAL_S)
+    processor.process(records(stream[:60]))
+    processor.process(records(stream[30:80]))  # overlaps what was applied
+    processor.process(records(stream[75:]))
+    assert features(processor)["views_1h"] == 100
+    reference, _, _ = build()
+    reference.process(records(stream))
+    assert features(processor) == features(reference)
+    assert features(processor, "user_affinity") == features(reference, "user_affinity")
+
+
+def test_producer_duplicates_with_new_sequence_numbers_count_once() -> None:
+    processor, _, _ = build()
+    documents = views(10)
+    stream = stream_of(documents + documents[:3], ARRIVAL_S)
+    result = processor.process(records(stream[:11]))  # one duplicate inside the batch
+    later = processor.process(records(stream[11:]))  # two in a later batch
+    assert (result.duplicate_events, later.duplicate_events) == (1, 2)
+    assert features(processor)["views_1h"] == 10
+
+
+def test_a_failed_item_reports_its_lowest_sequence_number_and_everything_after() -> None:
+    table = MemoryDynamoDB()
+    processor, _, _ = build(table)
+    stream = stream_of(views(5, "u1") + views(5, "u2") + views(5, "u1", start=5), ARRIVAL_S)
+
+    def fail_u2(operation: str, request: dict[str, Any]) -> None:
+        if operation == "UpdateItem" and request["Key"]["pk"]["S"] == "user#u2":
+            raise client_error("ValidationException", operation)
+
+    table.fault = fail_u2
+    result = processor.process(records(stream))
+    sequence_numbers = [record.sequence_number for record in stream]
+    assert result.failed_sequence_numbers == sequence_numbers[5:]
+    table.fault = None
+    retry = processor.process(records(stream[5:]))  # Lambda resumes at the lowest failure
+    assert retry.failed_sequence_numbers == []
+    assert features(processor, key="u1")["views_1h"] == 10
+    assert features(processor, key="u2")["views_1h"] == 5
+
+
+def test_throttling_is_retried_with_backoff_until_it_passes() -> None:
+    table = MemoryDynamoDB()
+    processor, _, _ = build(table)
+    throttles = {"BatchGetItem": 2, "UpdateItem": 5}
+
+    def throttle(operation: str, request: dict[str, Any]) -> None:
+        if throttles.get(operation, 0) > 0:
+            throttles[operation] -= 1
+            raise client_error("ProvisionedThroughputExceededException", operation)
+
+    table.fault = throttle
+    result = processor.process(records(stream_of(views(3), ARRIVAL_S)))
+    assert result.failed_sequence_numbers == []
+    assert result.writes.retries == 5
+    assert throttles == {"BatchGetItem": 0, "UpdateItem": 0}
+    assert features(processor)["views_1h"] == 3
+
+
+def test_a_concurrent_writer_is_detected_and_its_state_kept() -> None:
+    processor, table, _ = build()
+    stream = stream_of(views(4), ARRIVAL_S)
+    processor.process(records(stream[:2]))
+    moved = 0
+
+    def other_writer(operation: str, request: dict[str, Any]) -> None:
+        nonlocal moved
+        if operation == "UpdateItem" and moved == 0:
+            moved += 1  # another writer applies events 2..3 first, under the hw we expect
+            table.fault = None
+            rival, _, _ = build(table)
+            rival.process(records(stream[2:]))
+            table.fault = other_writer
+
+    table.fault = other_writer
+    result = processor.process(records(stream))
+    assert result.writes.conflicts >= 1
+    assert result.failed_sequence_numbers == []
+    assert features(processor)["views_1h"] == 4
+
+
+def test_events_later_than_the_allowed_lateness_are_routed_not_applied() -> None:
+    processor, _, sink = build()
+    on_time = views(2)
+    # content_trending allows 30 min, user_engagement 2 h: 1 h late is late for one group only
+    late = views(1, start=10, offset_ms=-3_600_000)
+    result = processor.process(records(stream_of(on_time + late, ARRIVAL_S)))
+    assert result.late_events == 1
+    assert features(processor)["views_24h"] == 3
+    trending = features(processor, "content_trending", "c2")  # only the late event viewed c2
+    assert trending["views_24h"] == 0
+    quarantined = [json.loads(line) for body in sink.objects.values()
+                   for line in body.splitlines() if b"too_late" in line]
+    assert [entry["groups"] for entry in quarantined] == [["content_trending"]]
+
+
+def test_invalid_records_are_quarantined_with_their_reason_and_never_reported() -> None:
+    processor, _, sink = build()
+    stream = stream_of(views(2), ARRIVAL_S)
+    stream.insert(1, StreamRecord(str(int(stream[0].sequence_number) + 10**6), "u1", b"{", 1.0))
+    result = processor.process(records(stream))
+    assert result.failed_sequence_numbers == []
+    assert result.invalid_by_reason == {"bad_json": 1}
+    (quarantine,) = [body for key, body in sink.objects.items() if key.startswith("quarantine/")]
+    assert json.loads(quarantine)["reason"] == "bad_json"
+
+
+def test_a_failed_quarantine_write_reports_the_invalid_record_for_retry() -> None:
+    processor, _, sink = build()
+    stream = stream_of(views(3), ARRIVAL_S)
+    stream[1] = StreamRecord(stream[1].sequence_number, "u1", b"{", ARRIVAL_S)
+
+    keep = sink.put
+
+    def refuse_quarantine(key: str, body: bytes) -> None:
+        if key.startswith("quarantine/"):
+            raise OSError("S3 refused the quarantine object")
+        keep(key, body)
+
+    sink.put = refuse_quarantine  # type: ignore[method-assign]
+    result = processor.process(records(stream))
+    assert result.failed_sequence_numbers == [r.sequence_number for r in stream[1:]]
+
+
+def test_since_kickoff_counts_viewers_from_the_minute_the_game_went_live() -> None:
+    processor, _, _ = build()
+    plays = [
+        {
+            "event_type": "video_play", "schema_version": 1, "event_id": f"p{n}",
+            "event_time": format_ms(T0 + n * 30_000), "user_id": f"u{n}", "content_id": "c",
+            "game_id": "g1", "watch_seconds": 10.0,
+        }
+        for n in range(6)
+    ]
+    kickoff = {
+        "event_type": "score_update", "schema_version": 1, "event_id": "s1",
+        "event_time": format_ms(T0 + 61_000), "game_id": "g1", "home_score": 0, "away_score": 0,
+        "period": 1, "clock_seconds": 0, "status": "live",
+    }
+    processor.process(records(stream_of([*plays, kickoff], ARRIVAL_S + 120)))
+    game = features(processor, "game_live", "g1")
+    assert game["viewers_since_kickoff"] == 4  # plays at 60, 90, 120, 150 s
+    assert game["status_lifetime"] == "live"
+    assert game["watch_seconds_5m"] == 60.0
+
+
+@pytest.mark.parametrize("status", ["scheduled", "final"])
+def test_no_kickoff_means_an_empty_session(status: str) -> None:
+    processor, _, _ = build()
+    update = {
+        "event_type": "score_update", "schema_version": 1, "event_id": "s1",
+        "event_time": format_ms(T0), "game_id": "g1", "home_score": 0, "away_score": 0,
+        "period": 0, "clock_seconds": 0, "status": status,
+    }
+    processor.process(records(stream_of([update], ARRIVAL_S)))
+    assert features(processor, "game_live", "g1")["viewers_since_kickoff"] == 0
