@@ -1,0 +1,178 @@
+"""The feature API: API Gateway (REST, IAM auth) -> this Lambda -> the online store.
+
+Thin on purpose: routing, HTTP status codes and metrics. Validation, reads and the window
+merge are the ``FeatureClient``'s (``fastbreak.serving``), the same code services embed.
+
+    GET  /v1/features/{entity_type}/{entity_id}?groups=a,b.feature
+    POST /v1/features/batch-get   {"entities": [{"entity_type", "entity_id"}], "features": [...]}
+
+Bad input is a 400 naming the field; a store that keeps throttling is a 503; anything else
+unexpected is a 500 with a request id and no stack trace (the trace goes to the log).
+
+Environment: ONLINE_TABLE_NAME, FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
+POWERTOOLS_METRICS_NAMESPACE (Fastbreak), READ_CONCURRENCY (default 16).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from fastbreak.engine.online_store import StoreUnavailable
+from fastbreak.serving import FeatureClient, FeatureResult, InvalidRequest, ReadRequest
+from fastbreak.serving.client import wall_clock_ms
+from fastbreak.serving.response import result_json, single_json
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fastbreak"))
+app = APIGatewayRestResolver()
+
+_FEATURES_PREFIX = "/v1/features/"
+_client: FeatureClient | None = None
+
+
+def configure(
+    dynamodb: Any, environ: dict[str, str] | None = None,
+    clock_ms: Callable[[], int] = wall_clock_ms,
+) -> FeatureClient:
+    """Build the client over the given DynamoDB client (the cold start does this with boto3;
+    the local platform, tests and benchmarks pass their own client and clock)."""
+    global _client
+    env = os.environ if environ is None else environ
+    _client = FeatureClient(
+        dynamodb, env["ONLINE_TABLE_NAME"],
+        concurrency=int(env.get("READ_CONCURRENCY", "16")), clock_ms=clock_ms,
+    )
+    return _client
+
+
+def _current() -> FeatureClient:
+    if _client is None:
+        import boto3
+        from botocore.config import Config
+
+        concurrency = int(os.environ.get("READ_CONCURRENCY", "16"))
+        # Short timeouts: a caller is waiting. Throttling is retried by the reader with jitter.
+        config = Config(
+            max_pool_connections=concurrency, connect_timeout=1, read_timeout=2,
+            retries={"mode": "standard", "total_max_attempts": 2},
+        )
+        return configure(boto3.client("dynamodb", config=config))
+    return _client
+
+
+# ---- routes ------------------------------------------------------------------------------------
+@app.get("/v1/features/<entity_type>/<entity_id>")
+def get_features(entity_type: str, entity_id: str) -> dict[str, Any]:
+    client = _current()
+    # The path parameters as API Gateway decoded them, not the resolver's regex capture.
+    params = app.current_event.path_parameters or {}
+    request = client.validator.single(
+        params.get("entity_type", entity_type), params.get("entity_id", entity_id),
+        _requested_groups(),
+    )
+    return single_json(_answer(client, request))
+
+
+@app.post("/v1/features/batch-get")
+def batch_get() -> dict[str, Any]:
+    client = _current()
+    request = client.validator.batch_body(app.current_event.decoded_body)
+    return result_json(_answer(client, request))
+
+
+def _requested_groups() -> list[str] | None:
+    event = app.current_event
+    values = (event.multi_value_query_string_parameters or {}).get("groups")
+    if values is None:
+        single = (event.query_string_parameters or {}).get("groups")
+        values = None if single is None else [single]
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",")]
+
+
+@tracer.capture_method(capture_response=False)
+def _answer(client: FeatureClient, request: ReadRequest) -> FeatureResult:
+    started = time.perf_counter()
+    result = client.read(request)
+    _publish(result, (time.perf_counter() - started) * 1000)
+    return result
+
+
+def _publish(result: FeatureResult, latency_ms: float) -> None:
+    values = sum(len(answer.features) for answer in result.entities)
+    missing = sum(answer.missing for answer in result.entities)
+    metrics.add_metric("ReadLatencyMs", MetricUnit.Milliseconds, latency_ms)
+    metrics.add_metric("EntitiesPerRequest", MetricUnit.Count, len(result.entities))
+    metrics.add_metric("MissingRate", MetricUnit.Percent, 100 * missing / values if values else 0)
+    # One age per entity (at most 100, the EMF limit per metric): how long since the entity's
+    # newest served value was an event. Its percentiles show how fresh answers are.
+    for answer in result.entities:
+        age = answer.freshest_age_ms
+        if age is not None:
+            metrics.add_metric("FeatureAgeMs", MetricUnit.Milliseconds, age)
+
+
+# ---- errors ------------------------------------------------------------------------------------
+def _error(status: HTTPStatus, code: str, message: str, **extra: Any) -> Response[Any]:
+    return Response(
+        status_code=status.value,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": code, "message": message, **extra},
+    )
+
+
+def _invalid(error: InvalidRequest) -> Response[Any]:
+    metrics.add_metric("InvalidRequests", MetricUnit.Count, 1)
+    return _error(HTTPStatus.BAD_REQUEST, "invalid_request", str(error), field=error.field)
+
+
+def _unavailable(error: StoreUnavailable) -> Response[Any]:
+    logger.warning("online store unavailable", extra={"reason": str(error)})
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable",
+                  "the online store is throttling; retry with backoff")
+
+
+def _unexpected(error: Exception) -> Response[Any]:
+    logger.exception("unexpected error")
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
+                  "unexpected error; quote the request id to the platform team",
+                  request_id=app.lambda_context.aws_request_id)
+
+
+def _not_found(_: Exception) -> Response[Any]:
+    event = app.current_event
+    path = event.path
+    segments = path[len(_FEATURES_PREFIX):].split("/") if path.startswith(_FEATURES_PREFIX) else []
+    if event.http_method == "GET" and len(segments) >= 2 and all(segments):
+        # API Gateway matched {entity_type}/{entity_id}, but the id holds characters that no
+        # entity id has (the resolver's route pattern refused them): bad input, not a 404.
+        return _error(HTTPStatus.BAD_REQUEST, "invalid_request",
+                      "entity_id: contains characters that are not allowed in an id",
+                      field="entity_id")
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {path}")
+
+
+# Registered by call, not as decorators: Powertools' decorators are untyped (mypy --strict).
+app.exception_handler(InvalidRequest)(_invalid)
+app.exception_handler(StoreUnavailable)(_unavailable)
+app.exception_handler(Exception)(_unexpected)
+app.not_found(_not_found)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,42 @@
+"""The JSON shape of feature answers, shared by the API and anything that logs answers.
+
+    {"as_of": "...Z", "entities": [{"entity_type": "user", "entity_id": "u1",
+      "features": {"user_engagement.views_1h": {"value": 3, "event_time": "...Z",
+                                                "age_ms": 1500},
+                   "user_engagement.clicks_1h": null}}]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastbreak.engine.read import FeatureValue
+from fastbreak.engine.timestamps import format_ms
+from fastbreak.serving.client import EntityFeatures, FeatureResult
+
+
+def value_json(value: FeatureValue | None) -> dict[str, Any] | None:
+    if value is None or value.event_time_ms is None:
+        return None
+    return {"value": value.value, "event_time": format_ms(value.event_time_ms),
+            "age_ms": value.age_ms}
+
+
+def entity_json(answer: EntityFeatures) -> dict[str, Any]:
+    return {
+        "entity_type": answer.entity.entity_type,
+        "entity_id": answer.entity.entity_id,
+        "features": {name: value_json(value) for name, value in answer.features.items()},
+    }
+
+
+def result_json(result: FeatureResult) -> dict[str, Any]:
+    return {
+        "as_of": format_ms(result.as_of_ms),
+        "entities": [entity_json(answer) for answer in result.entities],
+    }
+
+
+def single_json(result: FeatureResult) -> dict[str, Any]:
+    """``GET`` of one entity: the entity's fields at the top level."""
+    return {"as_of": format_ms(result.as_of_ms), **entity_json(result.entities[0])}
