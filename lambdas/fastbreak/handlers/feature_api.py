@@ -140,12 +140,14 @@ def _invalid(error: InvalidRequest) -> Response[Any]:
 
 def _unavailable(error: StoreUnavailable) -> Response[Any]:
     logger.warning("online store unavailable", extra={"reason": str(error)})
+    metrics.add_metric("StoreUnavailable", MetricUnit.Count, 1)
     return _error(HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable",
                   "the online store is throttling; retry with backoff")
 
 
 def _unexpected(error: Exception) -> Response[Any]:
     logger.exception("unexpected error")
+    metrics.add_metric("ServerErrors", MetricUnit.Count, 1)
     return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error",
                   "unexpected error; quote the request id to the platform team",
                   request_id=app.lambda_context.aws_request_id)
@@ -153,15 +155,17 @@ def _unexpected(error: Exception) -> Response[Any]:
 
 def _not_found(_: Exception) -> Response[Any]:
     event = app.current_event
-    path = event.path
-    segments = path[len(_FEATURES_PREFIX):].split("/") if path.startswith(_FEATURES_PREFIX) else []
-    if event.http_method == "GET" and len(segments) >= 2 and all(segments):
-        # API Gateway matched {entity_type}/{entity_id}, but the id holds characters that no
-        # entity id has (the resolver's route pattern refused them): bad input, not a 404.
-        return _error(HTTPStatus.BAD_REQUEST, "invalid_request",
-                      "entity_id: contains characters that are not allowed in an id",
-                      field="entity_id")
-    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {path}")
+    params = event.path_parameters or {}
+    if event.path.startswith(_FEATURES_PREFIX) and {"entity_type", "entity_id"} <= set(params):
+        # API Gateway matched {entity_type}/{entity_id}, but the resolver's route pattern
+        # refused a character of the id: bad input, so a 400 that says which, not a 404.
+        try:
+            _current().validator.entity(params["entity_type"], params["entity_id"], "")
+        except InvalidRequest as error:
+            return _invalid(error)
+        return _invalid(InvalidRequest("entity_id", "contains characters not allowed in an id"))
+    metrics.add_metric("UnknownRoutes", MetricUnit.Count, 1)
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {event.http_method} {event.path}")
 
 
 # Registered by call, not as decorators: Powertools' decorators are untyped (mypy --strict).
