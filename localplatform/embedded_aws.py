@@ -6,6 +6,7 @@ all talk to the same endpoint, exactly as the handlers talk to AWS.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ def embedded_aws() -> Iterator[str]:
     """Run a moto server for the duration of the block; yield its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    # One access-log line per request drowns everything else (and costs time).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()

@@ -1,0 +1,149 @@
+"""Run a template's Lambda function in-process: the real handler module, imported unchanged.
+
+What the Lambda service would provide is provided here: the template's environment variables
+at cold start, a context object, the function's log (JSON lines in a file, EMF metrics into
+the metric store) and the ``AWS/Lambda`` metrics (Invocations, Errors, Duration).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localplatform import output_capture
+from localplatform.deploy import DeployedStack
+from localplatform.intrinsics import attribute
+from localplatform.metrics import MetricStore
+
+# One process hosts every function, and the handlers read their configuration from
+# os.environ at cold start: cold starts take turns, each with its own environment.
+_COLD_START_LOCK = threading.Lock()
+
+Fault = Callable[[Mapping[str, Any]], None]
+
+
+class FunctionError(RuntimeError):
+    """The handler raised (Lambda's ``Unhandled`` function error) or ran past its timeout."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    arn: str
+    handler: str
+    environment: Mapping[str, str]
+    timeout_s: float
+    memory_mb: int
+    role_arn: str
+
+    @staticmethod
+    def from_template(stack: DeployedStack, logical_id: str) -> FunctionSpec:
+        properties = stack.resolve(stack.template["Resources"][logical_id]["Properties"])
+        name = stack.physical_ids[logical_id]
+        return FunctionSpec(
+            name=name,
+            arn=attribute("AWS::Lambda::Function", name, "Arn"),
+            handler=properties["Handler"],
+            environment={k: str(v) for k, v in
+                         properties.get("Environment", {}).get("Variables", {}).items()},
+            timeout_s=float(properties.get("Timeout", 3)),
+            memory_mb=int(properties.get("MemorySize", 128)),
+            role_arn=properties["Role"],
+        )
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    def __init__(self, spec: FunctionSpec, deadline: float) -> None:
+        self.function_name = spec.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = spec.arn
+        self.memory_limit_in_mb = spec.memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_stream_name = "local"
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class LocalFunction:
+    def __init__(self, spec: FunctionSpec, metrics: MetricStore, log_dir: Path) -> None:
+        self.spec = spec
+        self.metrics = metrics
+        self.log_path = log_dir / f"{spec.name}.log"
+        self._log_lock = threading.Lock()
+        self._handler: Callable[[Any, Any], Any] | None = None
+        # Set by drills and tests: runs before the handler and may raise, as a crash would.
+        self.fault: Fault | None = None
+
+    def invoke(self, event: Mapping[str, Any]) -> Any:
+        dimensions = {"FunctionName": self.spec.name}
+        self.metrics.put("AWS/Lambda", "Invocations", 1, dimensions)
+        started = time.monotonic()
+        context = LambdaContext(self.spec, started + self.spec.timeout_s)
+        try:
+            with output_capture.captured(self._log_line):
+                if self._handler is None:
+                    with self._environment():
+                        if self._handler is None:  # another shard's thread may have won
+                            self._handler = self._load()
+                            return self._run(event, context)
+                return self._run(event, context)
+        except Exception as error:
+            self.metrics.put("AWS/Lambda", "Errors", 1, dimensions)
+            self._log_line(f'{{"level":"ERROR","errorType":"{type(error).__name__}"}}')
+            raise FunctionError("Unhandled", f"{type(error).__name__}: {error}") from error
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.put("AWS/Lambda", "Duration", elapsed * 1000, dimensions)
+
+    def _run(self, event: Mapping[str, Any], context: LambdaContext) -> Any:
+        if self.fault is not None:
+            self.fault(event)
+        assert self._handler is not None
+        response = self._handler(dict(event), context)
+        if context.get_remaining_time_in_millis() == 0:
+            # A thread cannot be stopped; the effects stay, as they may on AWS after a timeout.
+            raise TimeoutError(f"Task timed out after {self.spec.timeout_s:.0f} seconds")
+        return response
+
+    def _load(self) -> Callable[[Any, Any], Any]:
+        module_name, _, attribute_name = self.spec.handler.rpartition(".")
+        handler: Callable[[Any, Any], Any] = getattr(
+            importlib.import_module(module_name), attribute_name
+        )
+        return handler
+
+    @contextmanager
+    def _environment(self) -> Iterator[None]:
+        with _COLD_START_LOCK:
+            saved = {key: os.environ.get(key) for key in self.spec.environment}
+            os.environ.update(self.spec.environment)
+            try:
+                yield
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+    def _log_line(self, line: str) -> None:
+        self.metrics.ingest_emf(line)
+        with self._log_lock, self.log_path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
