@@ -26,9 +26,9 @@ from localplatform.mapping_emulator import (
     MappingSettings,
 )
 from localplatform.metrics import MetricStore
+from localplatform.shard_reader import IDLE_POLL_S, read_shard
 
 MAX_INVOKE_PAYLOAD = 6 * 1024 * 1024
-IDLE_POLL_S = 0.05
 # A lane stops its reader past this many waiting records, as a Lambda poller does not read
 # further ahead than it can deliver.
 LANE_BACKLOG_BATCHES = 4
@@ -144,41 +144,28 @@ class KinesisEventSourceMapping:
     # ---- reading -------------------------------------------------------------------------
     def _read(self, shard_id: str) -> None:
         lanes = self._lanes[shard_id]
-        iterator = self.kinesis.get_shard_iterator(
-            StreamName=self.stream_name, ShardId=shard_id,
-            ShardIteratorType=self.settings.starting_position,
-        )["ShardIterator"]
         limit = LANE_BACKLOG_BATCHES * self.settings.batch_size
-        while not self._stop.is_set() and iterator:
-            if any(len(lane.records) >= limit for lane in lanes):
-                time.sleep(IDLE_POLL_S)
-                continue
-            polled_at = time.monotonic()
-            response = self.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            iterator = response.get("NextShardIterator")
-            records = response["Records"]
-            now = time.time()
-            oldest_ms = (now - records[0]["ApproximateArrivalTimestamp"].timestamp()) * 1000 \
-                if records else 0.0
-            self.metrics.put("AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", oldest_ms,
-                             {"StreamName": self.stream_name})
-            if not records:
-                self._read_to_end_at[shard_id] = polled_at
-                time.sleep(IDLE_POLL_S)
-                continue
+
+        def distribute(records: list[StreamRecord]) -> None:
             with self._stats_lock:
                 self.stats.records_read += len(records)
-            for raw in records:
-                record = StreamRecord(
-                    shard_id, raw["SequenceNumber"], raw["PartitionKey"], raw["Data"],
-                    raw["ApproximateArrivalTimestamp"].timestamp(),
-                )
+            for record in records:
                 lane = lanes[_lane_index(record.partition_key, len(lanes))]
                 with lane.changed:
                     if not lane.records:
                         lane.first_waiting_since = time.monotonic()
                     lane.records.append(record)
                     lane.changed.notify()
+
+        def read_to_end(polled_at: float) -> None:
+            self._read_to_end_at[shard_id] = polled_at
+
+        read_shard(
+            self.kinesis, self.stream_name, shard_id, self.settings.starting_position,
+            self._stop, distribute, self.metrics,
+            ready=lambda: all(len(lane.records) < limit for lane in lanes),
+            read_to_end=read_to_end,
+        )
 
     # ---- delivering ----------------------------------------------------------------------
     def _run_lane(self, lane: _Lane) -> None:

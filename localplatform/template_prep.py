@@ -4,8 +4,10 @@ moto skips resource types it does not model, and a ``Fn::GetAtt`` on a skipped r
 the whole stack (the dashboard reads its alarms' ARNs). So the skipped resources are taken out
 and every reference to them is replaced by the name the local platform gives them; the ones
 that matter (Firehose delivery, alarms, the Glue table) are then emulated from the original
-template. The only other rewrite is a moto quirk: ``AWS::KMS::Key`` rejects CloudFormation's
-``Key``/``Value`` tags.
+template. Event source mappings are taken out too, although moto models them: moto would
+invoke the function through Docker on every PutRecords, and the local platform runs them
+itself (``event_source_mapping``). The only other rewrite is a moto quirk:
+``AWS::KMS::Key`` rejects CloudFormation's ``Key``/``Value`` tags.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ _NAME_PATHS: Mapping[str, tuple[str, ...]] = {
     "AWS::Glue::Table": ("TableInput", "Name"),
     "AWS::Athena::WorkGroup": ("Name",),
 }
+
+
+# Types moto creates but the local platform runs itself.
+EMULATED_TYPES = frozenset({"AWS::Lambda::EventSourceMapping"})
 
 
 @dataclass
@@ -52,7 +58,7 @@ def prepare(stack: StackTemplate, supported: Collection[str]) -> PreparedStack:
     removed = {
         logical_id: resource
         for logical_id, resource in resources.items()
-        if resource["Type"] not in supported
+        if resource["Type"] not in supported or resource["Type"] in EMULATED_TYPES
     }
     prepared = PreparedStack(stack.name, stack.template, template)
     for logical_id, resource in removed.items():

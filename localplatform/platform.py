@@ -1,0 +1,215 @@
+"""The whole local platform: embedded AWS, deployed templates, and the emulated services.
+
+Everything is derived from the synthesized templates: functions and their environment, event
+source mappings and their settings, the Firehose delivery, the API routes and the alarms.
+``LocalPlatform`` is what the demo, the end-to-end tests and the benchmark start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from localplatform import output_capture
+from localplatform.alarms import AlarmEvaluator
+from localplatform.api_gateway import LocalApiGateway
+from localplatform.assembly import synthesize
+from localplatform.aws_env import REGION, client, point_sdk_at
+from localplatform.deploy import Deployment, deploy
+from localplatform.embedded_aws import embedded_aws
+from localplatform.event_source_mapping import KinesisEventSourceMapping, destination_sender
+from localplatform.firehose import DeliverySpec, FirehoseDelivery
+from localplatform.kinesis_events import EventSource
+from localplatform.lambda_runtime import FunctionSpec, LocalFunction
+from localplatform.mapping_emulator import MappingHooks, MappingSettings
+from localplatform.metrics import MetricStore
+
+PAGE_QUEUE = "fastbreak-local-pages"
+
+
+@dataclass
+class PlatformOptions:
+    env_name: str = "dev"
+    workdir: Path | None = None  # logs and the cloud assembly; a temporary folder if None
+    # Local time compression for alarm periods (see alarms.py); 1 is CloudWatch's own pace.
+    alarm_time_scale: float = 1.0
+    # Firehose buffering interval override; None keeps the template's.
+    firehose_buffer_seconds: float | None = None
+    # Wait before the first retry of a failed batch (the emulator's, not the template's).
+    retry_backoff_s: float = 1.0
+    api_port: int = 0
+    mapping_hooks: MappingHooks = field(default_factory=MappingHooks)
+
+
+class LocalPlatform:
+    def __init__(self, options: PlatformOptions | None = None) -> None:
+        self.options = options or PlatformOptions()
+        self.metrics = MetricStore()
+        self.functions: dict[str, LocalFunction] = {}
+        self.mappings: list[KinesisEventSourceMapping] = []
+        self.deliveries: list[FirehoseDelivery] = []
+        self.api: LocalApiGateway | None = None
+        self.alarms: AlarmEvaluator | None = None
+        self._exit = ExitStack()
+        self.endpoint_url = ""
+        self.deployment: Deployment | None = None
+        self.page_queue_url = ""
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> LocalPlatform:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
+        output_capture.install()  # before any handler module is imported
+        workdir = self.options.workdir
+        if workdir is None:
+            workdir = Path(self._exit.enter_context(tempfile.TemporaryDirectory(
+                prefix="fastbreak-local-")))
+        self.workdir = workdir
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.endpoint_url = self._exit.enter_context(embedded_aws())
+        point_sdk_at(self.endpoint_url)
+        templates = synthesize(workdir / "cdk.out", self.options.env_name)
+        self.deployment = deploy(templates, self.endpoint_url)
+        self._start_functions(self.deployment, workdir / "logs")
+        self._subscribe_pages(self.deployment)
+        self._start_mappings(self.deployment)
+        self._start_deliveries(self.deployment)
+        self._start_api(self.deployment)
+        self.alarms = AlarmEvaluator(
+            self.deployment, self.metrics, self.client("sns"), self.client("cloudwatch"),
+            self.client("sqs"), time_scale=self.options.alarm_time_scale,
+        )
+        self.alarms.start()
+        self._exit.callback(self.alarms.stop)
+
+    def stop(self) -> None:
+        self._exit.close()
+
+    def client(self, service: str) -> Any:
+        return client(service, self.endpoint_url)
+
+    # ---- what the templates define -------------------------------------------------------
+    def _start_functions(self, deployment: Deployment, log_dir: Path) -> None:
+        for stack, logical_id, _ in deployment.each("AWS::Lambda::Function"):
+            spec = FunctionSpec.from_template(stack, logical_id)
+            self.functions[spec.name] = LocalFunction(spec, self.metrics, log_dir)
+
+    def _start_mappings(self, deployment: Deployment) -> None:
+        kinesis, sqs, sns = self.client("kinesis"), self.client("sqs"), self.client("sns")
+        for stack, _, resource in deployment.each("AWS::Lambda::EventSourceMapping"):
+            properties = stack.resolve(resource["Properties"])
+            if ":kinesis:" not in properties["EventSourceArn"]:
+                continue
+            function = self.functions[properties["FunctionName"]]
+            settings = replace(MappingSettings.from_template(properties),
+                               retry_backoff_s=self.options.retry_backoff_s)
+            mapping = KinesisEventSourceMapping(
+                settings,
+                EventSource(properties["EventSourceArn"], function.spec.arn,
+                            function.spec.role_arn, REGION),
+                kinesis, function.invoke,
+                destination_sender(settings.destination_arn, sqs, sns),
+                self.metrics, function.spec.name, self.options.mapping_hooks,
+            )
+            mapping.start()
+            self._exit.callback(mapping.stop)
+            self.mappings.append(mapping)
+
+    def _start_deliveries(self, deployment: Deployment) -> None:
+        for stack, logical_id, _ in deployment.each("AWS::KinesisFirehose::DeliveryStream"):
+            delivery = FirehoseDelivery(
+                DeliverySpec.from_template(stack, logical_id), self.client("kinesis"),
+                self.client("s3"), self.metrics,
+                buffer_seconds=self.options.firehose_buffer_seconds,
+            )
+            delivery.start()
+            self._exit.callback(delivery.stop)
+            self.deliveries.append(delivery)
+
+    def _start_api(self, deployment: Deployment) -> None:
+        for stack in deployment.stacks:
+            if stack.resources("AWS::ApiGateway::RestApi"):
+                self.api = LocalApiGateway(stack, self.functions, self.metrics,
+                                           self.options.api_port)
+                self.api.start()
+                self._exit.callback(self.api.stop)
+
+    def _subscribe_pages(self, deployment: Deployment) -> None:
+        """An SQS queue on every topic alarms notify: what an on-call pager would receive."""
+        sqs, sns = self.client("sqs"), self.client("sns")
+        self.page_queue_url = sqs.create_queue(QueueName=PAGE_QUEUE)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.page_queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        topics = {
+            topic
+            for stack, _, alarm in deployment.each("AWS::CloudWatch::Alarm")
+            for topic in stack.resolve(alarm["Properties"].get("AlarmActions", []))
+        }
+        for topic in topics:
+            sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
+                          Attributes={"RawMessageDelivery": "true"})
+
+    # ---- conveniences for the demo, tests and benchmark ----------------------------------
+    def physical_name(self, resource_type: str) -> str:
+        assert self.deployment is not None
+        stack, logical_id, _ = self.deployment.one(resource_type)
+        return stack.physical_ids[logical_id]
+
+    @property
+    def stream_name(self) -> str:
+        return self.physical_name("AWS::Kinesis::Stream")
+
+    @property
+    def table_name(self) -> str:
+        return self.physical_name("AWS::DynamoDB::Table")
+
+    @property
+    def processor(self) -> LocalFunction:
+        (function,) = [f for f in self.functions.values()
+                       if f.spec.handler.endswith("stream_processor.handler")]
+        return function
+
+    @property
+    def on_failure_queue_url(self) -> str:
+        (mapping,) = self.mappings
+        arn = mapping.settings.destination_arn
+        assert arn is not None
+        url: str = self.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
+        return url
+
+    def offline_bucket(self) -> str:
+        (delivery,) = self.deliveries
+        return delivery.spec.bucket
+
+    def drain_pages(self) -> list[dict[str, Any]]:
+        """Alarm notifications delivered to the page queue since the last call."""
+        sqs = self.client("sqs")
+        pages: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.page_queue_url,
+                                           MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return pages
+            for message in messages:
+                pages.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.page_queue_url,
+                                   ReceiptHandle=message["ReceiptHandle"])
+
+    def wait_until_processed(self, timeout: float = 60.0) -> bool:
+        return all(mapping.wait_until_caught_up(timeout) for mapping in self.mappings)
