@@ -62,12 +62,13 @@ class ServingWorld:
         result = stream_processor.handler(lambda_event(records), FakeContext())
         assert result == {"batchItemFailures": []}
 
-    def document(self, event_type: str, time_ms: int, **payload: Any) -> dict[str, Any]:
+    def document(self, event_type: str, time_ms: int, event_id: str | None = None,
+                 **payload: Any) -> dict[str, Any]:
         self._next_event += 1
         return {
             "event_type": event_type,
             "schema_version": 1,
-            "event_id": f"evt-{self._next_event:08d}",
+            "event_id": event_id or f"evt-{self._next_event:08d}",
             "event_time": format_ms(time_ms),
             **payload,
         }
