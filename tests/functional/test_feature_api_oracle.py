@@ -140,17 +140,19 @@ def _in_window(event: dict[str, Any], window: Window, mine: list[dict[str, Any]]
         if not kickoffs or min(kickoffs) // 1000 > as_of // 1000:
             return False
         tile = event["time_ms"] // MINUTE_MS * MINUTE_MS
-        return (min(kickoffs) // MINUTE_MS * MINUTE_MS <= tile <= as_of
-                and (tile + MINUTE_MS + SESSION_RETENTION_MS) // 1000 > as_of // 1000)
+        started = min(kickoffs) // MINUTE_MS * MINUTE_MS
+        expired = (tile + MINUTE_MS + SESSION_RETENTION_MS) // 1000 <= as_of // 1000
+        return started <= tile <= as_of and not expired
     size, tile_size = window.size_seconds * 1000, window.tile_seconds * 1000
     newest_tile = as_of // tile_size * tile_size
-    return newest_tile - size < event["time_ms"] // tile_size * tile_size <= newest_tile
+    tile = event["time_ms"] // tile_size * tile_size
+    return bool(newest_tile - size < tile <= newest_tile)
 
 
 def _value(feature: Feature, events: list[dict[str, Any]], as_of: int) -> Any:
     if not events:
         return None
-    values = [e.get(feature.field) for e in events] if feature.field else []
+    values: list[Any] = [e[feature.field] for e in events] if feature.field else []
     newest_first = sorted(events, key=lambda e: (e["time_ms"], e["event_id"]), reverse=True)
     value: Any
     match feature.aggregation:
