@@ -55,6 +55,8 @@ from fastbreak.engine.validation import Event, EventValidator
 _NOTHING_APPLIED: Position = (-1, -1)
 _CONFLICT_ROUNDS = 3
 _ID = struct.Struct(">Q")
+# A bound encoder: json.dumps re-reads its keyword arguments on every call of the hot path.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)
@@ -293,10 +295,10 @@ class StreamProcessor:
     def _write_items(
         self, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
         duplicates: set[str], result: BatchResult,
-    ) -> tuple[Position | None, list[dict[str, Any]]] | None:
+    ) -> tuple[Position | None, list[str]] | None:
         """Write every item with something new; return the lowest failed position (if any)
         and the feature log lines, or None if the store could not even be re-read."""
-        log_lines: list[dict[str, Any]] = []
+        log_lines: list[str] = []
         lowest: Position | None = None
         todo = list(pending)
         for _ in range(_CONFLICT_ROUNDS):
@@ -423,30 +425,35 @@ class StreamProcessor:
         return lowest
 
     # ---- side outputs ------------------------------------------------------------------------
-    def _log_line(self, item: ItemWrite | StoredItem, pending: _Pending) -> dict[str, Any]:
+    def _log_line(self, item: ItemWrite | StoredItem, pending: _Pending) -> str:
+        """One feature-log line: the item's absolute state as the online store was told it."""
         if isinstance(item, ItemWrite):
             pk, sk = item.key
         else:
             pk, sk = item.pk, item.sk
         kind = pending.kind
-        return {
-            "pk": pk,
-            "sk": sk,
-            "group": kind.group,
-            "entity": kind.entity,
-            "entity_key": pk.split("#", 1)[1],
-            "tile_seconds": kind.tile_seconds,
-            "tile_start": pending.tile_start,
-            "hw": item.hw,
-            "event_time": format_ms(item.event_time_ms),
-            "state": json.loads(item.state),
-        }
+        head = _ENCODE(
+            {
+                "pk": pk,
+                "sk": sk,
+                "group": kind.group,
+                "entity": kind.entity,
+                "entity_key": pk.split("#", 1)[1],
+                "tile_seconds": kind.tile_seconds,
+                "tile_start": pending.tile_start,
+                "hw": item.hw,
+                "event_time_ms": item.event_time_ms,
+            }
+        )
+        # The state is already JSON: splice it in rather than parse and re-encode it.
+        state = item.state if isinstance(item.state, str) else item.state.decode()
+        return head[:-1] + ',"state":' + state + "}"
 
     def _put_feature_log(
-        self, shard_id: str, sources: list[SourceRecord], lines: list[dict[str, Any]]
+        self, shard_id: str, sources: list[SourceRecord], lines: list[str]
     ) -> bool:
         key = _object_key(self.settings.feature_log_prefix, shard_id, sources)
-        body = "\n".join(json.dumps(line, separators=(",", ":")) for line in lines) + "\n"
+        body = "\n".join(lines) + "\n"
         try:
             self.sink.put(key, body.encode())
         except Exception:
@@ -550,10 +557,8 @@ def _load_states(kind: ItemKind, text: str | bytes) -> dict[str, Any]:
 
 
 def _dump_states(kind: ItemKind, states: dict[str, Any]) -> str:
-    return json.dumps(
-        {name: kind.slot_named[name].aggregator.dump(state) for name, state in states.items()},
-        separators=(",", ":"),
-    )
+    slots = kind.slot_named
+    return _ENCODE({name: slots[name].aggregator.dump(state) for name, state in states.items()})
 
 
 def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:

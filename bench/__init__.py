@@ -1,0 +1,1 @@
+"""Fastbreak benchmarks: ``python -m bench [--only NAME]`` writes ``bench/results/latest.json``."""
