@@ -11,9 +11,9 @@ from fastbreak.engine.compatibility import compatibility_problems
 from fastbreak.engine.records import SourceRecord, UserRecord
 from fastbreak.engine.validation import Event, EventValidator
 
-S, I = FieldType.STRING, FieldType.INT
+S, INT = FieldType.STRING, FieldType.INT
 V1 = EventSchema(
-    "ticket_scan", 1, (Field("user_id", S), Field("gate", S), Field("seat", I, required=False)),
+    "ticket_scan", 1, (Field("user_id", S), Field("gate", S), Field("seat", INT, required=False)),
     {"user": "user_id"},
 )
 
@@ -31,7 +31,7 @@ def test_the_shipped_catalog_evolves_compatibly() -> None:
 def test_the_processor_accepts_the_previous_version_of_every_event() -> None:
     validator = EventValidator(CATALOG)
     source = SourceRecord(0, "1", 1, "shardId-0", "k", 0, "")
-    samples = {S: "x", I: 1, FieldType.DOUBLE: 1.5, FieldType.BOOL: True,
+    samples = {S: "x", INT: 1, FieldType.DOUBLE: 1.5, FieldType.BOOL: True,
                FieldType.TIMESTAMP: "2026-11-26T18:30:00Z"}
     for name in CATALOG.event_names:
         versions = CATALOG.versions_of(name)
@@ -59,12 +59,12 @@ def test_removing_an_optional_field_is_compatible() -> None:
 @pytest.mark.parametrize(
     ("fields", "entity_keys", "problem"),
     [
-        ((Field("user_id", S), Field("seat", I, required=False)), None,
+        ((Field("user_id", S), Field("seat", INT, required=False)), None,
          "removes required field 'gate'"),
-        ((Field("user_id", S), Field("gate", I), Field("seat", I, required=False)), None,
+        ((Field("user_id", S), Field("gate", INT), Field("seat", INT, required=False)), None,
          "changes field 'gate' from string to int"),
         ((*V1.fields, Field("zone", S)), None, "adds required field 'zone'"),
-        ((Field("user_id", S), Field("gate", S), Field("seat", I)), None,
+        ((Field("user_id", S), Field("gate", S), Field("seat", INT)), None,
          "makes field 'seat' required without a default"),
         ((*V1.fields, Field("fan_id", S, required=False)), {"user": "fan_id"},
          "entity key 'user' uses field 'fan_id'"),

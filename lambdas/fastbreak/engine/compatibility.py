@@ -14,6 +14,8 @@ So, between consecutive versions of an event:
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from fastbreak.definitions.model import Catalog, EventSchema
 
 
@@ -21,7 +23,7 @@ def compatibility_problems(catalog: Catalog) -> list[str]:
     problems: list[str] = []
     for name in catalog.event_names:
         versions = catalog.versions_of(name)
-        for previous, current in zip(versions, versions[1:], strict=False):
+        for previous, current in pairwise(versions):
             problems.extend(_between(previous, current))
     return problems
 
