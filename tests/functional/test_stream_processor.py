@@ -1,0 +1,164 @@
+"""The stream processor handler through its public entry point, on AWS-shaped Kinesis events
+kept as fixtures, with DynamoDB and S3 from moto (in process) and the real cold start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fastbreak.engine import OnlineStore, read_group
+from fastbreak.handlers import stream_processor
+from moto import mock_aws
+
+from tests.fixtures.kinesis import FakeContext
+
+EVENTS = Path(__file__).parent.parent / "fixtures" / "events"
+TABLE, BUCKET = "fastbreak-online", "fastbreak-offline"
+AS_OF = 1_795_717_900_123  # the fixtures' arrival time
+
+
+def fixture(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return loaded
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "ONLINE_TABLE_NAME": TABLE,
+        "OFFLINE_BUCKET_NAME": BUCKET, "POWERTOOLS_TRACE_DISABLED": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(stream_processor, "_processor", None)  # a cold start per test
+    with mock_aws():
+        dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3.create_bucket(Bucket=BUCKET)
+        yield dynamodb, s3
+
+
+def read(dynamodb: Any, group: str, key: str) -> dict[str, Any]:
+    processor = stream_processor._current()
+    values = read_group(OnlineStore(dynamodb, TABLE), processor.plan, group, key, AS_OF)
+    return {name: value.value for name, value in values.items()}
+
+
+def objects(s3: Any, prefix: str) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+        lines.extend(json.loads(line) for line in body.splitlines())
+    return lines
+
+
+def emf(output: str) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for line in output.splitlines():
+        if line.startswith('{"_aws"'):
+            blob = json.loads(line)
+            if "reason" not in blob:
+                for definition in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                    metrics[definition["Name"]] = blob[definition["Name"]][0]
+    return metrics
+
+
+def test_a_valid_batch_updates_every_group_and_logs_features(
+    aws: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dynamodb, s3 = aws
+    response = stream_processor.handler(fixture("kinesis_valid_batch.json"), FakeContext())
+    assert response == {"batchItemFailures": []}
+    fan = read(dynamodb, "user_engagement", "fan-42")
+    assert (fan["views_1h"], fan["clicks_1h"], fan["watch_seconds_1h"]) == (2, 1, 95.5)
+    assert fan["push_opens_7d"] == 1 and fan["distinct_content_24h"] == 3
+    affinity = read(dynamodb, "user_affinity", "fan-42")
+    assert affinity["recent_content_lifetime"] == ["preview-nyk-mia", "recap-lal-bos"]
+    assert affinity["last_followed_team_lifetime"] == "lal"
+    assert read(dynamodb, "user_experiments", "fan-42")["last_variant_lifetime"] == "B"
+    game = read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")
+    assert game["status_lifetime"] == "live" and game["viewers_since_kickoff"] == 1
+    logged = objects(s3, "features/")
+    assert {line["group"] for line in logged} == {
+        "user_engagement", "user_affinity", "user_experiments", "game_live", "content_trending"
+    }
+    metrics = emf(capsys.readouterr().out)
+    assert metrics["RecordsIn"] == 8 and metrics["RecordsValid"] == 8
+    assert metrics["ItemWrites"] == len(logged)
+
+
+def test_kpl_aggregated_records_are_de_aggregated_and_applied(aws: tuple[Any, Any]) -> None:
+    dynamodb, _ = aws
+    response = stream_processor.handler(fixture("kinesis_kpl_batch.json"), FakeContext())
+    assert response == {"batchItemFailures": []}
+    assert read(dynamodb, "user_engagement", "fan-7")["watch_seconds_1h"] == 120.0
+    assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["watch_seconds_5m"] == 132.5
+
+
+def test_poison_records_are_quarantined_with_reasons_and_do_not_block_the_shard(
+    aws: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dynamodb, s3 = aws
+    event = fixture("kinesis_poison_batch.json")
+    response = stream_processor.handler(event, FakeContext())
+    assert response == {"batchItemFailures": []}
+    quarantined = objects(s3, "quarantine/")
+    assert [line["reason"] for line in quarantined] == [
+        "bad_json", "unknown_event_type", "unknown_schema_version", "bad_event_time",
+        "wrong_type", "missing_field", "event_time_in_future",
+    ]
+    sequence_numbers = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert [line["sequence_number"] for line in quarantined] == sequence_numbers[:-1]
+    assert read(dynamodb, "user_engagement", "fan-1")["push_opens_7d"] == 1
+    output = capsys.readouterr().out
+    assert emf(output)["RecordsInvalid"] == 7
+    assert '"reason":"wrong_type"' in output  # the per-reason series
+
+
+def test_a_replayed_batch_changes_nothing(aws: tuple[Any, Any]) -> None:
+    dynamodb, _ = aws
+    event = fixture("kinesis_valid_batch.json")
+    stream_processor.handler(event, FakeContext())
+    before = dynamodb.scan(TableName=TABLE)["Items"]
+    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert sorted(map(str, dynamodb.scan(TableName=TABLE)["Items"])) == sorted(map(str, before))
+
+
+def test_a_failing_item_reports_the_lowest_sequence_number_and_the_rest(
+    aws: tuple[Any, Any]
+) -> None:
+    dynamodb, _ = aws
+    event = fixture("kinesis_valid_batch.json")
+    client = stream_processor._current().store.client
+
+    def refuse_game_items(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"]["pk"]["S"].startswith("game#"):
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "ValidationException"}}, "UpdateItem")
+
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", refuse_game_items)
+    try:
+        response = stream_processor.handler(event, FakeContext())
+    finally:
+        client.meta.events.unregister(
+            "before-parameter-build.dynamodb.UpdateItem", refuse_game_items
+        )
+    sequence_numbers = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    # The first event feeding a game item is the video_play, the fourth record.
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == sequence_numbers[3:]
+    retry = {"Records": event["Records"][3:]}
+    assert stream_processor.handler(retry, FakeContext()) == {"batchItemFailures": []}
+    assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["follows_lifetime"] == 1
+    assert read(dynamodb, "user_engagement", "fan-42")["views_1h"] == 2
