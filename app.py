@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lambdas"))
 
 import aws_cdk as cdk
-from fastbreak.definitions import CATALOG
 
+from fastbreak.definitions import CATALOG
 from stacks import build_platform, load_settings
 from stacks.platform import apply_nag_packs
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
-from fastbreak.definitions import Catalog
 
+from fastbreak.definitions import Catalog
 from stacks.monitoring_stack import MonitoringStack
 from stacks.processing_stack import ProcessingStack
 from stacks.serving_stack import ServingStack
-from stacks.settings import Settings
+from stacks.settings import Settings, check_against_catalog
 from stacks.storage_stack import StorageStack
 
 
@@ -30,6 +30,7 @@ class Platform:
 def build_platform(
     app: App, settings: Settings, catalog: Catalog, *, env: Environment | None = None
 ) -> Platform:
+    check_against_catalog(settings, catalog)
     prefix = f"Fastbreak-{settings.env_name}"
     storage = StorageStack(
         app, f"{prefix}-Storage", settings=settings, catalog=catalog, env=env,

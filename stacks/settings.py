@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastbreak.definitions import Catalog
+
 
 class SettingsError(ValueError):
     """A configuration value is unknown or invalid; the message names the setting."""
@@ -184,6 +186,19 @@ class Settings:
         for part in dotted.split("."):
             value = value[part]
         return value
+
+
+def check_against_catalog(settings: Settings, catalog: Catalog) -> None:
+    """Settings that are valid alone but unsafe for the feature definitions deployed."""
+    factor = settings.get("processor.parallelization_factor")
+    cross_entity = [group.name for group in catalog.cross_entity_groups()]
+    if factor > 1 and cross_entity:
+        raise SettingsError(
+            f"environment '{settings.env_name}': setting 'processor.parallelization_factor' "
+            f"is {factor}, but groups {', '.join(cross_entity)} aggregate across the stream's "
+            f"partition key ('{catalog.partition_entity}'); with concurrent batches per shard "
+            "they can lose events. Keep it at 1 (docs/exactly-once.md, 'Limits')."
+        )
 
 
 def load_settings(env_name: str, environments: Mapping[str, Any]) -> Settings:

@@ -10,10 +10,10 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from constructs import Construct
-from fastbreak.definitions import Catalog
 
 from constructs_lib import EventStream, OfflineStore, OnlineStore
 from constructs_lib.secure_defaults import log_encryption_key
+from fastbreak.definitions import Catalog
 from stacks.settings import Settings
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
-from fastbreak.definitions import CATALOG
 
+from fastbreak.definitions import CATALOG
 from stacks import Platform, build_platform, load_settings
 from stacks.platform import apply_nag_packs
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastbreak.definitions import CATALOG
-
 from tests.infra.conftest import SynthesizedPlatform
 from tests.infra.template_queries import only
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from stacks.settings import DEFAULTS, SettingsError, load_settings
+from fastbreak.definitions import CATALOG
+from stacks.settings import DEFAULTS, SettingsError, check_against_catalog, load_settings
 from tests.infra.conftest import CDK_CONTEXT, REPO
 
 ENVIRONMENTS = CDK_CONTEXT["fastbreak"]["environments"]
@@ -65,3 +66,19 @@ def test_cdk_synth_of_an_unknown_environment_fails_with_the_message() -> None:
     )
     assert result.returncode != 0
     assert "unknown environment 'staging'" in result.stderr
+
+
+def test_parallelization_above_one_is_refused_while_cross_entity_groups_exist() -> None:
+    settings = load_settings("test", {"test": {"processor": {"parallelization_factor": 4}}})
+    with pytest.raises(SettingsError, match=r"'processor.parallelization_factor' is 4.*game_live"):
+        check_against_catalog(settings, CATALOG)
+
+
+def test_parallelization_above_one_is_allowed_for_partition_key_groups_only() -> None:
+    user_only = CATALOG.__class__(
+        CATALOG.entities, CATALOG.events,
+        tuple(g for g in CATALOG.groups if g.entity == CATALOG.partition_entity),
+    ).validate()
+    settings = load_settings("test", {"test": {"processor": {"parallelization_factor": 4}}})
+    check_against_catalog(settings, user_only)  # no error: every group has one writer
+    assert settings.get("processor.parallelization_factor") == 4

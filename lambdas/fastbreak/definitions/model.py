@@ -195,6 +195,10 @@ class Catalog:
     events: tuple[EventSchema, ...]
     groups: tuple[FeatureGroup, ...]
     max_allowed_lateness_seconds: int = 7 * 24 * 3600
+    # Producers partition the events stream by this entity's key (where an event names one),
+    # so its groups have one writer per shard, in order; other entities' groups are
+    # cross-entity aggregates (see docs/exactly-once.md).
+    partition_entity: str = "user"
 
     # ---- lookups -------------------------------------------------------------------------
     def entity(self, name: str) -> Entity:
@@ -228,6 +232,10 @@ class Catalog:
     def event_names(self) -> list[str]:
         return sorted({event.name for event in self.events})
 
+    def cross_entity_groups(self) -> list[FeatureGroup]:
+        """Groups keyed by another entity than the stream's partition key (game, content)."""
+        return [group for group in self.groups if group.entity != self.partition_entity]
+
     def groups_for_event(self, event_name: str) -> list[FeatureGroup]:
         return [group for group in self.groups if event_name in group.sources]
 
@@ -256,6 +264,10 @@ class Catalog:
             _check_name(f"entity '{entity.name}'", "name", entity.name)
             _check_name(f"entity '{entity.name}'", "key_field", entity.key_field)
         entity_names = {entity.name for entity in self.entities}
+        if self.partition_entity not in entity_names:
+            raise DefinitionError(
+                f"catalog: field 'partition_entity' names unknown entity '{self.partition_entity}'"
+            )
         _unique("event schema", (f"{e.name} v{e.version}" for e in self.events))
         for event in self.events:
             _validate_event(event, entity_names)
