@@ -47,6 +47,7 @@ from fastbreak.engine.online_store import (
 )
 from fastbreak.engine.plan import LIFETIME, ItemKind, Plan, Route, compile_plan
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
+from fastbreak.engine.reference import Enricher
 from fastbreak.engine.rejections import Reason, Rejection
 from fastbreak.engine.sinks import ObjectSink
 from fastbreak.engine.timestamps import format_ms
@@ -149,6 +150,7 @@ class StreamProcessor:
         self.sink = sink
         self.plan: Plan = compile_plan(catalog)
         self.validator = EventValidator(catalog)
+        self.enricher = Enricher(catalog)
         self.settings = settings or ProcessorSettings()
         self.clock_ms = clock_ms
 
@@ -210,6 +212,8 @@ class StreamProcessor:
                             record.payload)
                 )
             else:
+                if self.enricher.applies_to(outcome.event_type):
+                    self.enricher.enrich(outcome.event_type, outcome.payload)
                 result.records_valid += 1
                 events.append(outcome)
 
