@@ -119,7 +119,24 @@ class OfflineStore(Construct):
                 name="raw_events",
                 description="Every event as delivered by Firehose, partitioned by event time",
                 table_type="EXTERNAL_TABLE",
-                parameters={"classification": "parquet", "EXTERNAL": "TRUE"},
+                parameters={
+                    "classification": "parquet",
+                    "EXTERNAL": "TRUE",
+                    # Partition projection: Athena computes partitions from the prefix
+                    # pattern, so new hours are queryable without crawlers or MSCK REPAIR.
+                    "projection.enabled": "true",
+                    "projection.event_date.type": "date",
+                    "projection.event_date.format": "yyyy-MM-dd",
+                    "projection.event_date.range": "2020-01-01,NOW",
+                    "projection.event_date.interval": "1",
+                    "projection.event_date.interval.unit": "DAYS",
+                    "projection.event_hour.type": "integer",
+                    "projection.event_hour.range": "0,23",
+                    "projection.event_hour.digits": "2",
+                    "storage.location.template": self.bucket.s3_url_for_object(
+                        f"{RAW_PREFIX}event_date=${{event_date}}/event_hour=${{event_hour}}/"
+                    ),
+                },
                 partition_keys=[
                     glue.CfnTable.ColumnProperty(name="event_date", type="string"),
                     glue.CfnTable.ColumnProperty(name="event_hour", type="string"),

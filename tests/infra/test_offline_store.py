@@ -76,3 +76,13 @@ def test_athena_results_are_encrypted_and_enforced(dev: SynthesizedPlatform) -> 
     assert config["EnforceWorkGroupConfiguration"] is True
     encryption = config["ResultConfiguration"]["EncryptionConfiguration"]
     assert encryption["EncryptionOption"] == "SSE_KMS"
+
+
+def test_raw_partitions_are_projected_so_new_hours_need_no_crawler(
+    dev: SynthesizedPlatform,
+) -> None:
+    parameters = only(dev.storage, "AWS::Glue::Table")["Properties"]["TableInput"]["Parameters"]
+    assert parameters["projection.enabled"] == "true"
+    assert parameters["projection.event_hour.range"] == "0,23"
+    template = parameters["storage.location.template"]["Fn::Join"][1][-1]
+    assert template.endswith("/raw/event_date=${event_date}/event_hour=${event_hour}/")
