@@ -47,7 +47,8 @@ def error_code(error: BaseException) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one of each per touched item, and frozen dataclasses set fields the slow way.
+@dataclass(slots=True)
 class StoredItem:
     pk: str
     sk: str
@@ -57,7 +58,7 @@ class StoredItem:
     event_time_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemWrite:
     key: ItemKey
     state: str | bytes
@@ -198,11 +199,14 @@ class OnlineStore:
         self, writes: Sequence[ItemWrite]
     ) -> tuple[dict[ItemKey, WriteOutcome], WriteStats]:
         stats = WriteStats()
-        outcomes = {write.key: self._write(write, stats) for write in writes}
+        updated = {"N": str(time.time_ns() // 1_000_000)}  # one wall clock per chunk
+        outcomes = {write.key: self._write(write, stats, updated) for write in writes}
         return outcomes, stats
 
-    def _write(self, write: ItemWrite, stats: WriteStats) -> WriteOutcome:
-        request = self._update_request(write)
+    def _write(
+        self, write: ItemWrite, stats: WriteStats, updated: dict[str, str]
+    ) -> WriteOutcome:
+        request = self._update_request(write, updated)
         attempt = 0
         while True:
             try:
@@ -220,13 +224,13 @@ class OnlineStore:
                 stats.retries += 1
                 attempt += 1
 
-    def _update_request(self, write: ItemWrite) -> dict[str, Any]:
-        state = {"S": write.state} if isinstance(write.state, str) else {"B": write.state}
+    def _update_request(self, write: ItemWrite, updated: dict[str, str]) -> dict[str, Any]:
+        state = {"S": write.state} if type(write.state) is str else {"B": write.state}
         values: dict[str, Any] = {
             ":state": state,
             ":hw": {"S": write.hw},
             ":t": {"N": str(write.event_time_ms)},
-            ":updated": {"N": str(int(time.time() * 1000))},
+            ":updated": updated,
         }
         expression = _SET_STATE
         names = _NAMES

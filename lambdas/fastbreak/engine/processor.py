@@ -262,6 +262,7 @@ class StreamProcessor:
         pending: dict[ItemKey, _Pending] = {}
         routes_by_type = self.plan.routes
         suffix = "#" + shard_id
+        sort_keys: dict[tuple[int, int], str] = {}  # (route id, tile start) -> sk, per batch
         for event in events:
             lateness = event.record.source.arrival_ms - event.time_ms
             late_groups: list[str] = []
@@ -272,12 +273,13 @@ class StreamProcessor:
                         late_groups.append(kind.group)
                     continue
                 tile = kind.tile_seconds
-                if tile == LIFETIME:
-                    tile_start = 0
-                    sk = kind.group + "#life" + suffix
-                else:
-                    tile_start = event.time_ms // 1000 // tile * tile
-                    sk = f"{kind.group}#t{tile}#{tile_start:011d}{suffix}"
+                tile_start = 0 if tile == LIFETIME else event.time_ms // 1000 // tile * tile
+                sk = sort_keys.get((id(route), tile_start))
+                if sk is None:
+                    sk = sort_keys[(id(route), tile_start)] = (
+                        kind.group + "#life" + suffix if tile == LIFETIME
+                        else f"{kind.group}#t{tile}#{tile_start:011d}{suffix}"
+                    )
                 key = (kind.entity + "#" + event.payload[route.key_field], sk)
                 item = pending.get(key)
                 if item is None:
