@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from fastbreak.engine.kpl import aggregate
 
+from fastbreak.engine.kpl import aggregate
 from fastbreak_producer.batching import MAX_RECORD_BYTES, OutgoingRecord, requests
 from fastbreak_producer.schema import SchemaGate
 

@@ -115,6 +115,7 @@ class LiveGameSimulator:
         draw -= config.malformed_fraction
         if draw < config.duplicate_fraction and self._sent:
             original = self.rng.choice(self._sent)
+            self.stats.emitted[Kind.DUPLICATE.value] += 1
             return Emission(Kind.DUPLICATE, _key_of(original), dict(original))
         draw -= config.duplicate_fraction
         late = draw < config.late_fraction

@@ -34,8 +34,8 @@ def synthesize(outdir: Path, env_name: str = "dev") -> list[StackTemplate]:
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     # Imported here: loading jsii starts a node process, which `--help` should not pay for.
     import aws_cdk as cdk
-    from fastbreak.definitions import CATALOG
 
+    from fastbreak.definitions import CATALOG
     from stacks import build_platform, load_settings
 
     context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fastbreak.engine.kpl import KplError, deaggregate
 
+from fastbreak.engine.kpl import KplError, deaggregate
 from localplatform.deploy import DeployedStack
 from localplatform.kinesis_events import StreamRecord
 from localplatform.metrics import MetricStore

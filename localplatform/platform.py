@@ -42,6 +42,7 @@ class PlatformOptions:
     firehose_buffer_seconds: float | None = None
     # Wait before the first retry of a failed batch (the emulator's, not the template's).
     retry_backoff_s: float = 1.0
+    retry_backoff_cap_s: float = 30.0
     api_port: int = 0
     mapping_hooks: MappingHooks = field(default_factory=MappingHooks)
 
@@ -117,7 +118,8 @@ class LocalPlatform:
                 continue
             function = self.functions[properties["FunctionName"]]
             settings = replace(MappingSettings.from_template(properties),
-                               retry_backoff_s=self.options.retry_backoff_s)
+                               retry_backoff_s=self.options.retry_backoff_s,
+                               retry_backoff_cap_s=self.options.retry_backoff_cap_s)
             mapping = KinesisEventSourceMapping(
                 settings,
                 EventSource(properties["EventSourceArn"], function.spec.arn,

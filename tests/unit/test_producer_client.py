@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from fastbreak.engine.kpl import deaggregate
 
+from fastbreak.engine.kpl import deaggregate
 from fastbreak_producer import Producer, ProducerConfig, SchemaError
 from fastbreak_producer.batching import (
     MAX_RECORD_BYTES,

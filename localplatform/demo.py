@@ -1,0 +1,336 @@
+"""``make demo``: the live-games workload through the whole local platform, with a summary.
+
+Progress shows events sent and processed per second, freshness and alarm states; pages are
+printed as they arrive. The summary (also written as JSON with ``--summary-json``) counts
+what went in and where it went, and reads sample feature vectors back through the local API.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from fastbreak_producer import Producer, ProducerConfig
+from fastbreak_producer.driver import drive
+from fastbreak_producer.simulator import Emission, Kind, LiveGameSimulator, SimulationConfig
+from localplatform.fault_drill import FaultDrill
+from localplatform.freshness import FreshnessTracker
+from localplatform.mapping_emulator import MappingHooks
+from localplatform.platform import LocalPlatform, PlatformOptions
+
+# Local pacing (docs/local-platform.md): 60 s alarm periods last 10 s, Firehose buffers 10 s,
+# and a failed batch is retried after 0.5 s doubling up to 5 s.
+ALARM_TIME_SCALE = 6.0
+FIREHOSE_BUFFER_S = 10.0
+RETRY_BACKOFF_S, RETRY_BACKOFF_CAP_S = 0.5, 5.0
+DRILL_TIME_LIMIT_S = 300.0
+REFRESH_S = 0.5
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    duration_s: float = 60.0
+    rate: float = 100.0
+    games: int = 4
+    seed: int = 7
+    aggregate: bool = False
+    serve: bool = False
+    fault_drill: bool = False
+    summary_json: Path | None = None
+    workdir: Path | None = None
+
+
+class _Progress:
+    """What the progress view and the summary count while the run goes on."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.pages: list[dict[str, Any]] = []
+        self.samples: list[tuple[float, int, int]] = []  # (elapsed, sent, processed)
+
+    def rates(self, sent: int, processed: int) -> tuple[float, float]:
+        elapsed = time.monotonic() - self.started
+        self.samples.append((elapsed, sent, processed))
+        past = [s for s in self.samples if s[0] <= elapsed - 2.0] or self.samples[:1]
+        then, sent_then, processed_then = past[-1]
+        span = max(elapsed - then, 1e-9)
+        return (sent - sent_then) / span, (processed - processed_then) / span
+
+
+def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
+    tracker = FreshnessTracker()
+    platform_options = PlatformOptions(
+        workdir=options.workdir, alarm_time_scale=ALARM_TIME_SCALE,
+        firehose_buffer_seconds=FIREHOSE_BUFFER_S, retry_backoff_s=RETRY_BACKOFF_S,
+        retry_backoff_cap_s=RETRY_BACKOFF_CAP_S,
+        mapping_hooks=MappingHooks(on_success=tracker.on_visible),
+    )
+    with console.status("synthesizing the CDK app and deploying it into the embedded AWS"):
+        started = time.monotonic()
+        platform = LocalPlatform(platform_options)
+        platform.__enter__()
+    try:
+        console.print(f"[green]platform up[/] in {time.monotonic() - started:.1f}s: "
+                      f"{_deployment_line(platform)}")
+        summary = _run(platform, options, tracker, console)
+        if options.summary_json is not None:
+            options.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(_summary_table(summary))
+        if options.serve:
+            _serve(platform, console)
+        return summary
+    finally:
+        platform.stop()
+
+
+def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracker,
+         console: Console) -> dict[str, Any]:
+    producer = Producer(platform.client("kinesis"), platform.stream_name,
+                        ProducerConfig(aggregate=options.aggregate))
+    simulator = LiveGameSimulator(
+        SimulationConfig(rate=options.rate, games=options.games, seed=options.seed)
+    )
+    drill = FaultDrill(platform) if options.fault_drill else None
+    progress = _Progress()
+    stop = threading.Event()
+
+    def on_emission(emission: Emission) -> None:
+        if emission.event is None:
+            return
+        if emission.kind is Kind.EVENT:
+            tracker.track(emission.event["event_id"])
+        elif emission.kind is Kind.DUPLICATE:
+            tracker.forget(emission.event["event_id"])
+
+    limit = DRILL_TIME_LIMIT_S if drill else options.duration_s
+    sender = threading.Thread(
+        target=drive, args=(simulator, producer, limit),
+        kwargs={"on_emission": on_emission, "should_stop": stop.is_set}, daemon=True,
+    )
+    sender.start()
+    (mapping,) = platform.mappings
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        while sender.is_alive():
+            elapsed = time.monotonic() - progress.started
+            pages = platform.drain_pages()
+            for page in pages:
+                progress.pages.append(page)
+                if _worth_showing(page):
+                    live.console.print(_page_line(page, elapsed))
+            if drill is not None:
+                drill.step(pages)
+            if elapsed >= options.duration_s and (drill is None or drill.done):
+                stop.set()
+            live.update(_progress_view(platform, producer, mapping.stats.records_succeeded,
+                                       tracker, progress, drill))
+            time.sleep(REFRESH_S)
+    sender.join()
+    with console.status("waiting for the pipeline to catch up"):
+        caught_up = platform.wait_until_processed(timeout=120)
+        for delivery in platform.deliveries:
+            delivery.flush(force=True)
+        time.sleep(1.5)  # one more alarm evaluation over the final metrics
+        for page in platform.drain_pages():
+            progress.pages.append(page)
+            if _worth_showing(page):
+                console.print(_page_line(page, time.monotonic() - progress.started))
+    return _summary(platform, producer, simulator, tracker, progress, drill, caught_up)
+
+
+# ---- views ---------------------------------------------------------------------------------
+def _deployment_line(platform: LocalPlatform) -> str:
+    assert platform.deployment is not None
+    stacks = ", ".join(stack.name for stack in platform.deployment.stacks)
+    emulated = sum(platform.deployment.skipped_types.values())
+    return f"{stacks}; {emulated} resources moto skips handled locally; API at {_api_url(platform)}"
+
+
+def _api_url(platform: LocalPlatform) -> str:
+    return platform.api.url if platform.api is not None else "(no API in the templates)"
+
+
+def _progress_view(platform: LocalPlatform, producer: Producer, processed: int,
+                   tracker: FreshnessTracker, progress: _Progress,
+                   drill: FaultDrill | None) -> Group:
+    sent = producer.report.events_accepted
+    sent_rate, processed_rate = progress.rates(sent, processed)
+    p50, p99 = tracker.percentiles(since=max(0, len(tracker.lags_ms) - 2000))
+    table = Table(show_header=True, header_style="bold", box=None)
+    for column in ("elapsed", "sent", "sent/s", "processed", "processed/s", "quarantined",
+                   "freshness p50 / p99"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{time.monotonic() - progress.started:5.0f}s", f"{sent:,}", f"{sent_rate:,.0f}",
+        f"{processed:,}", f"{processed_rate:,.0f}",
+        f"{platform.metrics.total('Fastbreak', 'RecordsInvalid', _service()):,.0f}",
+        f"{_ms(p50)} / {_ms(p99)}",
+    )
+    assert platform.alarms is not None
+    states = platform.alarms.states()
+    alarms = Table(show_header=False, box=None)
+    firing = [name for name, state in states.items() if state == "ALARM"]
+    alarms.add_row(
+        f"alarms: {len(states) - len(firing)} OK, "
+        + (f"[red]{len(firing)} ALARM: {', '.join(_short(n) for n in firing)}[/]"
+           if firing else "0 ALARM")
+        + f"   pages received: {len(progress.pages)}"
+        + (f"   drill: [bold]{drill.phase.value}[/]" if drill else "")
+    )
+    return Group(table, alarms)
+
+
+def _worth_showing(page: dict[str, Any]) -> bool:
+    """ALARM pages and the all-clear after them; CloudWatch also notifies each alarm's first
+    INSUFFICIENT_DATA -> OK at start, which the summary counts but the terminal skips."""
+    return page.get("NewStateValue") == "ALARM" or page.get("OldStateValue") == "ALARM"
+
+
+def _page_line(page: dict[str, Any], elapsed: float) -> str:
+    colour = "red" if page.get("NewStateValue") == "ALARM" else "green"
+    return (f"[{colour}]{elapsed:5.0f}s PAGE {page.get('NewStateValue')}: "
+            f"{page.get('AlarmName')}[/] ({page.get('OldStateValue')} -> "
+            f"{page.get('NewStateValue')}) {page.get('NewStateReason', '')[:90]}")
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="Fastbreak local demo: summary", show_header=False)
+    freshness = summary["freshness_ms"]
+    offline = summary["offline"]
+    rows = [
+        ("events emitted", ", ".join(f"{k} {v}" for k, v in summary["emitted"].items())),
+        ("events in (accepted by Kinesis)", f"{summary['events_in']:,}"),
+        ("records processed", f"{summary['records_processed']:,}"),
+        ("quarantined (invalid)", f"{summary['quarantined']:,}"),
+        ("late / duplicates dropped", f"{summary['late_events']:,} / "
+                                      f"{summary['duplicate_events']:,}"),
+        ("feature items written", f"{summary['features_written']:,}"),
+        ("freshness p50 / p99", f"{_ms(freshness['p50'])} / {_ms(freshness['p99'])} "
+                                f"({freshness['measured']:,} events)"),
+        ("offline files", f"{offline['raw_parquet_files']} Parquet ({offline['raw_records']:,} "
+                          f"events), {offline['feature_log_objects']} feature log, "
+                          f"{offline['quarantine_objects']} quarantine"),
+        ("on-failure queue", f"{summary['on_failure_messages']} messages"),
+        ("alarms fired", ", ".join(_short(a) for a in summary["alarms_fired"]) or "none"),
+        ("pages received", str(len(summary["pages"]))),
+    ]
+    for name, vector in summary["sample_features"].items():
+        rows.append((f"features of {name}", _vector_line(vector)))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _vector_line(vector: Any) -> str:
+    if not isinstance(vector, dict):
+        return str(vector)[:140]
+    features = vector.get("features", {})
+    shown = [f"{name.split('.', 1)[-1]}={value['value']}"
+             for name, value in features.items() if isinstance(value, dict)]
+    return ", ".join(shown[:6])[:160] or "(no features yet)"
+
+
+# ---- summary -------------------------------------------------------------------------------
+def _summary(platform: LocalPlatform, producer: Producer, simulator: LiveGameSimulator,
+             tracker: FreshnessTracker, progress: _Progress, drill: FaultDrill | None,
+             caught_up: bool) -> dict[str, Any]:
+    (mapping,) = platform.mappings
+    p50, p99 = tracker.percentiles()
+    total = platform.metrics.total
+    elapsed = time.monotonic() - progress.started
+    summary: dict[str, Any] = {
+        "duration_s": round(elapsed, 1),
+        "emitted": dict(simulator.stats.emitted),
+        "scoring_plays": simulator.stats.scoring_plays,
+        "events_in": producer.report.events_accepted,
+        "producer_failed": len(producer.report.failed),
+        "records_processed": mapping.stats.records_succeeded,
+        "records_discarded": mapping.stats.records_discarded,
+        "caught_up": caught_up,
+        "quarantined": int(total("Fastbreak", "RecordsInvalid", _service())),
+        "late_events": int(total("Fastbreak", "LateEvents", _service())),
+        "duplicate_events": int(total("Fastbreak", "DuplicateEvents", _service())),
+        "features_written": int(total("Fastbreak", "ItemWrites", _service())),
+        "freshness_ms": {"p50": p50, "p99": p99, "measured": len(tracker.lags_ms)},
+        "offline": _offline(platform),
+        "on_failure_messages": _queue_depth(platform, platform.on_failure_queue_url),
+        "alarms_fired": sorted({p["AlarmName"] for p in progress.pages
+                                if p.get("NewStateValue") == "ALARM"}),
+        "pages": [{"alarm": p.get("AlarmName"), "state": p.get("NewStateValue"),
+                   "at": p.get("StateChangeTime")} for p in progress.pages],
+        "sample_features": _samples(platform),
+        "api_url": _api_url(platform),
+    }
+    if drill is not None:
+        summary["fault_drill"] = {"timeline": drill.timeline, "completed": drill.done}
+    return summary
+
+
+def _offline(platform: LocalPlatform) -> dict[str, int]:
+    s3 = platform.client("s3")
+    counts: Counter[str] = Counter()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=platform.offline_bucket()):
+        for item in page.get("Contents", []):
+            counts[item["Key"].split("/", 1)[0]] += 1
+    return {
+        "raw_parquet_files": counts["raw"],
+        "raw_records": sum(d.stats.records_delivered for d in platform.deliveries),
+        "raw_errors": counts["raw-errors"],
+        "feature_log_objects": counts["features"],
+        "quarantine_objects": counts["quarantine"],
+    }
+
+
+def _queue_depth(platform: LocalPlatform, url: str) -> int:
+    attributes = platform.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def _samples(platform: LocalPlatform) -> dict[str, Any]:
+    """The busiest fan (Zipf rank 1), a game and a piece of content, read through the API."""
+    if platform.api is None:
+        return {}
+    samples = {}
+    for entity_type, entity_id in (("user", "user-000000"), ("game", "game-000"),
+                                   ("content", "content-00000")):
+        url = f"{platform.api.url}/v1/features/{entity_type}/{entity_id}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                samples[f"{entity_type} {entity_id}"] = json.loads(response.read())
+        except OSError as error:
+            samples[f"{entity_type} {entity_id}"] = f"unreadable: {error}"
+    return samples
+
+
+def _serve(platform: LocalPlatform, console: Console) -> None:
+    console.print(f"[bold]serving the feature API at {_api_url(platform)}[/] (Ctrl-C stops):\n"
+                  f"  curl {_api_url(platform)}/v1/features/user/user-000000\n"
+                  f"  curl -X POST {_api_url(platform)}/v1/features/batch-get -d "
+                  "'{\"entities\": [{\"entity_type\": \"game\", \"entity_id\": \"game-000\"}]}'")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
+def _service() -> dict[str, str]:
+    return {"service": "stream-processor"}
+
+
+def _short(alarm_name: str) -> str:
+    return alarm_name.rsplit("-", 1)[-1]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
