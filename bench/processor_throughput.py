@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastbreak.engine import MemorySink
-from fastbreak.handlers import stream_processor
-
 from bench import workload
 from bench.results_format import BenchResult
+from fastbreak.engine import MemorySink
+from fastbreak.handlers import stream_processor
 from tests.fixtures.kinesis import FakeContext, lambda_event
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB
 

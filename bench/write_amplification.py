@@ -6,14 +6,13 @@ target is one write per distinct item touched per batch, whatever the skew.
 
 from __future__ import annotations
 
+from bench import workload
+from bench.results_format import BenchResult
 from fastbreak.definitions import CATALOG
 from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
 from fastbreak.engine.layout import dedup_bucket, dedup_key
 from fastbreak.engine.plan import LIFETIME
 from fastbreak.engine.validation import Event
-
-from bench import workload
-from bench.results_format import BenchResult
 from tests.fixtures.kinesis import lambda_record
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB
 

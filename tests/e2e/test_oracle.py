@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from fastbreak.definitions import CATALOG, WindowKind
 from fastbreak.definitions.model import Aggregation
 from fastbreak.engine import OnlineStore, RetryPolicy, compile_plan, read_group
@@ -32,7 +33,6 @@ from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import stream_processor
-
 from localplatform.embedded_aws import client, embedded_aws
 from tests.fixtures.kinesis import (
     SEQUENCE_BASE,

@@ -10,10 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
-from fastbreak.engine import OnlineStore, read_group
-from fastbreak.handlers import stream_processor
 from moto import mock_aws
 
+from fastbreak.engine import OnlineStore, read_group
+from fastbreak.handlers import stream_processor
 from tests.fixtures.kinesis import FakeContext
 
 EVENTS = Path(__file__).parent.parent / "fixtures" / "events"

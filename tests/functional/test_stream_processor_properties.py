@@ -9,6 +9,9 @@ import io
 import json
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fastbreak.engine.hll import hash64
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.layout import DEDUP_PREFIX
@@ -16,9 +19,6 @@ from fastbreak.engine.records import SourceRecord, read_source, user_records
 from fastbreak.engine.rejections import Rejection
 from fastbreak.engine.validation import Event
 from fastbreak.handlers import stream_processor
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.fixtures.kinesis import SEQUENCE_BASE, FakeContext, StreamRecord, lambda_record
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
 

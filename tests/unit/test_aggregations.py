@@ -7,11 +7,12 @@ import math
 import random
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fastbreak.definitions.model import Aggregation
 from fastbreak.engine.aggregations import Aggregator, TopK, aggregator_for, empty_result
 from fastbreak.engine.hll import RELATIVE_STANDARD_ERROR, HyperLogLog
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # (time ms, event id, value): ids unique, as after dedup; values exact in binary floating point
 events_strategy = st.lists(

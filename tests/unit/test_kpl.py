@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from fastbreak.engine.kpl import MAGIC, KplError, aggregate, deaggregate
 
 # partition_key_table ["pk"]; records [{pk 0, data "a"}, {pk 0, data "bc", tag k=v}]

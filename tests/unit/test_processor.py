@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
+
 from fastbreak.definitions import CATALOG
 from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
 from fastbreak.engine.timestamps import format_ms
-
 from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+
 from fastbreak.definitions import CATALOG, Catalog, EventSchema, Field, FieldType
 from fastbreak.engine.compatibility import compatibility_problems
 from fastbreak.engine.records import SourceRecord, UserRecord

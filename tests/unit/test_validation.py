@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
+
 from fastbreak.definitions import CATALOG
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.records import SourceRecord, UserRecord, read_source, user_records
 from fastbreak.engine.rejections import Reason, Rejection
 from fastbreak.engine.validation import Event, EventValidator
-
 from tests.fixtures.kinesis import StreamRecord, lambda_record
 
 VALIDATOR = EventValidator(CATALOG)
