@@ -51,10 +51,12 @@ RAW_ERROR_OBJECT_PREFIX = (
 
 class OfflineStore(Construct):
     """Exposes ``bucket``, ``access_log_bucket``, ``key``, ``database``, ``raw_table``,
+    ``feature_log_table``,
     ``delivery_stream``, ``delivery_log_group`` and ``workgroup``.
 
     ``columns`` are the raw table's (name, Glue type) pairs, derived by the stack from the
-    feature definitions so that the table cannot drift from the event schemas.
+    feature definitions so that the table cannot drift from the event schemas;
+    ``feature_log_columns`` those of the processor's feature log lines (JSON).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class OfflineStore(Construct):
         *,
         events: kinesis.IStream,
         columns: Sequence[tuple[str, str]],
+        feature_log_columns: Sequence[tuple[str, str]],
         database_name: str,
         log_key: kms.IKey,
         buffer_size_mib: int = 64,
@@ -160,6 +163,50 @@ class OfflineStore(Construct):
             ),
         )
         self.raw_table.node.add_dependency(self.database)
+        self.feature_log_table = glue.CfnTable(
+            self,
+            "FeatureLogTable",
+            catalog_id=stack.account,
+            database_name=database_name,
+            table_input=glue.CfnTable.TableInputProperty(
+                name="feature_log",
+                description=(
+                    "What the online store was told: each written item's full state with its "
+                    "event time and high-water mark, one JSON line per item and batch"
+                ),
+                table_type="EXTERNAL_TABLE",
+                parameters={
+                    "classification": "json",
+                    "EXTERNAL": "TRUE",
+                    "projection.enabled": "true",
+                    "projection.date.type": "date",
+                    "projection.date.format": "yyyy-MM-dd",
+                    "projection.date.range": "2020-01-01,NOW",
+                    "projection.date.interval": "1",
+                    "projection.date.interval.unit": "DAYS",
+                    "storage.location.template": self.bucket.s3_url_for_object(
+                        f"{FEATURE_LOG_PREFIX}date=${{date}}/"
+                    ),
+                },
+                partition_keys=[glue.CfnTable.ColumnProperty(name="date", type="string")],
+                storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
+                    columns=[
+                        glue.CfnTable.ColumnProperty(name=name, type=glue_type)
+                        for name, glue_type in feature_log_columns
+                    ],
+                    location=self.bucket.s3_url_for_object(FEATURE_LOG_PREFIX),
+                    input_format="org.apache.hadoop.mapred.TextInputFormat",
+                    output_format=(
+                        "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
+                    ),
+                    serde_info=glue.CfnTable.SerdeInfoProperty(
+                        # OpenX hands the nested "state" object to a string column as JSON.
+                        serialization_library="org.openx.data.jsonserde.JsonSerDe"
+                    ),
+                ),
+            ),
+        )
+        self.feature_log_table.node.add_dependency(self.database)
 
         self.delivery_log_group: logs.LogGroup = encrypted_log_group(
             self,

@@ -16,6 +16,21 @@ from constructs_lib.secure_defaults import log_encryption_key
 from fastbreak.definitions import Catalog
 from stacks.settings import Settings
 
+# The keys of a feature log line (``fastbreak.engine.processor``); a functional test runs the
+# real processor and checks that its lines have exactly these keys.
+FEATURE_LOG_COLUMNS = (
+    ("pk", "string"),
+    ("sk", "string"),
+    ("group", "string"),
+    ("entity", "string"),
+    ("entity_key", "string"),
+    ("tile_seconds", "bigint"),  # 0 for the lifetime item
+    ("tile_start", "bigint"),
+    ("hw", "string"),  # "{sequence number}.{sub-sequence}": up to 128 digits, not a number
+    ("event_time_ms", "bigint"),  # newest event time folded into the state, epoch ms
+    ("state", "string"),
+)
+
 
 class StorageStack(Stack):
     def __init__(
@@ -48,6 +63,7 @@ class StorageStack(Stack):
             events=self.events.stream,
             columns=[(name, field_type.glue_type) for name, field_type in
                      catalog.offline_columns()],
+            feature_log_columns=FEATURE_LOG_COLUMNS,
             database_name=f"fastbreak_{settings.env_name}",
             log_key=self.log_key,
             buffer_size_mib=offline["firehose_buffer_mb"],

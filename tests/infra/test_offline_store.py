@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastbreak.definitions import CATALOG
+from stacks.storage_stack import FEATURE_LOG_COLUMNS
 from tests.infra.conftest import SynthesizedPlatform
 from tests.infra.template_queries import only
 
@@ -64,8 +65,17 @@ def test_firehose_reads_the_events_stream_and_writes_partitioned_parquet(
     assert s3["BufferingHints"]["SizeInMBs"] >= 64  # Parquet conversion's minimum
 
 
+def glue_table(platform: SynthesizedPlatform, name: str) -> dict[str, Any]:
+    [table] = [
+        t["Properties"]["TableInput"]
+        for t in platform.storage.find_resources("AWS::Glue::Table").values()
+        if t["Properties"]["TableInput"]["Name"] == name
+    ]
+    return table
+
+
 def test_glue_columns_come_from_the_event_schemas(dev: SynthesizedPlatform) -> None:
-    table = only(dev.storage, "AWS::Glue::Table")["Properties"]["TableInput"]
+    table = glue_table(dev, "raw_events")
     columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
     assert columns == [(name, t.glue_type) for name, t in CATALOG.offline_columns()]
     assert [k["Name"] for k in table["PartitionKeys"]] == ["event_date", "event_hour"]
@@ -81,8 +91,17 @@ def test_athena_results_are_encrypted_and_enforced(dev: SynthesizedPlatform) -> 
 def test_raw_partitions_are_projected_so_new_hours_need_no_crawler(
     dev: SynthesizedPlatform,
 ) -> None:
-    parameters = only(dev.storage, "AWS::Glue::Table")["Properties"]["TableInput"]["Parameters"]
+    parameters = glue_table(dev, "raw_events")["Parameters"]
     assert parameters["projection.enabled"] == "true"
     assert parameters["projection.event_hour.range"] == "0,23"
     template = parameters["storage.location.template"]["Fn::Join"][1][-1]
     assert template.endswith("/raw/event_date=${event_date}/event_hour=${event_hour}/")
+
+
+def test_feature_log_table_reads_json_lines_by_date(dev: SynthesizedPlatform) -> None:
+    table = glue_table(dev, "feature_log")
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["date"]
+    assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"].endswith("JsonSerDe")
+    assert [c["Name"] for c in table["StorageDescriptor"]["Columns"]] == [
+        name for name, _ in FEATURE_LOG_COLUMNS
+    ]
