@@ -48,8 +48,8 @@ class SchemaGate:
         return outcome
 
     def partition_key(self, event: Event) -> str:
-        """The entity the stream is partitioned by: the user where the event names one (user
-        features are then written by one shard, in order), else its first entity."""
+        """The key of the catalog's ``partition_entity`` where the event names one (that
+        entity's features are then written by one shard, in order), else its first entity."""
         key = event.payload[self._key_fields[event.event_type]]
         assert isinstance(key, str)
         return key
@@ -57,4 +57,4 @@ class SchemaGate:
 
 def _partition_field(catalog: Catalog, event_name: str) -> str:
     keys = catalog.latest(event_name).entity_keys
-    return keys.get("user") or next(iter(keys.values()))
+    return keys.get(catalog.partition_entity) or next(iter(keys.values()))

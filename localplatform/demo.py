@@ -40,7 +40,7 @@ REFRESH_S = 0.5
 @dataclass(frozen=True)
 class DemoOptions:
     duration_s: float = 60.0
-    rate: float = 100.0
+    rate: float = 40.0
     games: int = 4
     seed: int = 7
     aggregate: bool = False

@@ -74,7 +74,8 @@ class LocalPlatform:
         self.stop()
 
     def start(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
+        # moto's per-request lines, and its tracebacks for the 500s read_shard retries
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         output_capture.install()  # before any handler module is imported
         workdir = self.options.workdir
         if workdir is None:

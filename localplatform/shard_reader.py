@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from localplatform.kinesis_events import StreamRecord
 from localplatform.metrics import MetricStore
 
@@ -38,7 +40,13 @@ def read_shard(
             time.sleep(IDLE_POLL_S)
             continue
         polled_at = time.monotonic()
-        response = kinesis.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+        try:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+        except (ClientError, BotoCoreError):
+            # moto answers 500 when a PutRecords changes the shard during its read; the same
+            # iterator reads the same position again, as a consumer on AWS retries.
+            time.sleep(IDLE_POLL_S)
+            continue
         iterator = response.get("NextShardIterator")
         raw_records = response["Records"]
         now = time.time()
