@@ -88,6 +88,7 @@ class LocalFunction:
         self.log_path = log_dir / f"{spec.name}.log"
         self._log_lock = threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
+        self._warm = False
         # Set by drills and tests: runs before the handler and may raise, as a crash would.
         self.fault: Fault | None = None
 
@@ -98,11 +99,13 @@ class LocalFunction:
         context = LambdaContext(self.spec, started + self.spec.timeout_s)
         try:
             with output_capture.captured(self._log_line):
-                if self._handler is None:
+                if not self._warm:
+                    # Cold until the handler itself has run once: it reads its configuration
+                    # on its first call, which an injected fault may have kept from happening.
                     with self._environment():
-                        if self._handler is None:  # another shard's thread may have won
+                        if self._handler is None:
                             self._handler = self._load()
-                            return self._run(event, context)
+                        return self._run(event, context)
                 return self._run(event, context)
         except Exception as error:
             self.metrics.put("AWS/Lambda", "Errors", 1, dimensions)
@@ -116,6 +119,7 @@ class LocalFunction:
         if self.fault is not None:
             self.fault(event)
         assert self._handler is not None
+        self._warm = True
         response = self._handler(dict(event), context)
         if context.get_remaining_time_in_millis() == 0:
             # A thread cannot be stopped; the effects stay, as they may on AWS after a timeout.
