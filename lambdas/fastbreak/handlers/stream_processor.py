@@ -11,7 +11,10 @@ POWERTOOLS_METRICS_NAMESPACE (Fastbreak), WRITE_CONCURRENCY (default 16).
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -69,7 +72,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     processor = _current()
     # Leave the retry loops enough time to report before Lambda's own timeout.
     processor.store.retry.remaining_s = lambda: context.get_remaining_time_in_millis() / 1000
-    result = processor.process(event.get("Records") or [])
+    with _collector_paused():
+        result = processor.process(event.get("Records") or [])
     _publish(result)
     if result.failed_sequence_numbers:
         logger.warning(
@@ -78,6 +82,26 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                    "from_sequence_number": result.failed_sequence_numbers[0]},
         )
     return result.batch_item_failures()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch runs.
+
+    A 10,000-record batch allocates a few hundred thousand containers that live until the
+    batch ends; with the collector on, CPython walks them (and the whole heap of boto3 and
+    Powertools) many times per batch, for nothing: the engine's batch objects form no
+    cycles and are freed by reference counting when the batch ends. One invocation runs at a
+    time per execution environment, so the switch cannot race another batch.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _publish(result: BatchResult) -> None:
