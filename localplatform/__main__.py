@@ -23,8 +23,8 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--duration", type=float, default=60.0,
                       help="seconds of traffic (default 60)")
-    demo.add_argument("--rate", type=float, default=40.0,
-                      help="fan events per second between scoring plays (default 40: what "
+    demo.add_argument("--rate", type=float, default=20.0,
+                      help="fan events per second between scoring plays (default 20: within what "
                       "moto's DynamoDB sustains, see docs/local-platform.md)")
     demo.add_argument("--games", type=int, default=4, help="concurrent games (default 4)")
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")

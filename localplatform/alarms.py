@@ -18,7 +18,7 @@ import json
 import operator
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -149,14 +149,18 @@ def evaluate_expression(expression: str, values: Mapping[str, float | None]) -> 
     return None if result is None else float(result)
 
 
+def template_alarms(deployment: Deployment) -> list[Alarm]:
+    return [
+        Alarm.from_properties(stack.resolve(resource["Properties"]))
+        for stack, _, resource in deployment.each("AWS::CloudWatch::Alarm")
+    ]
+
+
 class AlarmEvaluator:
-    def __init__(self, deployment: Deployment, metrics: MetricStore, sns: Any,
+    def __init__(self, alarms: Sequence[Alarm], metrics: MetricStore, sns: Any,
                  cloudwatch: Any, sqs: Any, *, time_scale: float = 1.0,
                  interval_s: float = 1.0) -> None:
-        self.alarms = [
-            Alarm.from_properties(stack.resolve(resource["Properties"]))
-            for stack, _, resource in deployment.each("AWS::CloudWatch::Alarm")
-        ]
+        self.alarms = list(alarms)
         self.metrics = metrics
         self.sns = sns
         self.cloudwatch = cloudwatch

@@ -40,7 +40,7 @@ REFRESH_S = 0.5
 @dataclass(frozen=True)
 class DemoOptions:
     duration_s: float = 60.0
-    rate: float = 40.0
+    rate: float = 20.0
     games: int = 4
     seed: int = 7
     aggregate: bool = False
@@ -75,11 +75,11 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         retry_backoff_cap_s=RETRY_BACKOFF_CAP_S,
         mapping_hooks=MappingHooks(on_success=tracker.on_visible),
     )
-    with console.status("synthesizing the CDK app and deploying it into the embedded AWS"):
-        started = time.monotonic()
-        platform = LocalPlatform(platform_options)
-        platform.__enter__()
+    platform = LocalPlatform(platform_options)
     try:
+        with console.status("synthesizing the CDK app and deploying it into the embedded AWS"):
+            started = time.monotonic()
+            platform.start()
         console.print(f"[green]platform up[/] in {time.monotonic() - started:.1f}s: "
                       f"{_deployment_line(platform)}")
         summary = _run(platform, options, tracker, console)

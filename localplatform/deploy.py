@@ -69,9 +69,6 @@ class Deployment:
             raise DeploymentError(f"expected one {resource_type}, the templates have {len(found)}")
         return found[0]
 
-    def physical_id(self, stack: DeployedStack, logical_id: str) -> str:
-        return stack.physical_ids[logical_id]
-
     @property
     def skipped_types(self) -> dict[str, int]:
         totals: dict[str, int] = {}

@@ -58,10 +58,6 @@ class MetricStore:
             points = self._points.get(MetricKey.of(namespace, name, dimensions), [])
             return sum(value for _, value in points)
 
-    def keys(self) -> list[MetricKey]:
-        with self._lock:
-            return list(self._points)
-
     def ingest_emf(self, line: str) -> bool:
         """Record the metrics of one EMF log line; False if the line is not EMF."""
         if '"_aws"' not in line:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from localplatform import output_capture
-from localplatform.alarms import AlarmEvaluator
+from localplatform.alarms import AlarmEvaluator, template_alarms
 from localplatform.api_gateway import LocalApiGateway
 from localplatform.assembly import synthesize
 from localplatform.aws_env import REGION, client, point_sdk_at
@@ -74,8 +74,6 @@ class LocalPlatform:
         self.stop()
 
     def start(self) -> None:
-        # moto's per-request lines, and its tracebacks for the 500s read_shard retries
-        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         output_capture.install()  # before any handler module is imported
         workdir = self.options.workdir
         if workdir is None:
@@ -84,6 +82,9 @@ class LocalPlatform:
         self.workdir = workdir
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.endpoint_url = self._exit.enter_context(embedded_aws())
+        # After the server starts (it sets its own level): moto's tracebacks for the 500s that
+        # read_shard retries would scroll over the demo's progress.
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         point_sdk_at(self.endpoint_url)
         templates = synthesize(workdir / "cdk.out", self.options.env_name)
         self.deployment = deploy(templates, self.endpoint_url)
@@ -93,8 +94,9 @@ class LocalPlatform:
         self._start_deliveries(self.deployment)
         self._start_api(self.deployment)
         self.alarms = AlarmEvaluator(
-            self.deployment, self.metrics, self.client("sns"), self.client("cloudwatch"),
-            self.client("sqs"), time_scale=self.options.alarm_time_scale,
+            template_alarms(self.deployment), self.metrics, self.client("sns"),
+            self.client("cloudwatch"), self.client("sqs"),
+            time_scale=self.options.alarm_time_scale,
         )
         self.alarms.start()
         self._exit.callback(self.alarms.stop)
