@@ -30,11 +30,11 @@ from localplatform.deploy import Deployment
 from localplatform.metrics import MetricKey, MetricStore, statistic
 
 REGION_NAME = {"us-east-1": "US East (N. Virginia)"}.get(REGION, REGION)
-_COMPARISONS: Mapping[str, Callable[[float, float], bool]] = {
-    "GreaterThanThreshold": operator.gt,
-    "GreaterThanOrEqualToThreshold": operator.ge,
-    "LessThanThreshold": operator.lt,
-    "LessThanOrEqualToThreshold": operator.le,
+_COMPARISONS: Mapping[str, tuple[Callable[[float, float], bool], str]] = {
+    "GreaterThanThreshold": (operator.gt, "greater than"),
+    "GreaterThanOrEqualToThreshold": (operator.ge, "greater than or equal to"),
+    "LessThanThreshold": (operator.lt, "less than"),
+    "LessThanOrEqualToThreshold": (operator.le, "less than or equal to"),
 }
 _BINARY: Mapping[type, Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -211,7 +211,7 @@ class AlarmEvaluator:
                 continue
             present += 1
             datapoints.append(value)
-            if _COMPARISONS[alarm.comparison](value, alarm.threshold):
+            if _COMPARISONS[alarm.comparison][0](value, alarm.threshold):
                 breaching += 1
         if not present and alarm.treat_missing == "missing":
             return "INSUFFICIENT_DATA", "no datapoints"
@@ -220,8 +220,7 @@ class AlarmEvaluator:
         reason = (
             f"Threshold Crossed: {breaching} out of the last {alarm.evaluation_periods} "
             f"datapoints [{shown}] were {'not ' if state == 'OK' else ''}"
-            f"{alarm.comparison.replace('Threshold', '').lower()} the threshold "
-            f"({alarm.threshold:g})"
+            f"{_COMPARISONS[alarm.comparison][1]} the threshold ({alarm.threshold:g})"
         )
         return state, reason
 
