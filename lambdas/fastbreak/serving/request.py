@@ -131,7 +131,7 @@ class RequestValidator:
             names = [group for group, entity in self._entity_of.items() if entity in entity_types]
         if len(names) > MAX_FEATURE_NAMES:
             raise InvalidRequest(where, f"has {len(names)} names; at most {MAX_FEATURE_NAMES}")
-        chosen: dict[str, dict[str, None]] = {}  # group -> served names, in catalog order
+        chosen: dict[str, dict[str, None]] = {}  # group -> served names, as first asked
         for index, name in enumerate(names):
             group, feature = self._resolve(name, f"{where}[{index}]")
             if self._entity_of[group] not in entity_types:
