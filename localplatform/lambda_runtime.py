@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import time
 import uuid
@@ -127,10 +128,13 @@ class LocalFunction:
         return response
 
     def _load(self) -> Callable[[Any, Any], Any]:
+        """The handler of a fresh execution environment: a module imported by an earlier
+        platform in this process (tests start several) is re-executed, so that its clients and
+        caches from the cold start are this deployment's."""
         module_name, _, attribute_name = self.spec.handler.rpartition(".")
-        handler: Callable[[Any, Any], Any] = getattr(
-            importlib.import_module(module_name), attribute_name
-        )
+        module = sys.modules.get(module_name)
+        module = importlib.reload(module) if module else importlib.import_module(module_name)
+        handler: Callable[[Any, Any], Any] = getattr(module, attribute_name)
         return handler
 
     @contextmanager

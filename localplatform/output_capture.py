@@ -48,22 +48,24 @@ _ROUTER: _StdoutRouter | None = None
 _INSTALL_LOCK = threading.Lock()
 
 
-def install() -> None:
-    """Replace ``sys.stdout`` by the router; before handlers are imported, since their log
-    handlers keep the stream they found at import time."""
+def install() -> _StdoutRouter:
+    """Make ``sys.stdout`` the router; before handlers are imported, since their log handlers
+    keep the stream they found at import time. If something replaced ``sys.stdout`` since
+    (pytest does, around each test), the router goes back on top of the replacement."""
     global _ROUTER
     with _INSTALL_LOCK:
         if _ROUTER is None:
             _ROUTER = _StdoutRouter(sys.stdout)
+        if sys.stdout is not _ROUTER:
+            _ROUTER.fallback = sys.stdout
             sys.stdout = _ROUTER
+        return _ROUTER
 
 
 @contextmanager
 def captured(sink: LineSink) -> Iterator[None]:
     """Send this thread's stdout lines to ``sink`` for the duration of the block."""
-    install()
-    assert _ROUTER is not None
-    local = _ROUTER.local
+    local = install().local
     previous = getattr(local, "sink", None)
     local.sink, local.pending = sink, ""
     try:

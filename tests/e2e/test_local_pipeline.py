@@ -102,6 +102,14 @@ def test_processed_records_leave_a_feature_log(platform: LocalPlatform) -> None:
     assert objects(platform, "features/")
 
 
+def test_the_processors_emf_metrics_reach_the_local_cloudwatch(platform: LocalPlatform) -> None:
+    service = {"service": "stream-processor"}
+    assert platform.metrics.total("Fastbreak", "RecordsIn", service) == 19
+    assert platform.metrics.total("Fastbreak", "RecordsInvalid", service) == 2
+    assert platform.metrics.total("Fastbreak", "RecordsInvalid",
+                                  {**service, "reason": "bad_json"}) == 1
+
+
 def test_firehose_writes_parquet_partitions_with_the_glue_columns(
     platform: LocalPlatform,
 ) -> None:
