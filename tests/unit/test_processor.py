@@ -220,3 +220,39 @@ def test_no_kickoff_means_an_empty_session(status: str) -> None:
     }
     processor.process(records(stream_of([update], ARRIVAL_S)))
     assert features(processor, "game_live", "g1")["viewers_since_kickoff"] == 0
+
+
+def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
+    # The processor writes its lines by hand for speed: they must stay byte-for-byte the
+    # json.dumps text, whatever characters an entity key carries.
+    processor, table, sink = build()
+    odd = 'u"\\\n\u00e9\u2028\U0001f3c0'
+    processor.process(records(stream_of(views(3, user=odd), ARRIVAL_S)))
+    lines = [
+        line for key, body in sink.objects.items() if key.startswith("features/")
+        for line in body.decode().split("\n") if line  # not splitlines(): U+2028 is data
+    ]
+    assert lines
+    for line in lines:
+        document = json.loads(line)
+        state = document.pop("state")
+        expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        assert line == expected[:-1] + ',"state":' + json.dumps(
+            state, separators=(",", ":"), ensure_ascii=False) + "}"
+        item = table.items[(document["pk"], document["sk"])]
+        assert json.loads(item["state"]["S"]) == state and item["hw"]["S"] == document["hw"]
+    assert {json.loads(line)["entity_key"] for line in lines} >= {odd}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": [1, 2.5, -0.0, 1e300 * 10, -1e300 * 10, 1 / 3]},
+        {"é\u2028": ["x\"\\\n", None, True, False, {"k": []}]},
+        {"n": [10**30, [[1, "e", 2]], "dGVzdA=="]},
+    ],
+)
+def test_the_cached_state_encoder_writes_what_json_dumps_writes(document: Any) -> None:
+    from fastbreak.engine.processor import _encode
+
+    assert _encode(document) == json.dumps(document, separators=(",", ":"), ensure_ascii=False)

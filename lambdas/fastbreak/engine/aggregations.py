@@ -248,6 +248,12 @@ class TopK:
         return [data[0], {value: count for value, count in data[1]}]
 
 
+def is_json_state(aggregator: Aggregator) -> bool:
+    """True when ``dump`` returns the state itself (no conversion before encoding)."""
+    dump: object = type(aggregator).dump
+    return dump is _JsonState.dump
+
+
 def aggregator_for(aggregation: Aggregation, size: int = 0) -> Aggregator:
     simple: dict[Aggregation, Aggregator] = {
         Aggregation.COUNT: Count(),

@@ -21,7 +21,7 @@ from fastbreak.definitions.model import (
     Window,
     WindowKind,
 )
-from fastbreak.engine.aggregations import Aggregator, Min, aggregator_for
+from fastbreak.engine.aggregations import Aggregator, Min, State, aggregator_for, is_json_state
 
 # "Since kickoff" sessions: a game kicks off at the event time of its first score_update with
 # status live. Session state lives in 1-minute tiles kept for 12 hours, so the window has
@@ -33,6 +33,15 @@ KICKOFF_SLOT = "_kickoff"
 SESSION_TILE_SECONDS = 60
 SESSION_RETENTION_SECONDS = 12 * 3600
 LIFETIME = 0  # tile size of the lifetime item kind
+
+# (slot name, add, empty, field or None, when or None): one slot of a route, unpacked
+FoldStep = tuple[
+    str,
+    Callable[[State, Any, int, str], None],
+    Callable[[], State],
+    str | None,
+    Callable[[dict[str, Any]], bool] | None,
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,14 @@ class ItemKind:
     def slot_named(self) -> dict[str, Slot]:
         return {slot.name: slot for slot in self.slots}
 
+    @cached_property
+    def slot_dumps(self) -> dict[str, Callable[[State], Any] | None]:
+        """Each slot's ``dump``, or None where a state is already its own JSON form."""
+        return {
+            slot.name: None if is_json_state(slot.aggregator) else slot.aggregator.dump
+            for slot in self.slots
+        }
+
 
 @dataclass(frozen=True)
 class Route:
@@ -68,6 +85,14 @@ class Route:
     key_field: str
     lateness_ms: int
     slots: tuple[Slot, ...]
+
+    @cached_property
+    def steps(self) -> tuple[FoldStep, ...]:
+        """The slots as the processor's fold loop reads them."""
+        return tuple(
+            (slot.name, slot.aggregator.add, slot.aggregator.empty, slot.field, slot.when)
+            for slot in self.slots
+        )
 
 
 @dataclass(frozen=True)

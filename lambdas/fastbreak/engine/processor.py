@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 
 from fastbreak.definitions.model import Catalog
@@ -56,8 +57,21 @@ from fastbreak.engine.validation import Event, EventValidator
 _NOTHING_APPLIED: Position = (-1, -1)
 _CONFLICT_ROUNDS = 3
 _ID = struct.Struct(">Q")
-# A bound encoder: json.dumps re-reads its keyword arguments on every call of the hot path.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# What JSONEncoder.encode builds on every call (two thirds of its cost on the small states of
+# the hot path), built once: same output. No cycle check: states are trees. CPython has had
+# the C encoder since 2.6; anything else falls back to the public method.
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    _C_MAKE_ENCODER(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, True)
+    if _C_MAKE_ENCODER is not None else None
+)
+
+
+def _encode(document: Any) -> str:
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(document)
+    return "".join(_C_ENCODE(document, 0))
 
 
 @dataclass(frozen=True)
@@ -127,13 +141,15 @@ class _Routed:
 
 
 class _Pending:
-    """Everything this batch contributes to one item."""
+    """Everything this batch contributes to one item (contributions in position order)."""
 
-    __slots__ = ("contributions", "kind", "tile_start")
+    __slots__ = ("contributions", "entity_key", "kind", "log_head", "tile_start")
 
-    def __init__(self, kind: ItemKind, tile_start: int) -> None:
+    def __init__(self, kind: ItemKind, tile_start: int, entity_key: str, log_head: str) -> None:
         self.kind = kind
         self.tile_start = tile_start
+        self.entity_key = entity_key
+        self.log_head = log_head  # the feature-log line's constant middle, see _log_line
         self.contributions: list[tuple[Event, Route]] = []
 
 
@@ -151,6 +167,12 @@ class StreamProcessor:
         self.plan: Plan = compile_plan(catalog)
         self.validator = EventValidator(catalog)
         self.enricher = Enricher(catalog)
+        # event type -> (route, pk prefix, sort key head, feature-log head) per route
+        self._route_table: dict[str, tuple[tuple[Route, str, str, str], ...]] = {
+            event_type: tuple(_route_entry(route) for route in routes)
+            for event_type, routes in self.plan.routes.items()
+        }
+        self._all_routes = [r for routes in self.plan.routes.values() for r in routes]
         self.settings = settings or ProcessorSettings()
         self.clock_ms = clock_ms
 
@@ -260,32 +282,43 @@ class StreamProcessor:
         self, shard_id: str, events: list[Event], routed: list[_Routed], result: BatchResult
     ) -> dict[ItemKey, _Pending]:
         pending: dict[ItemKey, _Pending] = {}
-        routes_by_type = self.plan.routes
         suffix = "#" + shard_id
-        sort_keys: dict[tuple[int, int], str] = {}  # (route id, tile start) -> sk, per batch
+        # Per batch and route: (route, its sort keys by tile start, pk prefix, log head).
+        table = self._route_table
+        sort_keys: dict[int, dict[int, str]] = {id(route): {} for route in self._all_routes}
         for event in events:
-            lateness = event.record.source.arrival_ms - event.time_ms
-            late_groups: list[str] = []
-            for route in routes_by_type.get(event.event_type, ()):
-                kind = route.kind
+            routes = table.get(event.event_type)
+            if routes is None:
+                continue
+            time_ms = event.time_ms
+            time_s = time_ms // 1000
+            lateness = event.record.source.arrival_ms - time_ms
+            payload = event.payload
+            late_groups: list[str] | None = None
+            for route, pk_prefix, sk_head, log_head in routes:
                 if lateness > route.lateness_ms:
-                    if kind.group not in late_groups:
-                        late_groups.append(kind.group)
+                    group = route.kind.group
+                    if late_groups is None:
+                        late_groups = [group]
+                    elif group not in late_groups:
+                        late_groups.append(group)
                     continue
-                tile = kind.tile_seconds
-                tile_start = 0 if tile == LIFETIME else event.time_ms // 1000 // tile * tile
-                sk = sort_keys.get((id(route), tile_start))
+                tile = route.kind.tile_seconds
+                tile_start = time_s - time_s % tile if tile != LIFETIME else 0
+                route_sks = sort_keys[id(route)]
+                sk = route_sks.get(tile_start)
                 if sk is None:
-                    sk = sort_keys[(id(route), tile_start)] = (
-                        kind.group + "#life" + suffix if tile == LIFETIME
-                        else f"{kind.group}#t{tile}#{tile_start:011d}{suffix}"
+                    sk = route_sks[tile_start] = (
+                        sk_head + suffix if tile == LIFETIME
+                        else f"{sk_head}{tile_start:011d}{suffix}"
                     )
-                key = (kind.entity + "#" + event.payload[route.key_field], sk)
+                entity_key = payload[route.key_field]
+                key = (pk_prefix + entity_key, sk)
                 item = pending.get(key)
                 if item is None:
-                    item = pending[key] = _Pending(kind, tile_start)
+                    item = pending[key] = _Pending(route.kind, tile_start, entity_key, log_head)
                 item.contributions.append((event, route))
-            if late_groups:
+            if late_groups is not None:
                 result.late_events += 1
                 routed.append(
                     _Routed(
@@ -347,44 +380,50 @@ class StreamProcessor:
         self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str]
     ) -> tuple[ItemWrite | None, Position]:
         kind = item.kind
-        applied = decode_position(stored.hw) if stored is not None else _NOTHING_APPLIED
-        new = [
-            (event, route) for event, route in item.contributions
-            if event.position > applied and event.event_id not in duplicates
-        ]
-        if not new:
-            return None, applied
-        states = _load_states(kind, stored.state) if stored is not None else {}
-        newest = stored.event_time_ms if stored is not None else 0
+        new = item.contributions
+        if stored is not None:
+            applied = decode_position(stored.hw)
+            new = [
+                (event, route) for event, route in new
+                if event.position > applied and event.event_id not in duplicates
+            ]
+            if not new:
+                return None, applied
+            states = _load_states(kind, stored.state)
+            newest = stored.event_time_ms
+        else:
+            if duplicates:
+                new = [(event, route) for event, route in new if event.event_id not in duplicates]
+                if not new:
+                    return None, _NOTHING_APPLIED
+            states = {}
+            newest = 0
         for event, route in new:
             payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
             if time_ms > newest:
                 newest = time_ms
-            for slot in route.slots:
-                if slot.when is not None and not slot.when(payload):
+            for name, add, empty, field_name, when in route.steps:
+                if when is not None and not when(payload):
                     continue
-                if slot.field is None:
+                if field_name is None:
                     value: Any = time_ms
                 else:
-                    value = payload.get(slot.field)
+                    value = payload.get(field_name)
                     if value is None:
                         continue
-                state = states.get(slot.name)
+                state = states.get(name)
                 if state is None:
-                    state = states[slot.name] = slot.aggregator.empty()
-                slot.aggregator.add(state, value, time_ms, event_id)
+                    state = states[name] = empty()
+                add(state, value, time_ms, event_id)
         expires = (
             item.tile_start + kind.tile_seconds + kind.retention_seconds
             if kind.tile_seconds != LIFETIME else None
         )
+        # Contributions are in position order: the last one is the highest.
         return (
             ItemWrite(
-                key=key,
-                state=_dump_states(kind, states),
-                hw=encode_position(max(event.position for event, _ in new)),
-                expected_hw=stored.hw if stored is not None else None,
-                expires_at=expires,
-                event_time_ms=newest,
+                key, _dump_states(kind, states), encode_position(new[-1][0].position),
+                stored.hw if stored is not None else None, expires, newest,
             ),
             new[0][0].position,
         )
@@ -432,28 +471,22 @@ class StreamProcessor:
 
     # ---- side outputs ------------------------------------------------------------------------
     def _log_line(self, item: ItemWrite | StoredItem, pending: _Pending) -> str:
-        """One feature-log line: the item's absolute state as the online store was told it."""
+        """One feature-log line: the item's absolute state as the online store was told it.
+
+        Written out by hand, in the key order and the exact text of json.dumps with
+        ``(",", ":")`` separators and ``ensure_ascii=False``: a line per written item.
+        """
         if isinstance(item, ItemWrite):
             pk, sk = item.key
         else:
             pk, sk = item.pk, item.sk
-        kind = pending.kind
-        head = _ENCODE(
-            {
-                "pk": pk,
-                "sk": sk,
-                "group": kind.group,
-                "entity": kind.entity,
-                "entity_key": pk.split("#", 1)[1],
-                "tile_seconds": kind.tile_seconds,
-                "tile_start": pending.tile_start,
-                "hw": item.hw,
-                "event_time_ms": item.event_time_ms,
-            }
-        )
-        # The state is already JSON: splice it in rather than parse and re-encode it.
         state = item.state if isinstance(item.state, str) else item.state.decode()
-        return head[:-1] + ',"state":' + state + "}"
+        return (
+            f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
+            f'{encode_basestring(pending.entity_key)},"tile_seconds":{pending.kind.tile_seconds}'
+            f',"tile_start":{pending.tile_start},"hw":{encode_basestring(item.hw)}'
+            f',"event_time_ms":{item.event_time_ms},"state":{state}}}'
+        )
 
     def _put_feature_log(
         self, shard_id: str, sources: list[SourceRecord], lines: list[str]
@@ -553,6 +586,19 @@ def _dedup_write(
     )
 
 
+def _route_entry(route: Route) -> tuple[Route, str, str, str]:
+    kind = route.kind
+    sk_head = (
+        f"{kind.group}#life" if kind.tile_seconds == LIFETIME
+        else f"{kind.group}#t{kind.tile_seconds}#"
+    )
+    log_head = (
+        f',"group":{encode_basestring(kind.group)},"entity":{encode_basestring(kind.entity)}'
+        ',"entity_key":'
+    )
+    return route, kind.entity + "#", sk_head, log_head
+
+
 def _load_states(kind: ItemKind, text: str | bytes) -> dict[str, Any]:
     states: dict[str, Any] = {}
     for name, data in json.loads(text).items():
@@ -563,8 +609,12 @@ def _load_states(kind: ItemKind, text: str | bytes) -> dict[str, Any]:
 
 
 def _dump_states(kind: ItemKind, states: dict[str, Any]) -> str:
-    slots = kind.slot_named
-    return _ENCODE({name: slots[name].aggregator.dump(state) for name, state in states.items()})
+    dumps = kind.slot_dumps  # None where the state is its own JSON form
+    for name, state in states.items():
+        dump = dumps[name]
+        if dump is not None:
+            states[name] = dump(state)
+    return _encode(states)
 
 
 def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:
