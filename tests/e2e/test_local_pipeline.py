@@ -10,12 +10,14 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from fastbreak_producer import Producer
+from fastbreak_producer.cli import main as producer_cli
 from localplatform.platform import LocalPlatform, PlatformOptions
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +125,20 @@ def test_firehose_writes_parquet_partitions_with_the_glue_columns(
     assert sum(table.num_rows for table in tables) == 18  # the 17 events, and the null field
     assert tables[0].schema.names == delivery.spec.schema.names
     assert objects(platform, "raw-errors/processing-failed/")  # the truncated JSON
+
+
+def test_the_producer_cli_replays_a_json_lines_file(
+    platform: LocalPlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert platform.api is not None
+    lines = [json.dumps(view(100 + index, "user-replay")) for index in range(3)]
+    lines.insert(1, json.dumps({**view(200, "user-replay"), "sport": 7}))
+    replay = tmp_path / "events.jsonl"
+    replay.write_text("\n".join(lines) + "\n")
+    code = producer_cli(["replay", str(replay), "--stream-name", platform.stream_name,
+                         "--endpoint-url", platform.endpoint_url, "--region", "us-east-1"])
+    assert code == 0
+    assert "line 2: event 'view-200'" in capsys.readouterr().err
+    assert platform.wait_until_processed(timeout=60)
+    _, body = get_json(f"{platform.api.url}/v1/features/user/user-replay")
+    assert body["features"]["user_engagement.views_1h"]["value"] == 3
