@@ -145,8 +145,6 @@ class LocalApiGateway:
             path = path[len(self.stage) + 1:]
         matched = [(route, route.pattern.match(path)) for route in self.routes]
         candidates = [(route, match) for route, match in matched if match]
-        if not candidates:
-            return _error(404, "Missing Authentication Token")  # API Gateway's words for it
         for route, match in candidates:
             if route.method == method:
                 event = proxy_event(route, path, match.groupdict(), split.query, headers, body,
@@ -156,7 +154,8 @@ class LocalApiGateway:
                 except FunctionError:
                     return _error(502, "Internal server error")
                 return _proxy_response(response)
-        return _error(405, "Method Not Allowed")
+        # API Gateway's answer to a path or method the API does not define.
+        return _error(403, "Missing Authentication Token")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         gateway = self

@@ -142,3 +142,11 @@ def test_the_producer_cli_replays_a_json_lines_file(
     assert platform.wait_until_processed(timeout=60)
     _, body = get_json(f"{platform.api.url}/v1/features/user/user-replay")
     assert body["features"]["user_engagement.views_1h"]["value"] == 3
+
+
+def test_a_route_the_api_does_not_define_is_refused_as_api_gateway_does(
+    platform: LocalPlatform,
+) -> None:
+    assert platform.api is not None
+    status, _, body = platform.api.handle("DELETE", "/v1/features/user/user-e2e", {}, None)
+    assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
