@@ -197,3 +197,19 @@ def test_hll_switches_from_sparse_to_dense_without_changing_registers() -> None:
     small.add("only")
     assert isinstance(small.dump(), list)
     assert math.isclose(small.estimate(), 1)
+
+
+def test_the_register_memo_changes_no_register_and_keeps_equal_keys_of_other_types_apart() -> None:
+    from fastbreak.engine import hll
+
+    values: list[object] = ["a", "b", "a", 1, 1.0, True, "1", "True"]
+    hll.forget_registers()
+    memoized = HyperLogLog()
+    for value in values * 2:  # the second pass reads the memo
+        memoized.add(value)
+    expected = bytearray(hll.REGISTERS)
+    for value in values:
+        index, rank = hll.register_of(value)
+        expected[index] = max(expected[index], rank)
+    assert memoized.registers() == bytes(expected)
+    assert len({hll.register_of(v) for v in (1, 1.0, True)}) == 3

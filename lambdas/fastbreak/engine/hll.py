@@ -32,6 +32,23 @@ def hash64(value: object) -> int:
     return int.from_bytes(blake2b(str(value).encode(), digest_size=8).digest(), "big")
 
 
+def register_of(value: object) -> tuple[int, int]:
+    """(register index, rank) of ``value``."""
+    hashed = hash64(value)
+    return hashed >> _REST_BITS, _REST_BITS - (hashed & _REST_MASK).bit_length() + 1
+
+
+# Entity ids are Zipf-distributed: a batch adds the same few thousand strings to many sketches
+# (a 10k-event batch: 27k adds, 5k distinct values). Only str keys: 1, 1.0 and True are equal
+# dict keys but hash differently. Bounded; forget_registers() empties it.
+_REGISTERS_OF_STR: dict[str, tuple[int, int]] = {}
+_MEMO_LIMIT = 1 << 16
+
+
+def forget_registers() -> None:
+    _REGISTERS_OF_STR.clear()
+
+
 class HyperLogLog:
     __slots__ = ("dense", "sparse")
 
@@ -40,10 +57,23 @@ class HyperLogLog:
         self.dense: bytearray | None = None
 
     def add(self, value: object) -> None:
-        hashed = hash64(value)
-        index = hashed >> _REST_BITS
-        rank = _REST_BITS - (hashed & _REST_MASK).bit_length() + 1
-        self._set(index, rank)
+        if type(value) is str:
+            found = _REGISTERS_OF_STR.get(value)
+            if found is None:
+                if len(_REGISTERS_OF_STR) >= _MEMO_LIMIT:
+                    _REGISTERS_OF_STR.clear()
+                found = _REGISTERS_OF_STR[value] = register_of(value)
+            index, rank = found
+        else:
+            index, rank = register_of(value)
+        sparse = self.sparse
+        if sparse is not None:
+            if rank > sparse.get(index, 0):
+                sparse[index] = rank
+                if len(sparse) > _SPARSE_LIMIT:
+                    self._densify()
+        else:
+            self._set(index, rank)
 
     def _set(self, index: int, rank: int) -> None:
         if self.sparse is not None:

@@ -33,6 +33,7 @@ BATCH_GET_LIMIT = 100
 _SET_STATE = "SET #state = :state, #hw = :hw, #t = :t, #updated = :updated"
 _NAMES = {"#state": "state", "#hw": "hw", "#t": "t", "#updated": "updated_at"}
 _NAMES_TTL = {**_NAMES, "#expires": "expires_at"}
+_SET_STATE_TTL = _SET_STATE + ", #expires = :expires"
 
 
 class StoreUnavailable(RuntimeError):
@@ -200,44 +201,57 @@ class OnlineStore:
     ) -> tuple[dict[ItemKey, WriteOutcome], WriteStats]:
         stats = WriteStats()
         updated = {"N": str(time.time_ns() // 1_000_000)}  # one wall clock per chunk
-        outcomes = {write.key: self._write(write, stats, updated) for write in writes}
+        outcomes: dict[ItemKey, WriteOutcome] = {}
+        update_item, request_for, written = (
+            self.client.update_item, self._update_request, WriteOutcome.WRITTEN
+        )
+        for write in writes:
+            request = request_for(write, updated)
+            try:  # the first attempt inline: it is nearly always the only one
+                update_item(**request)
+            except Exception as error:
+                outcomes[write.key] = self._settle(request, stats, error)
+            else:
+                outcomes[write.key] = written
+        stats.writes += sum(outcome is written for outcome in outcomes.values())
         return outcomes, stats
 
-    def _write(
-        self, write: ItemWrite, stats: WriteStats, updated: dict[str, str]
+    def _settle(
+        self, request: dict[str, Any], stats: WriteStats, error: Exception
     ) -> WriteOutcome:
-        request = self._update_request(write, updated)
+        """A write whose last attempt raised ``error``: retry it, or say how it ended."""
         attempt = 0
         while True:
+            code = error_code(error)
+            if code == CONDITION_FAILED:
+                stats.conflicts += 1
+                return WriteOutcome.CONFLICT
+            if code not in RETRYABLE_CODES or not self.retry.pause(attempt):
+                stats.failures += 1
+                return WriteOutcome.FAILED
+            stats.retries += 1
+            attempt += 1
             try:
                 self.client.update_item(**request)
-                stats.writes += 1
+            except Exception as again:
+                error = again
+            else:
                 return WriteOutcome.WRITTEN
-            except Exception as error:
-                code = error_code(error)
-                if code == CONDITION_FAILED:
-                    stats.conflicts += 1
-                    return WriteOutcome.CONFLICT
-                if code not in RETRYABLE_CODES or not self.retry.pause(attempt):
-                    stats.failures += 1
-                    return WriteOutcome.FAILED
-                stats.retries += 1
-                attempt += 1
 
     def _update_request(self, write: ItemWrite, updated: dict[str, str]) -> dict[str, Any]:
         state = {"S": write.state} if type(write.state) is str else {"B": write.state}
-        values: dict[str, Any] = {
-            ":state": state,
-            ":hw": {"S": write.hw},
-            ":t": {"N": str(write.event_time_ms)},
-            ":updated": updated,
-        }
-        expression = _SET_STATE
-        names = _NAMES
-        if write.expires_at is not None:
-            expression += ", #expires = :expires"
-            names = _NAMES_TTL
-            values[":expires"] = {"N": str(write.expires_at)}
+        if write.expires_at is None:
+            values: dict[str, Any] = {
+                ":state": state, ":hw": {"S": write.hw}, ":t": {"N": str(write.event_time_ms)},
+                ":updated": updated,
+            }
+            expression, names = _SET_STATE, _NAMES
+        else:
+            values = {
+                ":state": state, ":hw": {"S": write.hw}, ":t": {"N": str(write.event_time_ms)},
+                ":updated": updated, ":expires": {"N": str(write.expires_at)},
+            }
+            expression, names = _SET_STATE_TTL, _NAMES_TTL
         if write.expected_hw is None:
             condition = "attribute_not_exists(pk)"
         else:

@@ -143,7 +143,7 @@ class _Routed:
 class _Pending:
     """Everything this batch contributes to one item (contributions in position order)."""
 
-    __slots__ = ("contributions", "entity_key", "kind", "log_head", "tile_start")
+    __slots__ = ("contributions", "entity_key", "first_new", "kind", "log_head", "tile_start")
 
     def __init__(self, kind: ItemKind, tile_start: int, entity_key: str, log_head: str) -> None:
         self.kind = kind
@@ -151,6 +151,7 @@ class _Pending:
         self.entity_key = entity_key
         self.log_head = log_head  # the feature-log line's constant middle, see _log_line
         self.contributions: list[tuple[Event, Route]] = []
+        self.first_new: Position = _NOTHING_APPLIED
 
 
 class StreamProcessor:
@@ -339,46 +340,49 @@ class StreamProcessor:
         and the feature log lines, or None if the store could not even be re-read."""
         log_lines: list[str] = []
         lowest: Position | None = None
-        todo = list(pending)
+        todo: list[tuple[ItemKey, _Pending]] = list(pending.items())
+        next_state, log_line, written = self._next_state, self._log_line, WriteOutcome.WRITTEN
         for _ in range(_CONFLICT_ROUNDS):
             writes: list[ItemWrite] = []
-            first_new: dict[ItemKey, Position] = {}
-            for key in todo:
-                write, first_position = self._next_state(key, pending[key], stored.get(key),
-                                                         duplicates)
+            items: list[_Pending] = []
+            for key, item in todo:
+                before = stored.get(key)
+                write = next_state(key, item, before, duplicates)
                 if write is None:
-                    if key in stored:  # already applied: log it again, logs are at-least-once
-                        log_lines.append(self._log_line(stored[key], pending[key]))
+                    if before is not None:  # already applied: log it again (at-least-once)
+                        log_lines.append(log_line(before, item))
                     continue
                 writes.append(write)
-                first_new[key] = first_position
+                items.append(item)
             outcomes, stats = self.store.write_many(writes)
             result.writes.add(stats)
-            conflicts: list[ItemKey] = []
-            for write in writes:
+            conflicts: list[tuple[ItemKey, _Pending]] = []
+            for write, item in zip(writes, items, strict=True):
                 outcome = outcomes[write.key]
-                if outcome is WriteOutcome.WRITTEN:
-                    log_lines.append(self._log_line(write, pending[write.key]))
+                if outcome is written:
+                    log_lines.append(log_line(write, item))
                 elif outcome is WriteOutcome.CONFLICT:
-                    conflicts.append(write.key)
+                    conflicts.append((write.key, item))
                 else:
-                    lowest = _lower(lowest, first_new[write.key])
+                    lowest = _lower(lowest, item.first_new)
             if not conflicts:
                 return lowest, log_lines
             # Another writer moved these items on (ParallelizationFactor > 1, or a zombie):
             # read what it wrote and fold ours on top.
             try:
-                stored = {**stored, **self.store.get_many(conflicts)}
+                stored = {**stored, **self.store.get_many(key for key, _ in conflicts)}
             except StoreUnavailable:
                 return None
             todo = conflicts
-        for key in todo:
-            lowest = _lower(lowest, min(event.position for event, _ in pending[key].contributions))
+        for _, item in todo:
+            lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
         return lowest, log_lines
 
     def _next_state(
         self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str]
-    ) -> tuple[ItemWrite | None, Position]:
+    ) -> ItemWrite | None:
+        """The item's new absolute state, or None when nothing in this batch is new to it;
+        sets ``item.first_new``, the lowest new position (reported if the write fails)."""
         kind = item.kind
         new = item.contributions
         if stored is not None:
@@ -388,14 +392,14 @@ class StreamProcessor:
                 if event.position > applied and event.event_id not in duplicates
             ]
             if not new:
-                return None, applied
+                return None
             states = _load_states(kind, stored.state)
             newest = stored.event_time_ms
         else:
             if duplicates:
                 new = [(event, route) for event, route in new if event.event_id not in duplicates]
                 if not new:
-                    return None, _NOTHING_APPLIED
+                    return None
             states = {}
             newest = 0
         for event, route in new:
@@ -419,13 +423,12 @@ class StreamProcessor:
             item.tile_start + kind.tile_seconds + kind.retention_seconds
             if kind.tile_seconds != LIFETIME else None
         )
-        # Contributions are in position order: the last one is the highest.
-        return (
-            ItemWrite(
-                key, _dump_states(kind, states), encode_position(new[-1][0].position),
-                stored.hw if stored is not None else None, expires, newest,
-            ),
-            new[0][0].position,
+        # Contributions are in position order: the first new one is the lowest, the last
+        # one the highest.
+        item.first_new = new[0][0].position
+        return ItemWrite(
+            key, _dump_states(kind, states), encode_position(new[-1][0].position),
+            stored.hw if stored is not None else None, expires, newest,
         )
 
     # ---- dedup memory --------------------------------------------------------------------
