@@ -11,12 +11,14 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from fastbreak.engine.kpl import MAGIC as KPL_MAGIC
 from fastbreak.engine.kpl import KplError, deaggregate
 from fastbreak.engine.rejections import Reason, Rejection
 
 MAX_SEQUENCE_DIGITS = 128
 
 Position = tuple[int, int]
+_NUMBER = (int, float)
 
 
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, on every record.
@@ -64,13 +66,13 @@ def read_source(raw: Any, index: int) -> SourceRecord | Rejection:
         return Rejection(Reason.BAD_KINESIS_RECORD, "sequenceNumber is not a decimal string")
     if not isinstance(event_id, str) or ":" not in event_id or not isinstance(data, str):
         return Rejection(Reason.BAD_KINESIS_RECORD, "eventID or data is malformed")
-    if not isinstance(arrival, int | float) or isinstance(arrival, bool):
+    if not isinstance(arrival, _NUMBER) or isinstance(arrival, bool):
         return Rejection(Reason.BAD_KINESIS_RECORD, "approximateArrivalTimestamp is missing")
     return SourceRecord(
         index=index,
         sequence_number=sequence_number,
         sequence=int(sequence_number),
-        shard_id=event_id.split(":", 1)[0],
+        shard_id=event_id.partition(":")[0],
         partition_key=str(partition_key),
         arrival_ms=int(arrival * 1000),
         data=data,
@@ -82,6 +84,8 @@ def user_records(source: SourceRecord) -> list[UserRecord] | Rejection:
         blob = binascii.a2b_base64(source.data, strict_mode=True)
     except (binascii.Error, ValueError):
         return Rejection(Reason.BAD_BASE64, "data is not valid base64")
+    if blob[:4] != KPL_MAGIC:  # the common case: one user record
+        return [UserRecord(source, 0, blob)]
     try:
         payloads = deaggregate(blob)
     except KplError as error:

@@ -44,6 +44,10 @@ def _is_timestamp(value: Any) -> bool:
     return type(value) is str and parse_event_time_ms(value) is not None
 
 
+# Checks that are exactly "the value's type is T" are done inline on the hot path.
+_EXACT_TYPES: dict[FieldType, type] = {FieldType.STRING: str, FieldType.INT: int,
+                                      FieldType.BOOL: bool}
+
 _CHECKS: dict[FieldType, Callable[[Any], bool]] = {
     FieldType.STRING: _is_string,
     FieldType.INT: _is_int,
@@ -73,8 +77,8 @@ class Event:
 @dataclass(frozen=True)
 class _CompiledSchema:
     label: str
-    # (name, check, required, default, type name) for each field this version declares
-    fields: tuple[tuple[str, Callable[[Any], bool], bool, Any, str], ...]
+    # (name, exact type or None, check, required, default, type name) per declared field
+    fields: tuple[tuple[str, type | None, Callable[[Any], bool], bool, Any, str], ...]
     # fields of the latest version this one lacks, with the default that upcasting fills in
     upcast: tuple[tuple[str, Any], ...]
     entity_key_fields: tuple[str, ...]
@@ -91,7 +95,8 @@ class EventValidator:
                 compiled[schema.version] = _CompiledSchema(
                     label=schema.label,
                     fields=tuple(
-                        (f.name, _CHECKS[f.type], f.required, f.default, f.type.value)
+                        (f.name, _EXACT_TYPES.get(f.type), _CHECKS[f.type], f.required,
+                         f.default, f.type.value)
                         for f in schema.fields
                     ),
                     upcast=tuple((f.name, f.default) for f in latest.fields if f.name not in own),
@@ -135,13 +140,13 @@ class EventValidator:
                 Reason.BAD_EVENT_TIME, "event_time must be ISO-8601 with a timezone"
             )
         payload: dict[str, Any] = {}
-        for name, check, required, default, type_name in schema.fields:
+        for name, exact, check, required, default, type_name in schema.fields:
             value = document.get(name)
             if value is None:
                 if required:
                     return Rejection(Reason.MISSING_FIELD, f"{schema.label}: '{name}' is missing")
                 payload[name] = default
-            elif check(value):
+            elif type(value) is exact if exact is not None else check(value):
                 payload[name] = value
             else:
                 return Rejection(
