@@ -1,0 +1,248 @@
+"""Online reads: the feature API handler against the embedded store (moto in server mode).
+
+Two shapes, p50 and p99 each: one user with its three groups (``GET``), and 50 users x 3
+groups (``POST batch-get``). The baseline, timed in the same run and interleaved with the
+measured reads, is the bare DynamoDB calls for the same keys: the same Queries (projection,
+TTL filter, pagination) on the same thread pool, with no validation, merge, JSON or handler.
+What remains is the serving code's own cost. Target: p99 at most 1.5x the baseline's.
+Absolute times are moto's, not DynamoDB's: its Query scans the whole table (tens of ms each)
+and its server is one Python process, so parallel Queries barely overlap.
+
+The data is a day of activity of 50 fans over two shards, written by the real processor.
+moto runs in its own process here (not ``embedded_aws``'s thread): a server thread in the
+benchmark's process would take the GIL from the code being measured and blur the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.results_format import BenchResult
+from fastbreak.engine.timestamps import format_ms
+from fastbreak.handlers import feature_api, stream_processor
+from localplatform.embedded_aws import HOST, client, free_port
+from tests.fixtures.kinesis import FakeContext, lambda_event, stream_of
+
+TABLE, BUCKET = "fastbreak-bench-online", "fastbreak-bench-offline"
+NOW_MS = 1_795_000_000_000
+USERS = [f"fan-{n:03d}" for n in range(50)]
+GROUPS = ("user_engagement", "user_affinity", "user_experiments")
+# moto's Query scans the whole table (no index), so its cost grows with the table: the data
+# is kept small (about 1,500 items) so that a 150-Query batch read takes seconds, not minutes.
+EVENTS_PER_USER = 8
+CONCURRENCY = 16
+SINGLE_RUNS, BATCH_RUNS, WARM_RUNS = 200, 20, 3
+TARGET_RATIO = 1.5
+
+
+def _workload(rng: random.Random) -> list[dict[str, Any]]:
+    """Views, clicks, plays, follows and exposures over the last day, newest last."""
+    events = []
+    for user in USERS:
+        for n in range(EVENTS_PER_USER):
+            time_ms = NOW_MS - int(rng.random() ** 3 * 24 * 3600 * 1000)  # denser lately
+            content = f"content-{rng.randrange(200)}"
+            kind = rng.choice(["view", "view", "view", "click", "play", "follow", "exposure"])
+            payloads: dict[str, dict[str, Any]] = {
+                "view": {"event_type": "content_view", "content_id": content, "sport": "nba"},
+                "click": {"event_type": "content_click", "content_id": content, "position": 3},
+                "play": {"event_type": "video_play", "content_id": content, "game_id": "g-1",
+                         "watch_seconds": 42.5},
+                "follow": {"event_type": "game_follow", "game_id": "g-1",
+                           "team_id": rng.choice(["celtics", "lakers", "bulls"])},
+                "exposure": {"event_type": "experiment_exposure", "experiment_id": "rail-v2",
+                             "variant": rng.choice("ab")},
+            }
+            payload = payloads[kind]
+            events.append({**payload, "user_id": user, "schema_version": 1,
+                           "event_id": f"{user}-{n}", "event_time": format_ms(time_ms),
+                           "_time": time_ms})
+    return sorted(events, key=lambda e: e["_time"])
+
+
+def _load(rng: random.Random) -> None:
+    """Feed the workload through the processor, per shard, in batches one hour wide."""
+    sequence = {0: 0, 1: 0}
+    batches: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+
+    def flush(shard: int) -> None:
+        batch = batches[shard]
+        arrival_s = (batch[-1]["_time"] + 1000) / 1000
+        documents = [{k: v for k, v in e.items() if k != "_time"} for e in batch]
+        records = stream_of(documents, arrival_s, start=sequence[shard],
+                            shard_id=f"shardId-00000000000{shard}")
+        sequence[shard] += len(batch)
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = stream_processor.handler(lambda_event(records), FakeContext())
+        assert result == {"batchItemFailures": []}, result
+        batches[shard] = []
+
+    for event in _workload(rng):
+        shard = rng.randrange(2)
+        batch = batches[shard]
+        if batch and event["_time"] - batch[0]["_time"] > 3600 * 1000:
+            flush(shard)
+        batches[shard].append(event)
+    for shard in batches:
+        if batches[shard]:
+            flush(shard)
+
+
+def _rest_event(method: str, path: str, body: str | None = None,
+                params: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "resource": path, "path": path, "httpMethod": method,
+        "headers": {}, "multiValueHeaders": {},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": params, "stageVariables": None,
+        "requestContext": {"requestId": "bench", "stage": "prod", "httpMethod": method,
+                           "resourcePath": path, "path": path},
+        "body": body, "isBase64Encoded": False,
+    }
+
+
+class _BareReads:
+    """The baseline: the same Queries the reader sends, on a pool of the same size."""
+
+    def __init__(self, dynamodb: Any) -> None:
+        self.dynamodb = dynamodb
+        self.pool = ThreadPoolExecutor(max_workers=CONCURRENCY)
+
+    def query(self, key: tuple[str, str]) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "TableName": TABLE,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
+            "ProjectionExpression": "#sk, #state, #expires",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#state": "state",
+                                         "#expires": "expires_at"},
+            "ExpressionAttributeValues": {":pk": {"S": key[0]}, ":prefix": {"S": key[1] + "#"},
+                                          ":now": {"N": str(NOW_MS // 1000)}},
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.dynamodb.query(**request)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def read(self, users: list[str]) -> int:
+        keys = [(f"user#{user}", group) for user in users for group in GROUPS]
+        return sum(len(items) for items in self.pool.map(self.query, keys))
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def _timed(calls: list[Callable[[], Any]], runs: int) -> list[list[float]]:
+    """Run each call ``runs`` times, interleaved (alternating order), in milliseconds."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for run in range(runs):
+        order = range(len(calls)) if run % 2 == 0 else reversed(range(len(calls)))
+        for index in order:
+            started = time.perf_counter()
+            calls[index]()
+            samples[index].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _api(event: dict[str, Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
+            response = feature_api.handler(event, FakeContext())
+        assert response["statusCode"] == 200, response
+        return response
+
+    return call
+
+
+@contextlib.contextmanager
+def _moto_process() -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
+                break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("moto server did not start")
+            time.sleep(0.1)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run() -> list[BenchResult]:
+    results: list[BenchResult] = []
+    with _moto_process() as endpoint:
+        from botocore.config import Config
+
+        dynamodb = client("dynamodb", endpoint, config=Config(max_pool_connections=CONCURRENCY))
+        dynamodb.create_table(
+            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+        )
+        s3 = client("s3", endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        env = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET,
+               "READ_CONCURRENCY": str(CONCURRENCY)}
+        stream_processor.configure(dynamodb, s3, env)
+        _load(random.Random(7))
+        print(f"loaded {len(USERS) * EVENTS_PER_USER} events", file=sys.stderr)
+        feature_api.configure(dynamodb, env, clock_ms=lambda: NOW_MS)
+        bare = _BareReads(dynamodb)
+
+        single = _rest_event("GET", f"/v1/features/user/{USERS[0]}",
+                             params={"entity_type": "user", "entity_id": USERS[0]})
+        batch = _rest_event("POST", "/v1/features/batch-get", json.dumps({
+            "entities": [{"entity_type": "user", "entity_id": user} for user in USERS],
+            "features": list(GROUPS),
+        }))
+        shapes = [
+            ("feature_read_single", "1 user x 3 groups", single, [USERS[0]], SINGLE_RUNS),
+            ("feature_read_batch50", "50 users x 3 groups", batch, USERS, BATCH_RUNS),
+        ]
+        for name, shape, event, users, runs in shapes:
+            calls: list[Callable[[], Any]] = [_api(event), functools.partial(bare.read, users)]
+            _timed(calls, WARM_RUNS)  # warm both paths: pools, connections, caches
+            ours, baseline = _timed(calls, runs)
+            print(f"{name}: {runs} runs each, ours and bare", file=sys.stderr)
+            for label, ours_ms, base_ms in zip(
+                ("p50", "p99"), _percentiles(ours), _percentiles(baseline), strict=True
+            ):
+                ratio = ours_ms / base_ms
+                results.append(BenchResult(
+                    f"{name}_{label}", round(ours_ms, 2), f"ms, {shape}, API handler",
+                    f"bare DynamoDB Queries for the same keys, {label} ms", round(base_ms, 2),
+                    round(ratio, 2), f"p99 <= {TARGET_RATIO}x the bare calls",
+                    ratio <= TARGET_RATIO,
+                ))
+    return results
+
+
+if __name__ == "__main__":
+    for result in run():
+        print(json.dumps(result.to_json()))
