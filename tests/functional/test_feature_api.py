@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from fastbreak.definitions import CATALOG
 from fastbreak.handlers import feature_api
-
 from tests.functional.test_feature_api_harness import (
     MINUTE_MS,
     T0_MS,

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
-
 from localplatform.embedded_aws import client, embedded_aws
 from tests.fixtures.kinesis import SHARD, FakeContext, lambda_event, stream_of
 

@@ -15,13 +15,13 @@ import json
 from collections import Counter
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fastbreak.definitions import CATALOG
 from fastbreak.definitions.model import Aggregation, Feature, FeatureGroup, Window, WindowKind
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.timestamps import format_ms
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastbreak.engine.timestamps import format_ms as _iso
 
+from fastbreak.engine.timestamps import format_ms as _iso
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from fastbreak.engine.online_store import RetryPolicy
 from fastbreak.serving import FeatureClient, InvalidRequest
 from fastbreak.serving.response import entity_json
-
 from tests.functional.test_feature_api_harness import (
     MINUTE_MS,
     T0_MS,
