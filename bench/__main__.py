@@ -1,7 +1,7 @@
 """Run the benchmarks and write ``bench/results/latest.json``.
 
     python -m bench                 # every benchmark
-    python -m bench --only NAME     # one module (processor_throughput, write_amplification)
+    python -m bench --only NAME     # one module, a name of BENCHMARKS
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("processor_throughput", "write_amplification")
+BENCHMARKS = ("processor_throughput", "write_amplification", "feature_read", "local_pipeline")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -30,6 +30,7 @@ BATCH_GET_SCHEMA = apigw.JsonSchema(
     title="BatchGetFeatures",
     type=apigw.JsonSchemaType.OBJECT,
     required=["entities"],
+    additional_properties=False,
     properties={
         "entities": apigw.JsonSchema(
             type=apigw.JsonSchemaType.ARRAY,
@@ -38,6 +39,7 @@ BATCH_GET_SCHEMA = apigw.JsonSchema(
             items=apigw.JsonSchema(
                 type=apigw.JsonSchemaType.OBJECT,
                 required=["entity_type", "entity_id"],
+                additional_properties=False,
                 properties={
                     "entity_type": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING),
                     "entity_id": apigw.JsonSchema(

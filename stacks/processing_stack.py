@@ -53,12 +53,12 @@ class ProcessingStack(Stack):
             log_retention_days=settings.get("log_retention_days"),
         )
         role = self.processor.role
-        # Coalesced conditional updates and the reads that resolve a failed condition; no
-        # Scan, no DeleteItem: the processor never removes features.
+        # What the engine calls: BatchGetItem of the touched items, one conditional UpdateItem
+        # per item, Query of its dedup memory. No Scan, no DeleteItem: the processor never
+        # removes features.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem",
-                         "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:Query"],
+                actions=["dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
                 resources=[storage.online_store.table.table_arn],
             )
         )

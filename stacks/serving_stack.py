@@ -37,10 +37,11 @@ class ServingStack(Stack):
             log_retention_days=settings.get("log_retention_days"),
         )
         role = self.feature_api.role
-        # Read-only: the batched and per-group reads of the read path.
+        # Read-only, and only what the read path does: one Query per (entity, group), since
+        # every item's sort key ends with the shard that wrote it and no key can be guessed.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"],
+                actions=["dynamodb:Query"],
                 resources=[storage.online_store.table.table_arn],
             )
         )

@@ -18,9 +18,13 @@ def test_routes_are_the_documented_ones(dev: SynthesizedPlatform) -> None:
     assert parts == {"v1", "features", "{entity_type}", "{entity_id}", "batch-get"}
 
 
-def test_batch_get_body_model_caps_entities_at_100(dev: SynthesizedPlatform) -> None:
+def test_batch_get_body_model_caps_entities_at_100_and_refuses_unknown_fields(
+    dev: SynthesizedPlatform,
+) -> None:
     model = only(dev.serving, "AWS::ApiGateway::Model")["Properties"]["Schema"]
     assert model["properties"]["entities"]["maxItems"] == 100
+    assert model["additionalProperties"] is False
+    assert model["properties"]["entities"]["items"]["additionalProperties"] is False
 
 
 def test_stage_traces_throttles_and_writes_json_access_logs(dev: SynthesizedPlatform) -> None:
@@ -47,4 +51,4 @@ def test_reader_can_only_read_the_online_store(dev: SynthesizedPlatform) -> None
                        else statement["Action"])
         if action.startswith("dynamodb:")
     }
-    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"}
+    assert dynamodb_actions == {"dynamodb:Query"}

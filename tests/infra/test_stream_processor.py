@@ -129,3 +129,17 @@ def test_unsafe_mapping_props_are_refused(stack: cdk.Stack, props: dict, message
     stream = kinesis.Stream(stack, "Stream")
     with pytest.raises(ConstructPropsError, match=message):
         StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key, **props)
+
+
+def test_processor_may_only_call_what_the_engine_calls_on_the_table(
+    dev: SynthesizedPlatform,
+) -> None:
+    dynamodb_actions = {
+        action
+        for policy in dev.processing.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str)
+                       else statement["Action"])
+        if action.startswith("dynamodb:")
+    }
+    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
