@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from localplatform import output_capture
+from localplatform import moto_fixes, output_capture
 from localplatform.alarms import AlarmEvaluator, template_alarms
 from localplatform.api_gateway import LocalApiGateway
 from localplatform.assembly import synthesize
@@ -81,6 +81,7 @@ class LocalPlatform:
                 prefix="fastbreak-local-")))
         self.workdir = workdir
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        moto_fixes.apply()
         self.endpoint_url = self._exit.enter_context(embedded_aws())
         # After the server starts (it sets its own level): moto's tracebacks for the 500s that
         # read_shard retries would scroll over the demo's progress.
