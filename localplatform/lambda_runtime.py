@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from localplatform import output_capture
@@ -92,6 +93,9 @@ class LocalFunction:
         self._warm = False
         # Set by drills and tests: runs before the handler and may raise, as a crash would.
         self.fault: Fault | None = None
+        # Set by benchmarks: given the handler's module right after a cold start's import,
+        # e.g. to call its ``configure`` with other clients.
+        self.on_cold_start: Callable[[ModuleType], None] | None = None
 
     def invoke(self, event: Mapping[str, Any]) -> Any:
         dimensions = {"FunctionName": self.spec.name}
@@ -134,6 +138,8 @@ class LocalFunction:
         module_name, _, attribute_name = self.spec.handler.rpartition(".")
         module = sys.modules.get(module_name)
         module = importlib.reload(module) if module else importlib.import_module(module_name)
+        if self.on_cold_start is not None:
+            self.on_cold_start(module)
         handler: Callable[[Any, Any], Any] = getattr(module, attribute_name)
         return handler
 
