@@ -33,6 +33,7 @@ from bench.results_format import BenchResult
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.embedded_aws import HOST, client, free_port
+from localplatform.stores import create_feature_stores
 from tests.fixtures.kinesis import FakeContext, lambda_event, stream_of
 
 TABLE, BUCKET = "fastbreak-bench-online", "fastbreak-bench-offline"
@@ -198,15 +199,8 @@ def run() -> list[BenchResult]:
         from botocore.config import Config
 
         dynamodb = client("dynamodb", endpoint, config=Config(max_pool_connections=CONCURRENCY))
-        dynamodb.create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-        )
         s3 = client("s3", endpoint)
-        s3.create_bucket(Bucket=BUCKET)
+        create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
         env = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET,
                "READ_CONCURRENCY": str(CONCURRENCY)}
         stream_processor.configure(dynamodb, s3, env)

@@ -34,6 +34,7 @@ from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import stream_processor
 from localplatform.embedded_aws import client, embedded_aws
+from localplatform.stores import create_feature_stores
 from tests.fixtures.kinesis import (
     SEQUENCE_BASE,
     FakeContext,
@@ -403,15 +404,7 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
     endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dynamodb, s3 = client("dynamodb", endpoint), client("s3", endpoint)
-    dynamodb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                   {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3.create_bucket(Bucket=BUCKET)
+    create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
     rng = random.Random(SEED)
     workload = generate(rng)
     faults = Faults(SEED + 1)

@@ -18,6 +18,7 @@ import pytest
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.embedded_aws import client, embedded_aws
+from localplatform.stores import create_feature_stores
 from tests.fixtures.kinesis import SHARD, FakeContext, lambda_event, stream_of
 
 TABLE = "fastbreak-online"
@@ -137,16 +138,8 @@ def world() -> Iterator[ServingWorld]:
     """One moto server per test module, with both handlers configured against it."""
     with embedded_aws() as endpoint:
         dynamodb = client("dynamodb", endpoint)
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
         s3 = client("s3", endpoint)
-        s3.create_bucket(Bucket=BUCKET)
+        create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
         environ = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET}
         stream_processor.configure(dynamodb, s3, environ)
         world = ServingWorld(endpoint, dynamodb)

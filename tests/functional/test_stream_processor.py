@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from fastbreak.engine import OnlineStore, read_group
 from fastbreak.handlers import stream_processor
+from localplatform.stores import create_feature_stores
 from tests.fixtures.kinesis import FakeContext
 
 EVENTS = Path(__file__).parent.parent / "fixtures" / "events"
@@ -37,15 +38,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
     monkeypatch.setattr(stream_processor, "_processor", None)  # a cold start per test
     with mock_aws():
         dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        s3.create_bucket(Bucket=BUCKET)
+        create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
         yield dynamodb, s3
 
 
