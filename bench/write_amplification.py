@@ -13,7 +13,7 @@ from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
 from fastbreak.engine.layout import dedup_bucket, dedup_key
 from fastbreak.engine.plan import LIFETIME
 from fastbreak.engine.validation import Event
-from tests.fixtures.kinesis import lambda_record
+from tests.fixtures.kinesis import StreamRecord, lambda_record
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB
 
 EVENTS = 50_000
@@ -57,7 +57,7 @@ def run() -> list[BenchResult]:
     ]
 
 
-def _decode(processor: StreamProcessor, record: workload.StreamRecord) -> Event:
+def _decode(processor: StreamProcessor, record: StreamRecord) -> Event:
     from fastbreak.engine.records import read_source, user_records
 
     source = read_source(lambda_record(record), 0)
