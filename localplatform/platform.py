@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,12 @@ class LocalPlatform:
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         moto_fixes.apply()
         self.endpoint_url = self._exit.enter_context(embedded_aws())
+        # moto keeps its state per process, not per server: a platform started after another
+        # one (tests, benchmarks) starts from an empty account, as a fresh deployment does.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"),
+            timeout=30,
+        ).close()
         # After the server starts (it sets its own level): moto's tracebacks for the 500s that
         # read_shard retries would scroll over the demo's progress.
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
