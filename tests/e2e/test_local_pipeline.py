@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from fastbreak_producer import Producer
+from fastbreak_producer import Producer, ProducerConfig
 from fastbreak_producer.cli import main as producer_cli
 from localplatform.platform import LocalPlatform, PlatformOptions
 
@@ -150,3 +150,16 @@ def test_a_route_the_api_does_not_define_is_refused_as_api_gateway_does(
     assert platform.api is not None
     status, _, body = platform.api.handle("DELETE", "/v1/features/user/user-e2e", {}, None)
     assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+
+
+def test_kpl_aggregated_events_are_each_counted(platform: LocalPlatform) -> None:
+    assert platform.api is not None
+    producer = Producer(platform.client("kinesis"), platform.stream_name,
+                        ProducerConfig(aggregate=True))
+    for index in range(4):
+        producer.send(view(300 + index, "user-kpl"))
+    producer.flush()
+    assert producer.report.records_sent == 1
+    assert platform.wait_until_processed(timeout=60)
+    _, body = get_json(f"{platform.api.url}/v1/features/user/user-kpl")
+    assert body["features"]["user_engagement.views_1h"]["value"] == 4
