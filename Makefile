@@ -22,6 +22,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	# Put the repository and the Lambda asset root on the venv's path, so that
+	# `.venv/bin/python -m fastbreak_producer` or `-m localplatform` work without PYTHONPATH.
+	$(BIN)/python -c 'import site, sys; open(site.getsitepackages()[0] + "/fastbreak.pth", "w").write(sys.argv[1] + "\n" + sys.argv[1] + "/lambdas\n")' "$(CURDIR)"
 	touch $(STAMP)
 
 $(CDK): package.json package-lock.json
