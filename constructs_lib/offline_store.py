@@ -128,11 +128,7 @@ class OfflineStore(Construct):
                     # Partition projection: Athena computes partitions from the prefix
                     # pattern, so new hours are queryable without crawlers or MSCK REPAIR.
                     "projection.enabled": "true",
-                    "projection.event_date.type": "date",
-                    "projection.event_date.format": "yyyy-MM-dd",
-                    "projection.event_date.range": "2020-01-01,NOW",
-                    "projection.event_date.interval": "1",
-                    "projection.event_date.interval.unit": "DAYS",
+                    **_projected_date("event_date"),
                     "projection.event_hour.type": "integer",
                     "projection.event_hour.range": "0,23",
                     "projection.event_hour.digits": "2",
@@ -145,10 +141,7 @@ class OfflineStore(Construct):
                     glue.CfnTable.ColumnProperty(name="event_hour", type="string"),
                 ],
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=[
-                        glue.CfnTable.ColumnProperty(name=name, type=glue_type)
-                        for name, glue_type in columns
-                    ],
+                    columns=_glue_columns(columns),
                     location=self.bucket.s3_url_for_object(RAW_PREFIX),
                     input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
                     output_format=(
@@ -179,21 +172,14 @@ class OfflineStore(Construct):
                     "classification": "json",
                     "EXTERNAL": "TRUE",
                     "projection.enabled": "true",
-                    "projection.date.type": "date",
-                    "projection.date.format": "yyyy-MM-dd",
-                    "projection.date.range": "2020-01-01,NOW",
-                    "projection.date.interval": "1",
-                    "projection.date.interval.unit": "DAYS",
+                    **_projected_date("date"),
                     "storage.location.template": self.bucket.s3_url_for_object(
                         f"{FEATURE_LOG_PREFIX}date=${{date}}/"
                     ),
                 },
                 partition_keys=[glue.CfnTable.ColumnProperty(name="date", type="string")],
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
-                    columns=[
-                        glue.CfnTable.ColumnProperty(name=name, type=glue_type)
-                        for name, glue_type in feature_log_columns
-                    ],
+                    columns=_glue_columns(feature_log_columns),
                     location=self.bucket.s3_url_for_object(FEATURE_LOG_PREFIX),
                     input_format="org.apache.hadoop.mapred.TextInputFormat",
                     output_format=(
@@ -343,6 +329,21 @@ class OfflineStore(Construct):
                 ),
             },
         )
+
+
+def _glue_columns(pairs: Sequence[tuple[str, str]]) -> list[glue.CfnTable.ColumnProperty]:
+    return [glue.CfnTable.ColumnProperty(name=name, type=glue_type) for name, glue_type in pairs]
+
+
+def _projected_date(column: str) -> dict[str, str]:
+    """Partition projection of a yyyy-MM-dd partition column, from 2020 to today."""
+    return {
+        f"projection.{column}.type": "date",
+        f"projection.{column}.format": "yyyy-MM-dd",
+        f"projection.{column}.range": "2020-01-01,NOW",
+        f"projection.{column}.interval": "1",
+        f"projection.{column}.interval.unit": "DAYS",
+    }
 
 
 def _lifecycle_rules(
