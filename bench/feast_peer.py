@@ -1,0 +1,214 @@
+"""Peer comparison: Feast's ``get_online_features`` (DynamoDB online store) vs our feature API.
+
+Both read the same feature values from the same moto server. Our side is loaded exactly as in
+``bench/feature_read.py`` (the real processor over a day of activity of 50 fans); the values
+our API then serves for those 50 users x 3 groups are written, unchanged, into Feast's DynamoDB
+online store (one FeatureView per group, user entity, local file registry in a temp dir).
+Two shapes, p50 and p99 each: 1 user and 50 users, every feature of the 3 groups. The two are
+timed in the same run, interleaved (alternating order), the same number of runs each.
+Target: our p99 at least 3x lower than Feast's.
+
+Feast is optional and never a runtime dependency: ``feast[aws]`` cannot share our venv (its
+aiobotocore pins an older botocore), so the Feast side (``bench/feast_side.py``) runs in its own
+venv, ``.venv-feast`` at the repository root, created from ``requirements-feast.txt`` when
+missing (``FEAST_PYTHON`` may name another interpreter with Feast installed). It is driven one
+JSON line at a time and times ``get_online_features`` itself, so the pipe between the two
+processes is not counted against Feast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from bench import feature_read as fr
+from bench.results_format import BenchResult
+from fastbreak.handlers import feature_api, stream_processor
+from localplatform.embedded_aws import client
+from localplatform.stores import create_feature_stores
+
+ROOT = Path(__file__).resolve().parent.parent
+FEAST_VENV = ROOT / ".venv-feast"
+REQUIREMENTS = ROOT / "requirements-feast.txt"
+SIDE_SCRIPT = Path(__file__).resolve().parent / "feast_side.py"
+PROJECT, REGION = "fastbreak_peer", "us-east-1"
+TARGET_FACTOR = 3.0
+
+
+def feast_python() -> str:
+    """The interpreter of the Feast venv, created (about 30 s) if missing."""
+    override = os.environ.get("FEAST_PYTHON")
+    if override:
+        return override
+    python = FEAST_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {FEAST_VENV} from {REQUIREMENTS.name}", file=sys.stderr)
+        subprocess.run(["python3", "-m", "venv", str(FEAST_VENV)], check=True)
+        subprocess.run([str(FEAST_VENV / "bin" / "pip"), "install", "-q", "-r",
+                        str(REQUIREMENTS)], check=True)
+    return str(python)
+
+
+def _our_values(users: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """What our API serves: user -> group -> feature -> value (None where it has none)."""
+    event = fr._rest_event("POST", "/v1/features/batch-get", json.dumps({
+        "entities": [{"entity_type": "user", "entity_id": user} for user in users],
+        "features": list(fr.GROUPS),
+    }))
+    body = json.loads(fr._api(event)()["body"])
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for entity in body["entities"]:
+        groups: dict[str, dict[str, Any]] = {group: {} for group in fr.GROUPS}
+        for key, feature in entity["features"].items():
+            group, name = key.split(".", 1)
+            groups[group][name] = None if feature is None else feature["value"]
+        rows[entity["entity_id"]] = groups
+    return rows
+
+
+def _kind(values: list[Any]) -> str:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "int64"
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "float64"
+    return "string"  # strings as they are, lists and pairs JSON-encoded
+
+
+def _feast_spec(rows: dict[str, dict[str, dict[str, Any]]],
+                endpoint: str) -> dict[str, Any]:
+    names = {group: sorted({n for user in rows.values() for n in user[group]})
+             for group in fr.GROUPS}
+    kinds = {group: {name: _kind([user[group].get(name) for user in rows.values()])
+                     for name in names[group]}
+             for group in fr.GROUPS}
+    encoded = {
+        user_id: {group: {name: (value if value is None or isinstance(value, str)
+                                 or kinds[group][name] != "string" else json.dumps(value))
+                          for name, value in values[group].items()}
+                  for group in fr.GROUPS}
+        for user_id, values in rows.items()
+    }
+    return {"endpoint": endpoint, "project": PROJECT, "region": REGION, "groups": kinds,
+            "rows": encoded, "event_time_ms": fr.NOW_MS}
+
+
+class _FeastSide:
+    """The Feast subprocess, one request and one answer a line."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "fastbreak-local",
+               "AWS_SECRET_ACCESS_KEY": "fastbreak-local", "AWS_DEFAULT_REGION": REGION,
+               "FEAST_USAGE": "False"}
+        self.process = subprocess.Popen(
+            [feast_python(), str(SIDE_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env,
+        )
+        ready = self._ask(spec)
+        if not ready.get("ready"):
+            raise RuntimeError(f"Feast side failed: {ready}")
+        self.checked = int(ready["checked"])
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        stdin: IO[str] | None = self.process.stdin
+        stdout: IO[str] | None = self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps(message) + "\n")
+        stdin.flush()
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"Feast side exited ({self.process.wait(30)})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def read_ms(self, users: list[str]) -> float:
+        return float(self._ask({"users": users})["ms"])
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _interleaved(ours: Any, feast: _FeastSide, users: list[str],
+                 runs: int) -> tuple[list[float], list[float]]:
+    """``runs`` reads each, alternating which goes first; Feast's timed in its own process."""
+    our_ms: list[float] = []
+    feast_ms: list[float] = []
+    for run in range(runs):
+        if run % 2:
+            feast_ms.append(feast.read_ms(users))
+        started = time.perf_counter()
+        ours()
+        our_ms.append((time.perf_counter() - started) * 1000)
+        if not run % 2:
+            feast_ms.append(feast.read_ms(users))
+    return our_ms, feast_ms
+
+
+def run() -> list[BenchResult]:
+    results: list[BenchResult] = []
+    with fr._moto_process() as endpoint:
+        from botocore.config import Config
+
+        dynamodb = client("dynamodb", endpoint,
+                          config=Config(max_pool_connections=fr.CONCURRENCY))
+        s3 = client("s3", endpoint)
+        create_feature_stores(dynamodb, s3, table=fr.TABLE, bucket=fr.BUCKET)
+        env = {"ONLINE_TABLE_NAME": fr.TABLE, "OFFLINE_BUCKET_NAME": fr.BUCKET,
+               "READ_CONCURRENCY": str(fr.CONCURRENCY)}
+        stream_processor.configure(dynamodb, s3, env)
+        fr._load(random.Random(7))
+        feature_api.configure(dynamodb, env, clock_ms=lambda: fr.NOW_MS)
+
+        rows = _our_values(fr.USERS)
+        feast = _FeastSide(_feast_spec(rows, endpoint))
+        print(f"Feast online store loaded, {feast.checked} values read back equal",
+              file=sys.stderr)
+        try:
+            single = fr._rest_event("GET", f"/v1/features/user/{fr.USERS[0]}",
+                                    params={"entity_type": "user", "entity_id": fr.USERS[0]})
+            batch = fr._rest_event("POST", "/v1/features/batch-get", json.dumps({
+                "entities": [{"entity_type": "user", "entity_id": u} for u in fr.USERS],
+                "features": list(fr.GROUPS),
+            }))
+            shapes = [
+                ("feast_peer_single", "1 user x 3 groups", single, [fr.USERS[0]],
+                 fr.SINGLE_RUNS),
+                ("feast_peer_batch50", "50 users x 3 groups", batch, fr.USERS, fr.BATCH_RUNS),
+            ]
+            for name, shape, event, users, runs in shapes:
+                ours = fr._api(event)
+                _interleaved(ours, feast, users, fr.WARM_RUNS)
+                our_ms, feast_ms = _interleaved(ours, feast, users, runs)
+                print(f"{name}: {runs} runs each, ours and Feast", file=sys.stderr)
+                for label, ours_at, feast_at in zip(
+                    ("p50", "p99"), fr._percentiles(our_ms), fr._percentiles(feast_ms),
+                    strict=True,
+                ):
+                    ratio = ours_at / feast_at
+                    results.append(BenchResult(
+                        f"{name}_{label}", round(ours_at, 2), f"ms, {shape}, API handler",
+                        f"Feast 0.67 get_online_features, DynamoDB store, {label} ms",
+                        round(feast_at, 2), round(ratio, 3),
+                        f"p99 at least {TARGET_FACTOR:g}x lower than Feast's",
+                        ours_at * TARGET_FACTOR <= feast_at,
+                    ))
+        finally:
+            feast.close()
+    return results
+
+
+if __name__ == "__main__":
+    for result in run():
+        print(json.dumps(result.to_json()))
