@@ -12,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("processor_throughput", "write_amplification", "feature_read", "local_pipeline")
+BENCHMARKS = (
+    "processor_throughput", "write_amplification", "feature_read", "local_pipeline", "feast_peer",
+)
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
