@@ -92,40 +92,34 @@ class Mean(_JsonState):
         return state[1] / state[2] if state[2] else None
 
 
-class Min(_JsonState):
+class _Extreme(_JsonState):
+    """The smallest (Min) or largest (Max) value seen; one class, two orderings."""
+
+    pick: Any = staticmethod(min)
+
     def empty(self) -> State:
         return [0, None]
 
     def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
-        if state[1] is None or value < state[1]:
+        if state[1] is None or self.pick(value, state[1]) != state[1]:
             state[1] = value
         if time_ms > state[0]:
             state[0] = time_ms
 
     def merge(self, left: State, right: State) -> State:
         values = [v for v in (left[1], right[1]) if v is not None]
-        return [max(left[0], right[0]), min(values) if values else None]
+        return [max(left[0], right[0]), self.pick(values) if values else None]
 
     def result(self, state: State) -> Any:
         return state[1]
 
 
-class Max(_JsonState):
-    def empty(self) -> State:
-        return [0, None]
+class Min(_Extreme):
+    pick = staticmethod(min)
 
-    def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
-        if state[1] is None or value > state[1]:
-            state[1] = value
-        if time_ms > state[0]:
-            state[0] = time_ms
 
-    def merge(self, left: State, right: State) -> State:
-        values = [v for v in (left[1], right[1]) if v is not None]
-        return [max(left[0], right[0]), max(values) if values else None]
-
-    def result(self, state: State) -> Any:
-        return state[1]
+class Max(_Extreme):
+    pick = staticmethod(max)
 
 
 class Last(_JsonState):
