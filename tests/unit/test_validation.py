@@ -84,6 +84,51 @@ def test_invalid_events_are_rejected_with_a_stable_reason(document: Any, reason:
 
 
 @pytest.mark.parametrize(
+    ("encode", "valid"),
+    [
+        (lambda text: text.encode(), True),
+        (lambda text: f" \n{text}\t ".encode(), True),
+        (lambda text: text.encode("utf-8-sig"), True),
+        (lambda text: text.encode("utf-16"), True),
+        (lambda text: text.encode("utf-32-le"), True),
+        (lambda text: (text + "{}").encode(), False),
+        (lambda text: text.encode()[:-1], False),
+        (lambda text: text.encode() + b"\xff", False),
+        (lambda text: b"", False),
+    ],
+    ids=["utf8", "whitespace", "bom", "utf16", "utf32", "extra", "truncated", "bad-utf8", "empty"],
+)
+def test_a_payload_is_json_exactly_when_json_loads_accepts_it(encode: Any, valid: bool) -> None:
+    # The validator parses UTF-8 on a fast path; every other payload must fare as in json.loads.
+    outcome = validate(encode(json.dumps(view())))
+    if valid:
+        assert isinstance(outcome, Event) and outcome.event_id == "e-1"
+    else:
+        assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_JSON
+
+
+def test_a_deeply_nested_payload_is_refused_not_raised() -> None:
+    outcome = validate(b"[" * 100_000 + b"]" * 100_000)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_JSON
+
+
+@pytest.mark.parametrize(
+    ("document", "reason", "field"),
+    [
+        (view(content_id=...), Reason.MISSING_FIELD, "content_id"),
+        (view(sport=None), Reason.MISSING_FIELD, "sport"),
+        (view(content_id=42), Reason.WRONG_TYPE, "content_id"),
+        (view(surface=False), Reason.WRONG_TYPE, "surface"),
+        (view(user_id="x" * 257), Reason.BAD_ENTITY_KEY, "user_id"),
+    ],
+)
+def test_a_field_rejection_names_the_field(document: Any, reason: Reason, field: str) -> None:
+    outcome = validate(document)
+    assert isinstance(outcome, Rejection) and outcome.reason is reason
+    assert f"'{field}'" in outcome.message and "content_view" in outcome.message
+
+
+@pytest.mark.parametrize(
     ("value", "valid"),
     [(12.5, True), (12, True), (True, False), ("12", False), (float("nan"), False),
      (float("inf"), False)],

@@ -22,6 +22,11 @@ from fastbreak.engine.timestamps import parse_event_time_ms
 MAX_EVENT_ID_LENGTH = 128
 MAX_ENTITY_KEY_LENGTH = 256
 
+# json.loads(bytes) sniffs the encoding (detect_encoding) and builds its decode call on every
+# record: about half of the parse time on a 300-byte event. Kinesis payloads are UTF-8, so the
+# hot path decodes UTF-8 and calls the decoder directly; anything else goes to json.loads.
+_RAW_DECODE = json.JSONDecoder().raw_decode
+
 
 def _is_string(value: Any) -> bool:
     return type(value) is str
@@ -55,6 +60,20 @@ _CHECKS: dict[FieldType, Callable[[Any], bool]] = {
     FieldType.BOOL: _is_bool,
     FieldType.TIMESTAMP: _is_timestamp,
 }
+
+
+def _parse(payload: bytes) -> Any:
+    """``json.loads(payload)``, faster on the usual payload: UTF-8, no surrounding whitespace."""
+    try:
+        text = payload.decode()
+        document, end = _RAW_DECODE(text)
+        if end == len(text):
+            return document
+    except ValueError:  # not UTF-8, or not JSON from the first character
+        pass
+    # Whatever the fast path did not take (other encodings, a BOM, whitespace, errors) gets
+    # exactly json.loads's rules and error.
+    return json.loads(payload)
 
 
 class Event:
@@ -106,7 +125,7 @@ class EventValidator:
 
     def validate(self, record: UserRecord) -> Event | Rejection:
         try:
-            document = json.loads(record.payload)
+            document = _parse(record.payload)
         except (ValueError, RecursionError):
             return Rejection(Reason.BAD_JSON, "payload is not JSON (or not UTF-8)")
         if type(document) is not dict:
