@@ -10,8 +10,7 @@ from bench import workload
 from bench.results_format import BenchResult
 from fastbreak.definitions import CATALOG
 from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
-from fastbreak.engine.layout import dedup_bucket, dedup_key
-from fastbreak.engine.plan import LIFETIME
+from fastbreak.engine.layout import dedup_bucket, dedup_key, entity_pk, group_sk
 from fastbreak.engine.validation import Event
 from tests.fixtures.kinesis import StreamRecord, lambda_record
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB
@@ -32,11 +31,10 @@ def run() -> list[BenchResult]:
         for record in batch:
             event = _decode(processor, record)
             for route in processor.plan.routes.get(event.event_type, ()):
-                kind = route.kind
-                tile = kind.tile_seconds
-                tile_start = 0 if tile == LIFETIME else event.time_ms // 1000 // tile * tile
-                touched.add((f"{kind.entity}#{event.payload[route.key_field]}",
-                             f"{kind.group}#{tile}#{tile_start}"))
+                group = route.group
+                shard = record.shard_id if group.sharded else None
+                touched.add((entity_pk(group.group.entity, event.payload[route.key_field]),
+                             group_sk(group.group.name, shard)))
                 per_event_writes += 1
             touched.add(dedup_key(record.shard_id, dedup_bucket(event.time_ms)))
             per_event_writes += 1

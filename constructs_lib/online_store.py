@@ -1,10 +1,10 @@
 """The online feature store: one DynamoDB table of tiles and latest values.
 
 Key schema (see docs/online-store-layout.md): ``pk`` = ``{entity_type}#{entity_id}`` and
-``sk`` = ``{group}#...``, both strings, so one Query per (entity, group) reads every tile of
-a window, and latest-value items sit beside them. ``expires_at`` (epoch seconds) lets
-DynamoDB drop tiles that fell out of every window; readers still filter them, as TTL
-deletion is lazy.
+``sk`` = ``{group}`` (or ``{group}#{shard id}`` for per-shard partials), both strings, so a
+reader names a group's item in a BatchGetItem, or Queries its partials. ``expires_at`` (epoch
+seconds) lets DynamoDB drop items whose every tile fell out of every window; readers still
+check it, as TTL deletion is lazy.
 """
 
 from __future__ import annotations

@@ -53,12 +53,12 @@ class ProcessingStack(Stack):
             log_retention_days=settings.get("log_retention_days"),
         )
         role = self.processor.role
-        # What the engine calls: BatchGetItem of the touched items, one conditional UpdateItem
-        # per item, Query of its dedup memory. No Scan, no DeleteItem: the processor never
-        # removes features.
+        # What the engine calls: BatchGetItem of the touched items and its dedup memory, one
+        # conditional UpdateItem per item. No Query, Scan or DeleteItem: the processor never
+        # searches and never removes features.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+                actions=["dynamodb:BatchGetItem", "dynamodb:UpdateItem"],
                 resources=[storage.online_store.table.table_arn],
             )
         )

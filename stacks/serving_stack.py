@@ -37,11 +37,11 @@ class ServingStack(Stack):
             log_retention_days=settings.get("log_retention_days"),
         )
         role = self.feature_api.role
-        # Read-only, and only what the read path does: one Query per (entity, group), since
-        # every item's sort key ends with the shard that wrote it and no key can be guessed.
+        # Read-only, and only what the read path does: BatchGetItem of the group items it can
+        # name, one Query per (entity, group) stored as per-shard partials.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:Query"],
+                actions=["dynamodb:BatchGetItem", "dynamodb:Query"],
                 resources=[storage.online_store.table.table_arn],
             )
         )

@@ -24,11 +24,12 @@ FEATURE_LOG_COLUMNS = (
     ("group", "string"),
     ("entity", "string"),
     ("entity_key", "string"),
-    ("tile_seconds", "bigint"),  # 0 for the lifetime item
-    ("tile_start", "bigint"),
-    ("hw", "string"),  # "{sequence number}.{sub-sequence}": up to 128 digits, not a number
-    ("event_time_ms", "bigint"),  # newest event time folded into the state, epoch ms
-    ("state", "string"),
+    ("shard_id", "string"),  # the shard whose batch wrote the line
+    ("hw", "string"),  # that shard's "{sequence number}.{sub-sequence}": up to 128 digits
+    ("event_time_ms", "bigint"),  # newest event time folded into the item, epoch ms
+    # JSON {tile seconds: {tile start: {slot: state}}} of the tiles the write changed ("0"/"0":
+    # lifetime), each in its absolute state: the item's own format (online-store-layout.md)
+    ("tiles", "string"),
 )
 
 

@@ -29,7 +29,7 @@ from fastbreak.definitions.model import Aggregation
 from fastbreak.engine import OnlineStore, RetryPolicy, compile_plan, read_group
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
-from fastbreak.engine.layout import DEDUP_PREFIX
+from fastbreak.engine.layout import DEDUP_PREFIX, decode_position
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import stream_processor
@@ -439,7 +439,8 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
 
     # Every poison record is in a quarantine object, with its reason.
     quarantined: set[str] = set()
-    logged: set[tuple[str, str, str]] = set()
+    # (pk, sk, tile seconds, tile start) -> (position, tile state) of the newest line
+    replayed: dict[tuple[str, str, str, str], tuple[tuple[int, int], Any]] = {}
     for listed in _objects(s3):
         body = s3.get_object(Bucket=BUCKET, Key=listed)["Body"].read()
         for line in body.splitlines():
@@ -447,16 +448,25 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
             if listed.startswith("quarantine/") and entry["reason"] != "too_late":
                 quarantined.add(entry["sequence_number"])
             elif listed.startswith("features/"):
-                logged.add((entry["pk"], entry["sk"], entry["hw"]))
+                position = decode_position(entry["hw"])
+                for section, tiles in entry["tiles"].items():
+                    for start, state in tiles.items():
+                        key = (entry["pk"], entry["sk"], section, start)
+                        if key not in replayed or replayed[key][0] <= position:
+                            replayed[key] = (position, state)
     assert workload.poison_sequence_numbers <= quarantined
-    # The feature log holds (at least) the final state of every item.
+    # Replaying the feature log (per tile, the line with the highest position) rebuilds the
+    # final state of every tile of every item.
     final = {
-        (item["pk"]["S"], item["sk"]["S"], item["hw"]["S"])
+        (item["pk"]["S"], item["sk"]["S"], section, start): state
         for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE)
         for item in page["Items"]
         if not item["pk"]["S"].startswith(DEDUP_PREFIX)
+        for section, tiles in json.loads(item["state"]["S"]).items()
+        for start, state in tiles.items()
     }
-    assert final <= logged
+    assert len(final) > 100
+    assert {key: replayed[key][1] for key in final if key in replayed} == final
 
 
 def _objects(s3: Any) -> list[str]:

@@ -207,18 +207,21 @@ def test_batch_get_with_bad_input_is_a_400_naming_the_field(
 
 
 # ---- failures of our own -------------------------------------------------------------------
-class _FailingQueries:
+class _FailingReads:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
     def query(self, **_: Any) -> Any:
         raise self.error
 
+    def batch_get_item(self, **_: Any) -> Any:
+        raise self.error
+
 
 @pytest.fixture
 def store_failing_with(world: ServingWorld) -> Any:
     def install(error: Exception) -> None:
-        feature_api.configure(_FailingQueries(error), {"ONLINE_TABLE_NAME": TABLE},
+        feature_api.configure(_FailingReads(error), {"ONLINE_TABLE_NAME": TABLE},
                               clock_ms=world.clock)
 
     yield install

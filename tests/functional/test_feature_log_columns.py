@@ -19,4 +19,9 @@ def test_feature_log_lines_have_exactly_the_glue_columns(aws: tuple[Any, Any]) -
     assert lines
     for line in lines:
         assert list(line) == [name for name, _ in FEATURE_LOG_COLUMNS]
-        assert isinstance(line["hw"], str) and isinstance(line["tile_start"], int)
+        assert isinstance(line["hw"], str) and isinstance(line["event_time_ms"], int)
+        # {tile seconds: {tile start: {slot: state}}}: the item's own format
+        assert line["tiles"] and all(
+            section.isdigit() and all(start.isdigit() for start in tiles)
+            for section, tiles in line["tiles"].items()
+        )

@@ -51,4 +51,4 @@ def test_reader_can_only_read_the_online_store(dev: SynthesizedPlatform) -> None
                        else statement["Action"])
         if action.startswith("dynamodb:")
     }
-    assert dynamodb_actions == {"dynamodb:Query"}
+    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:Query"}

@@ -142,4 +142,4 @@ def test_processor_may_only_call_what_the_engine_calls_on_the_table(
                        else statement["Action"])
         if action.startswith("dynamodb:")
     }
-    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}

@@ -235,12 +235,13 @@ def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
     assert lines
     for line in lines:
         document = json.loads(line)
-        state = document.pop("state")
+        tiles = document.pop("tiles")
         expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-        assert line == expected[:-1] + ',"state":' + json.dumps(
-            state, separators=(",", ":"), ensure_ascii=False) + "}"
+        assert line == expected[:-1] + ',"tiles":' + json.dumps(
+            tiles, separators=(",", ":"), ensure_ascii=False) + "}"
         item = table.items[(document["pk"], document["sk"])]
-        assert json.loads(item["state"]["S"]) == state and item["hw"]["S"] == document["hw"]
+        assert json.loads(item["state"]["S"]) == tiles  # a new item: every tile is new
+        assert item["hw"]["S"] == f"{document['shard_id']}={document['hw']}"
     assert {json.loads(line)["entity_key"] for line in lines} >= {odd}
 
 

@@ -13,7 +13,7 @@ from fastbreak.definitions import (
     FeatureGroup,
     Window,
 )
-from fastbreak.engine.layout import item_sk
+from fastbreak.engine.layout import group_sk, tile_key
 from fastbreak.engine.online_store import StoredItem
 from fastbreak.engine.plan import LIFETIME, compile_plan
 from fastbreak.engine.read import merge_group
@@ -30,14 +30,24 @@ PLAN = compile_plan(CATALOG_WITH_PUSHES).groups["push_stats"]
 HOUR = 1_795_716_000  # an hour boundary, epoch s
 
 
+def item(tiles: dict[tuple[int, int], int], shard: str = "shard-a",
+         expires_at: int | None = None) -> StoredItem:
+    """A per-shard partial holding ``{(tile seconds, tile start): opens}``."""
+    state: dict[str, dict[str, object]] = {}
+    for (tile_seconds, start), count in tiles.items():
+        state.setdefault(str(tile_seconds), {})[tile_key(start)] = {
+            "opens": [(start + 1) * 1000, count]
+        }
+    return StoredItem(
+        pk="user#u1", sk=group_sk("push_stats", shard), state=json.dumps(state),
+        hw=f"{shard}=1.0", expires_at=expires_at,
+        event_time_ms=max((start + 1) * 1000 for _, start in tiles),
+    )
+
+
 def tile(tile_seconds: int, start: int, count: int, shard: str = "shard-a",
          expires_at: int | None = None) -> StoredItem:
-    event_time_ms = (start + 1) * 1000
-    return StoredItem(
-        pk="user#u1", sk=item_sk("push_stats", tile_seconds, start, shard),
-        state=json.dumps({"opens": [event_time_ms, count]}), hw="1.0",
-        expires_at=expires_at, event_time_ms=event_time_ms,
-    )
+    return item({(tile_seconds, start): count}, shard, expires_at)
 
 
 def opens(items: list[StoredItem], as_of_s: int, now_s: int | None = None) -> dict[str, int]:
@@ -76,3 +86,24 @@ def test_values_carry_their_newest_event_time_and_age() -> None:
     assert values["opens_3m"].event_time_ms == (HOUR + 1) * 1000
     assert values["opens_3m"].age_ms == 30_000
     assert values["opens_tumbling_1h"].event_time_ms is None  # no hourly tile stored
+
+
+def test_one_item_holds_every_tile_size_and_the_lifetime_state() -> None:
+    both = item({(LIFETIME, 0): 9, (60, HOUR): 1, (60, HOUR + 60): 2, (3600, HOUR): 3})
+    values = opens([both], HOUR + 90)
+    assert (values["opens_lifetime"], values["opens_3m"], values["opens_tumbling_1h"]) == (
+        9, 3, 3,
+    )
+
+
+def test_tiles_past_their_retention_are_skipped_inside_a_live_item() -> None:
+    # The 1-minute tiles serve a 3-minute window: a tile is kept 3 minutes after it ends.
+    old_and_new = item({(60, HOUR): 1, (60, HOUR + 240): 2})
+    assert opens([old_and_new], HOUR + 300)["opens_3m"] == 2
+    # The same item read as of just after the old tile: both are within the window.
+    assert opens([old_and_new], HOUR + 90, now_s=HOUR + 90)["opens_3m"] == 1
+
+
+def test_items_of_other_groups_are_ignored() -> None:
+    stray = replace(tile(60, HOUR, 5), sk="push_stats_v2")
+    assert opens([stray, tile(60, HOUR, 1)], HOUR + 30)["opens_3m"] == 1

@@ -1,9 +1,11 @@
 """The catalog compiled for the hot path: which items each event type feeds, and how.
 
-An *item kind* is one shape of online-store item of a feature group: the lifetime item, or the
-tile item of one tile size. Every feature whose windows use that tile size keeps one state
-*slot* in it, so one event touches one item per (group, tile size), whatever the number of
-features and windows. Reads merge the same slots back into served features.
+Each feature group keeps one online-store item per entity (per Kinesis shard for groups keyed
+by another entity than the stream's partition key, see ``docs/online-store-layout.md``). Inside
+it, a *tile kind* is one tile size of the group (or the lifetime section): every feature whose
+windows use that tile size keeps one state *slot* in each tile of it. So one event touches one
+item per group, whatever the number of features, windows and tile sizes; reads merge the same
+slots back into served features.
 """
 
 from __future__ import annotations
@@ -57,12 +59,19 @@ class Slot:
 
 
 @dataclass(frozen=True)
-class ItemKind:
+class TileKind:
+    """One tile size of a group (``LIFETIME``: the single lifetime tile) and its slots."""
+
     group: str
     entity: str
     tile_seconds: int  # LIFETIME for the lifetime item
     slots: tuple[Slot, ...]
     retention_seconds: int  # how long after the tile ends it can still be read; 0 = forever
+
+    @cached_property
+    def section(self) -> str:
+        """The key of this tile size in an item's state (JSON object keys are strings)."""
+        return str(self.tile_seconds)
 
     @cached_property
     def slot_named(self) -> dict[str, Slot]:
@@ -78,12 +87,10 @@ class ItemKind:
 
 
 @dataclass(frozen=True)
-class Route:
-    """How events of one type feed one item kind."""
+class RouteSection:
+    """The slots of one tile kind that events of one type feed."""
 
-    kind: ItemKind
-    key_field: str
-    lateness_ms: int
+    kind: TileKind
     slots: tuple[Slot, ...]
 
     @cached_property
@@ -107,9 +114,36 @@ class ServedFeature:
 @dataclass(frozen=True)
 class GroupPlan:
     group: FeatureGroup
-    kinds: dict[int, ItemKind]
+    kinds: dict[int, TileKind]
     served: tuple[ServedFeature, ...]
     has_kickoff: bool
+    # Per-shard partial items: the group is keyed by another entity than the stream's
+    # partition key, so many shards write to the same entity (docs/online-store-layout.md).
+    sharded: bool
+
+    @cached_property
+    def kind_of_section(self) -> dict[str, TileKind]:
+        return {kind.section: kind for kind in self.kinds.values()}
+
+    def expires_at(self, newest_s: int) -> int | None:
+        """When the whole item can go: its newest tile of every size is past retention.
+        Never, when the group keeps lifetime state."""
+        if LIFETIME in self.kinds:
+            return None
+        return max(
+            newest_s - newest_s % kind.tile_seconds + kind.tile_seconds + kind.retention_seconds
+            for kind in self.kinds.values()
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """How events of one type feed one group's item."""
+
+    group: GroupPlan
+    key_field: str
+    lateness_ms: int
+    sections: tuple[RouteSection, ...]
 
 
 @dataclass(frozen=True)
@@ -146,26 +180,29 @@ def compile_plan(catalog: Catalog) -> Plan:
     groups: dict[str, GroupPlan] = {}
     routes: dict[str, list[Route]] = {}
     for group in catalog.groups:
-        plan = _compile_group(group)
+        plan = _compile_group(group, sharded=group.entity != catalog.partition_entity)
         groups[group.name] = plan
-        for kind in plan.kinds.values():
-            for event_type in group.sources:
-                slots = tuple(slot for slot in kind.slots if event_type in slot.events)
-                if not slots:
-                    continue
-                key_field = catalog.latest(event_type).entity_keys.get(group.entity)
-                if key_field is None:
-                    raise DefinitionError(
-                        f"feature group '{group.name}': field 'sources' names '{event_type}', "
-                        f"which has no '{group.entity}' entity key"
-                    )
-                routes.setdefault(event_type, []).append(
-                    Route(kind, key_field, group.allowed_lateness_seconds * 1000, slots)
+        for event_type in group.sources:
+            sections = tuple(
+                RouteSection(kind, slots)
+                for kind in plan.kinds.values()
+                if (slots := tuple(slot for slot in kind.slots if event_type in slot.events))
+            )
+            if not sections:
+                continue
+            key_field = catalog.latest(event_type).entity_keys.get(group.entity)
+            if key_field is None:
+                raise DefinitionError(
+                    f"feature group '{group.name}': field 'sources' names '{event_type}', "
+                    f"which has no '{group.entity}' entity key"
                 )
+            routes.setdefault(event_type, []).append(
+                Route(plan, key_field, group.allowed_lateness_seconds * 1000, sections)
+            )
     return Plan(groups, {name: tuple(found) for name, found in routes.items()})
 
 
-def _compile_group(group: FeatureGroup) -> GroupPlan:
+def _compile_group(group: FeatureGroup, sharded: bool) -> GroupPlan:
     slots_by_tile: dict[int, dict[str, Slot]] = {}
     retention: dict[int, int] = {}
     served: list[ServedFeature] = []
@@ -192,11 +229,11 @@ def _compile_group(group: FeatureGroup) -> GroupPlan:
             KICKOFF_SLOT, Min(), None, frozenset({KICKOFF_EVENT}), _is_live
         )
     kinds = {
-        tile: ItemKind(group.name, group.entity, tile, tuple(slots.values()),
+        tile: TileKind(group.name, group.entity, tile, tuple(slots.values()),
                        retention.get(tile, 0) if tile != LIFETIME else 0)
         for tile, slots in slots_by_tile.items()
     }
-    return GroupPlan(group, kinds, tuple(served), has_kickoff)
+    return GroupPlan(group, kinds, tuple(served), has_kickoff, sharded)
 
 
 def slot_value(slot: Slot, payload: dict[str, Any], time_ms: int) -> Any:

@@ -33,10 +33,14 @@ from fastbreak.engine.hll import hash64
 from fastbreak.engine.layout import (
     DEDUP_BUCKET_SECONDS,
     ItemKey,
+    decode_hw,
     decode_position,
     dedup_bucket,
     dedup_key,
+    encode_hw,
     encode_position,
+    group_sk,
+    tile_key,
 )
 from fastbreak.engine.online_store import (
     ItemWrite,
@@ -46,7 +50,7 @@ from fastbreak.engine.online_store import (
     WriteOutcome,
     WriteStats,
 )
-from fastbreak.engine.plan import LIFETIME, ItemKind, Plan, Route, compile_plan
+from fastbreak.engine.plan import LIFETIME, GroupPlan, Plan, Route, TileKind, compile_plan
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
 from fastbreak.engine.reference import Enricher
 from fastbreak.engine.rejections import Reason, Rejection
@@ -143,15 +147,20 @@ class _Routed:
 class _Pending:
     """Everything this batch contributes to one item (contributions in position order)."""
 
-    __slots__ = ("contributions", "entity_key", "first_new", "kind", "log_head", "tile_start")
+    __slots__ = (
+        "contributions", "entity_key", "first_new", "group", "log_head", "position", "touched"
+    )
 
-    def __init__(self, kind: ItemKind, tile_start: int, entity_key: str, log_head: str) -> None:
-        self.kind = kind
-        self.tile_start = tile_start
+    def __init__(self, group: GroupPlan, entity_key: str, log_head: str) -> None:
+        self.group = group
         self.entity_key = entity_key
         self.log_head = log_head  # the feature-log line's constant middle, see _log_line
         self.contributions: list[tuple[Event, Route]] = []
         self.first_new: Position = _NOTHING_APPLIED
+        # What the last computed write changed: its tiles (None: all of them) and this
+        # shard's new high-water mark.
+        self.touched: dict[str, dict[str, Any]] | None = None
+        self.position = ""
 
 
 class StreamProcessor:
@@ -168,12 +177,10 @@ class StreamProcessor:
         self.plan: Plan = compile_plan(catalog)
         self.validator = EventValidator(catalog)
         self.enricher = Enricher(catalog)
-        # event type -> (route, pk prefix, sort key head, feature-log head) per route
-        self._route_table: dict[str, tuple[tuple[Route, str, str, str], ...]] = {
-            event_type: tuple(_route_entry(route) for route in routes)
-            for event_type, routes in self.plan.routes.items()
-        }
-        self._all_routes = [r for routes in self.plan.routes.values() for r in routes]
+        # shard id -> event type -> (route, pk prefix, sort key, feature-log head) per route
+        self._route_tables: dict[str, dict[str, tuple[_RouteEntry, ...]]] = {}
+        # tile start (epoch s) -> its key in an item's state; refilled per batch
+        self._tile_keys: dict[int, str] = {}
         self.settings = settings or ProcessorSettings()
         self.clock_ms = clock_ms
 
@@ -260,7 +267,8 @@ class StreamProcessor:
             return first
         duplicates = _remembered(ids, stored, shard_id)
         result.duplicate_events += len(duplicates)
-        outcome = self._write_items(pending, stored, duplicates, result)
+        self._tile_keys.clear()
+        outcome = self._write_items(shard_id, pending, stored, duplicates, result)
         if outcome is None:
             return first
         failed_at, log_lines = outcome
@@ -283,41 +291,27 @@ class StreamProcessor:
         self, shard_id: str, events: list[Event], routed: list[_Routed], result: BatchResult
     ) -> dict[ItemKey, _Pending]:
         pending: dict[ItemKey, _Pending] = {}
-        suffix = "#" + shard_id
-        # Per batch and route: (route, its sort keys by tile start, pk prefix, log head).
-        table = self._route_table
-        sort_keys: dict[int, dict[int, str]] = {id(route): {} for route in self._all_routes}
+        table = self._route_table(shard_id)
         for event in events:
             routes = table.get(event.event_type)
             if routes is None:
                 continue
-            time_ms = event.time_ms
-            time_s = time_ms // 1000
-            lateness = event.record.source.arrival_ms - time_ms
+            lateness = event.record.source.arrival_ms - event.time_ms
             payload = event.payload
             late_groups: list[str] | None = None
-            for route, pk_prefix, sk_head, log_head in routes:
+            for route, pk_prefix, sk, log_head in routes:
                 if lateness > route.lateness_ms:
-                    group = route.kind.group
+                    group = route.group.group.name
                     if late_groups is None:
                         late_groups = [group]
                     elif group not in late_groups:
                         late_groups.append(group)
                     continue
-                tile = route.kind.tile_seconds
-                tile_start = time_s - time_s % tile if tile != LIFETIME else 0
-                route_sks = sort_keys[id(route)]
-                sk = route_sks.get(tile_start)
-                if sk is None:
-                    sk = route_sks[tile_start] = (
-                        sk_head + suffix if tile == LIFETIME
-                        else f"{sk_head}{tile_start:011d}{suffix}"
-                    )
                 entity_key = payload[route.key_field]
                 key = (pk_prefix + entity_key, sk)
                 item = pending.get(key)
                 if item is None:
-                    item = pending[key] = _Pending(route.kind, tile_start, entity_key, log_head)
+                    item = pending[key] = _Pending(route.group, entity_key, log_head)
                 item.contributions.append((event, route))
             if late_groups is not None:
                 result.late_events += 1
@@ -332,8 +326,17 @@ class StreamProcessor:
                 )
         return pending
 
+    def _route_table(self, shard_id: str) -> dict[str, tuple[_RouteEntry, ...]]:
+        table = self._route_tables.get(shard_id)
+        if table is None:
+            table = self._route_tables[shard_id] = {
+                event_type: tuple(_route_entry(route, shard_id) for route in routes)
+                for event_type, routes in self.plan.routes.items()
+            }
+        return table
+
     def _write_items(
-        self, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
+        self, shard_id: str, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
         duplicates: set[str], result: BatchResult,
     ) -> tuple[Position | None, list[str]] | None:
         """Write every item with something new; return the lowest failed position (if any)
@@ -347,10 +350,10 @@ class StreamProcessor:
             items: list[_Pending] = []
             for key, item in todo:
                 before = stored.get(key)
-                write = next_state(key, item, before, duplicates)
+                write = next_state(key, item, before, duplicates, shard_id)
                 if write is None:
                     if before is not None:  # already applied: log it again (at-least-once)
-                        log_lines.append(log_line(before, item))
+                        log_lines.append(log_line(before, item, shard_id, False))
                     continue
                 writes.append(write)
                 items.append(item)
@@ -360,7 +363,7 @@ class StreamProcessor:
             for write, item in zip(writes, items, strict=True):
                 outcome = outcomes[write.key]
                 if outcome is written:
-                    log_lines.append(log_line(write, item))
+                    log_lines.append(log_line(write, item, shard_id, True))
                 elif outcome is WriteOutcome.CONFLICT:
                     conflicts.append((write.key, item))
                 else:
@@ -379,56 +382,102 @@ class StreamProcessor:
         return lowest, log_lines
 
     def _next_state(
-        self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str]
+        self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str],
+        shard_id: str,
     ) -> ItemWrite | None:
         """The item's new absolute state, or None when nothing in this batch is new to it;
-        sets ``item.first_new``, the lowest new position (reported if the write fails)."""
-        kind = item.kind
+        sets ``item.first_new``, the lowest new position (reported if the write fails), and
+        ``item.touched``, the tiles the write changes (for the feature log)."""
         new = item.contributions
+        redelivered = False
         if stored is not None:
-            applied = decode_position(stored.hw)
+            marks = decode_hw(stored.hw)
+            mark = marks.get(shard_id)
+            applied = decode_position(mark) if mark is not None else _NOTHING_APPLIED
+            redelivered = new[0][0].position <= applied
             new = [
                 (event, route) for event, route in new
                 if event.position > applied and event.event_id not in duplicates
             ]
             if not new:
                 return None
-            states = _load_states(kind, stored.state)
+            tiles: dict[str, dict[str, Any]] = json.loads(stored.state)
             newest = stored.event_time_ms
         else:
             if duplicates:
                 new = [(event, route) for event, route in new if event.event_id not in duplicates]
                 if not new:
                     return None
-            states = {}
+            marks = {}
+            tiles = {}
             newest = 0
+        # (section, tile key) -> the tile's slots as live states, for the tiles folded into
+        touched: dict[tuple[str, str], dict[str, Any]] = {}
+        grown: set[TileKind] = set()  # tile kinds that gained a tile: prune those
+        tile_keys = self._tile_keys
         for event, route in new:
             payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
             if time_ms > newest:
                 newest = time_ms
-            for name, add, empty, field_name, when in route.steps:
-                if when is not None and not when(payload):
-                    continue
-                if field_name is None:
-                    value: Any = time_ms
-                else:
-                    value = payload.get(field_name)
-                    if value is None:
+            time_s = time_ms // 1000
+            for section in route.sections:
+                kind = section.kind
+                tile_seconds = kind.tile_seconds
+                start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
+                start_key = tile_keys.get(start)
+                if start_key is None:
+                    start_key = tile_keys[start] = tile_key(start)
+                states = touched.get((kind.section, start_key))
+                if states is None:
+                    section_tiles = tiles.get(kind.section)
+                    if section_tiles is None:
+                        section_tiles = tiles[kind.section] = {}
+                    data = section_tiles.get(start_key)
+                    if data is None:
+                        states = {}
+                        grown.add(kind)
+                    else:
+                        states = _load_tile(kind, data)
+                    section_tiles[start_key] = touched[(kind.section, start_key)] = states
+                for name, add, empty, field_name, when in section.steps:
+                    if when is not None and not when(payload):
                         continue
-                state = states.get(name)
-                if state is None:
-                    state = states[name] = empty()
-                add(state, value, time_ms, event_id)
-        expires = (
-            item.tile_start + kind.tile_seconds + kind.retention_seconds
-            if kind.tile_seconds != LIFETIME else None
-        )
+                    if field_name is None:
+                        value: Any = time_ms
+                    else:
+                        value = payload.get(field_name)
+                        if value is None:
+                            continue
+                    state = states.get(name)
+                    if state is None:
+                        state = states[name] = empty()
+                    add(state, value, time_ms, event_id)
+        group = item.group
+        kind_of_section = group.kind_of_section
+        for (section_key, _), states in touched.items():
+            _dump_tile(kind_of_section[section_key], states)  # in place, inside ``tiles``
+        newest_s = newest // 1000
+        for kind in grown:
+            _prune(kind, tiles[kind.section], newest_s)
+        state = _encode(tiles)
+        if stored is None or redelivered:
+            # Every tile is this batch's, or part of the batch was applied before and its
+            # feature-log line may have been lost: the line carries the whole state.
+            item.touched = None
+        else:
+            changed: dict[str, dict[str, Any]] = {}
+            for section_key, start_key in touched:
+                section_tiles = tiles[section_key]
+                if start_key in section_tiles:  # not pruned
+                    changed.setdefault(section_key, {})[start_key] = section_tiles[start_key]
+            item.touched = changed
         # Contributions are in position order: the first new one is the lowest, the last
         # one the highest.
         item.first_new = new[0][0].position
+        marks[shard_id] = item.position = encode_position(new[-1][0].position)
         return ItemWrite(
-            key, _dump_states(kind, states), encode_position(new[-1][0].position),
-            stored.hw if stored is not None else None, expires, newest,
+            key, state, encode_hw(marks), stored.hw if stored is not None else None,
+            group.expires_at(newest_s), newest,
         )
 
     # ---- dedup memory --------------------------------------------------------------------
@@ -473,8 +522,11 @@ class StreamProcessor:
         return lowest
 
     # ---- side outputs ------------------------------------------------------------------------
-    def _log_line(self, item: ItemWrite | StoredItem, pending: _Pending) -> str:
-        """One feature-log line: the item's absolute state as the online store was told it.
+    def _log_line(
+        self, item: ItemWrite | StoredItem, pending: _Pending, shard_id: str, written: bool
+    ) -> str:
+        """One feature-log line: the item's tiles this batch changed, each in its absolute
+        state as the online store was told it (the whole state for a re-logged item).
 
         Written out by hand, in the key order and the exact text of json.dumps with
         ``(",", ":")`` separators and ``ensure_ascii=False``: a line per written item.
@@ -484,11 +536,15 @@ class StreamProcessor:
         else:
             pk, sk = item.pk, item.sk
         state = item.state if isinstance(item.state, str) else item.state.decode()
+        if written:
+            tiles = state if pending.touched is None else _encode(pending.touched)
+            position = pending.position
+        else:
+            tiles, position = state, decode_hw(item.hw).get(shard_id, "")
         return (
             f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
-            f'{encode_basestring(pending.entity_key)},"tile_seconds":{pending.kind.tile_seconds}'
-            f',"tile_start":{pending.tile_start},"hw":{encode_basestring(item.hw)}'
-            f',"event_time_ms":{item.event_time_ms},"state":{state}}}'
+            f'{encode_basestring(pending.entity_key)},"shard_id":{encode_basestring(shard_id)}'
+            f',"hw":"{position}","event_time_ms":{item.event_time_ms},"tiles":{tiles}}}'
         )
 
     def _put_feature_log(
@@ -589,35 +645,48 @@ def _dedup_write(
     )
 
 
-def _route_entry(route: Route) -> tuple[Route, str, str, str]:
-    kind = route.kind
-    sk_head = (
-        f"{kind.group}#life" if kind.tile_seconds == LIFETIME
-        else f"{kind.group}#t{kind.tile_seconds}#"
-    )
+_RouteEntry = tuple[Route, str, str, str]
+
+
+def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
+    group = route.group.group
+    sk = group_sk(group.name, shard_id if route.group.sharded else None)
     log_head = (
-        f',"group":{encode_basestring(kind.group)},"entity":{encode_basestring(kind.entity)}'
+        f',"group":{encode_basestring(group.name)},"entity":{encode_basestring(group.entity)}'
         ',"entity_key":'
     )
-    return route, kind.entity + "#", sk_head, log_head
+    return route, group.entity + "#", sk, log_head
 
 
-def _load_states(kind: ItemKind, text: str | bytes) -> dict[str, Any]:
+def _load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, Any]:
     states: dict[str, Any] = {}
-    for name, data in json.loads(text).items():
+    for name, slot_data in data.items():
         slot = kind.slot_named.get(name)
         if slot is not None:  # a slot of a feature since removed from the catalog is dropped
-            states[name] = slot.aggregator.load(data)
+            states[name] = slot.aggregator.load(slot_data)
     return states
 
 
-def _dump_states(kind: ItemKind, states: dict[str, Any]) -> str:
+def _dump_tile(kind: TileKind, states: dict[str, Any]) -> None:
+    """Live states -> their JSON form, in place."""
     dumps = kind.slot_dumps  # None where the state is its own JSON form
     for name, state in states.items():
         dump = dumps[name]
         if dump is not None:
             states[name] = dump(state)
-    return _encode(states)
+
+
+def _prune(kind: TileKind, section_tiles: dict[str, Any], newest_s: int) -> None:
+    """Drop the tiles no window can read any more once the item has seen ``newest_s``
+    (the same rule as the item TTL: tile end + retention). Lifetime state stays."""
+    if kind.tile_seconds == LIFETIME:
+        return
+    cutoff = newest_s - kind.tile_seconds - kind.retention_seconds
+    if cutoff <= 0:
+        return
+    last_expired = tile_key(cutoff)  # fixed width: text order is time order
+    for start_key in [key for key in section_tiles if key <= last_expired]:
+        del section_tiles[start_key]
 
 
 def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:

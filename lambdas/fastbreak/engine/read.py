@@ -4,9 +4,9 @@ The feature API, the Python FeatureClient and the oracle test all read through h
 is served is exactly what the processor's states mean. A sliding window of size W over tiles of
 size t, as of time T, merges the W / t tiles ending with the one that contains T (so it spans
 between W - t and W of event time, the Chronon/Tecton convention); tumbling serves the tile
-containing T; lifetime merges the lifetime partials of every shard; since_kickoff merges the
-1-minute session tiles from the minute the game went live up to T. Items past their TTL are
-skipped even if DynamoDB has not deleted them yet.
+containing T; lifetime merges the lifetime state of every per-shard partial; since_kickoff
+merges the 1-minute session tiles from the minute the game went live up to T. Items and tiles
+past their TTL are skipped even if DynamoDB has not deleted them yet.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from fastbreak.definitions.model import WindowKind
 from fastbreak.engine.aggregations import State
-from fastbreak.engine.layout import entity_pk, group_prefix, parse_sk
+from fastbreak.engine.layout import entity_pk, group_sk, is_partial_of, partials_prefix
 from fastbreak.engine.online_store import OnlineStore, StoredItem
 from fastbreak.engine.plan import KICKOFF_SLOT, LIFETIME, SESSION_TILE_SECONDS, GroupPlan, Plan
 
@@ -33,22 +33,31 @@ class FeatureValue:
 def merge_group(
     plan: GroupPlan, items: Iterable[StoredItem], as_of_ms: int, now_ms: int | None = None
 ) -> dict[str, FeatureValue]:
-    """Every served feature of one group for one entity, from that entity's group items."""
+    """Every served feature of one group for one entity, from that entity's group item (or
+    its per-shard partials)."""
     now_s = (as_of_ms if now_ms is None else now_ms) // 1000
+    name = plan.group.name
     tiles: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for item in items:
         if item.expires_at is not None and item.expires_at <= now_s:
             continue
-        parsed = parse_sk(item.sk)
-        kind = plan.kinds.get(parsed.tile_seconds)
-        if parsed.group != plan.group.name or kind is None:
-            continue  # a tile size the catalog no longer uses
-        states = {
-            name: kind.slot_named[name].aggregator.load(data)
-            for name, data in json.loads(item.state).items()
-            if name in kind.slot_named
-        }
-        tiles.setdefault(parsed.tile_seconds, []).append((parsed.tile_start, states))
+        if item.sk != name and not is_partial_of(name, item.sk):
+            continue
+        for section, section_tiles in json.loads(item.state).items():
+            kind = plan.kind_of_section.get(section)
+            if kind is None:
+                continue  # a tile size the catalog no longer uses
+            found = tiles.setdefault(kind.tile_seconds, [])
+            for start_key, data in section_tiles.items():
+                start = int(start_key)
+                if kind.tile_seconds != LIFETIME and (
+                    start + kind.tile_seconds + kind.retention_seconds <= now_s
+                ):
+                    continue  # past its retention: no window reads it any more
+                found.append((start, {
+                    slot: kind.slot_named[slot].aggregator.load(state)
+                    for slot, state in data.items() if slot in kind.slot_named
+                }))
 
     as_of_s = as_of_ms // 1000
     kickoff_s = _kickoff_s(plan, tiles.get(LIFETIME, []))
@@ -98,9 +107,11 @@ def read_group(
     store: OnlineStore, plan: Plan, group: str, entity_key: str, as_of_ms: int,
     now_ms: int | None = None,
 ) -> dict[str, FeatureValue]:
-    """Query one entity's items of one group and merge them (one paginated Query)."""
+    """Read one entity's item of one group (a Query for per-shard partials) and merge it."""
     group_plan = plan.groups[group]
-    items = store.query_prefix(
-        entity_pk(group_plan.group.entity, entity_key), group_prefix(group)
-    )
+    pk = entity_pk(group_plan.group.entity, entity_key)
+    if group_plan.sharded:
+        items = store.query_prefix(pk, partials_prefix(group))
+    else:
+        items = list(store.get_many([(pk, group_sk(group, None))]).values())
     return merge_group(group_plan, items, as_of_ms, now_ms)

@@ -67,7 +67,8 @@ class FeatureClient:
     ) -> None:
         self.validator = RequestValidator(catalog)
         self.plan: Plan = compile_plan(catalog)
-        self.reader = OnlineStoreReader(dynamodb, table_name, retry, concurrency)
+        sharded = [name for name, group in self.plan.groups.items() if group.sharded]
+        self.reader = OnlineStoreReader(dynamodb, table_name, sharded, retry, concurrency)
         self.clock_ms = clock_ms
 
     def get(
@@ -84,7 +85,7 @@ class FeatureClient:
         return self.read(self.validator.batch(shaped, None if features is None else list(features)))
 
     def read(self, request: ReadRequest) -> FeatureResult:
-        """Answer a validated request: one parallel round of Queries, then the merge."""
+        """Answer a validated request: one parallel round of reads, then the merge."""
         as_of_ms = self.clock_ms()
         keys = [
             (entity_pk(ref.entity_type, ref.entity_id), selection.group)
