@@ -169,7 +169,12 @@ def test_kinesis_records_decode_plain_and_kpl_payloads_with_positions() -> None:
         lambda r: r["kinesis"].pop("sequenceNumber"),
         lambda r: r["kinesis"].update(sequenceNumber="12a"),
         lambda r: r["kinesis"].update(sequenceNumber="9" * 129),
+        lambda r: r["kinesis"].update(sequenceNumber=""),
+        lambda r: r["kinesis"].update(sequenceNumber=" 12"),
+        lambda r: r["kinesis"].update(sequenceNumber="\u0663"),  # a digit, but not an ASCII one
+        lambda r: r["kinesis"].update(sequenceNumber=12),
         lambda r: r.update(eventID=None),
+        lambda r: r.update(eventID="no-colon"),
         lambda r: r["kinesis"].update(approximateArrivalTimestamp="now"),
         lambda r: r["kinesis"].update(data=7),
     ],
@@ -179,6 +184,31 @@ def test_malformed_lambda_records_are_refused(mutate: Any) -> None:
     mutate(raw)
     outcome = read_source(raw, 0)
     assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_KINESIS_RECORD
+
+
+@pytest.mark.parametrize(
+    ("arrival", "arrival_ms"), [(1.5, 1500), (2, 2000), (True, None), (None, None), ("1", None)]
+)
+def test_the_arrival_time_is_a_number_of_seconds_and_not_a_bool(
+    arrival: Any, arrival_ms: int | None,
+) -> None:
+    raw = lambda_record(StreamRecord("5", "u1", b"{}", 1.0))
+    raw["kinesis"]["approximateArrivalTimestamp"] = arrival
+    outcome = read_source(raw, 0)
+    if arrival_ms is None:
+        assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_KINESIS_RECORD
+    else:
+        assert isinstance(outcome, SourceRecord) and outcome.arrival_ms == arrival_ms
+
+
+def test_a_record_keeps_its_partition_key_as_text_and_its_index_in_the_batch() -> None:
+    raw = lambda_record(StreamRecord("5", "u1", b"{}", 1.0))
+    assert isinstance(source := read_source(raw, 3), SourceRecord)
+    assert (source.index, source.partition_key, source.sequence_number) == (3, "u1", "5")
+    raw["kinesis"]["partitionKey"] = 42
+    assert isinstance(source := read_source(raw, 0), SourceRecord) and source.partition_key == "42"
+    del raw["kinesis"]["partitionKey"]
+    assert isinstance(source := read_source(raw, 0), SourceRecord) and source.partition_key == ""
 
 
 def test_data_that_is_not_base64_is_refused() -> None:
