@@ -248,7 +248,7 @@ def test_a_store_that_keeps_throttling_is_a_503(
 ) -> None:
     store_failing_with(ClientError(
         {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-        "Query",
+        "BatchGetItem",  # a user read is one BatchGetItem
     ))
 
     status, body = world.get("user", "u-1")

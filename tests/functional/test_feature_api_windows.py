@@ -2,16 +2,20 @@
 
 A window of size W over tiles of size t, as of T, merges the W / t tiles ending with the one
 that holds T (``fastbreak.engine.read``): a tile enters and leaves a window whole. Items past
-their TTL are ignored although moto, like DynamoDB for a while, still returns them.
+their TTL are ignored although moto, like DynamoDB for a while, still returns them; so are
+tiles past their retention that an item still holds (nothing pruned them yet).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from fastbreak.engine.layout import tile_key
 from fastbreak.engine.timestamps import format_ms as _iso
+from tests.fixtures.kinesis import SHARD
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,
@@ -26,6 +30,7 @@ __all__ = ["world"]
 
 DAY = T0_MS // DAY_MS * DAY_MS  # 2026-11-18T00:00:00Z: tiles of every size start here
 SECOND_MS = 1000
+OTHER_SHARD = "shardId-000000000003"
 
 
 def _view(user: str, time_ms: int) -> dict[str, Any]:
@@ -115,46 +120,74 @@ def test_partials_of_several_shards_merge_into_one_value(world: ServingWorld) ->
     assert value == {"value": 3, "event_time": _iso(at - 2 * MINUTE_MS), "age_ms": 2 * MINUTE_MS}
 
 
-def test_a_session_tile_past_its_ttl_is_ignored_though_still_stored(
+def _stored_state(world: ServingWorld, pk: str, sk: str) -> dict[str, Any]:
+    item = world.dynamodb.get_item(
+        TableName=TABLE, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
+    )["Item"]
+    state: dict[str, Any] = json.loads(item["state"]["S"])
+    return state
+
+
+def test_a_session_tile_past_its_retention_is_ignored_though_its_partial_still_holds_it(
     world: ServingWorld,
 ) -> None:
     kickoff = DAY + 6 * HOUR_MS
     world.feed([{"event_type": "score_update", "time_ms": kickoff, "game_id": "g-long",
                  "home_score": 0, "away_score": 0, "period": 1, "clock_seconds": 0,
                  "status": "live"}])
-    for user, offset in (("early", MINUTE_MS), ("late", 13 * HOUR_MS)):
-        world.feed([{"event_type": "video_play", "time_ms": kickoff + offset, "user_id": user,
-                     "content_id": "stream", "game_id": "g-long", "watch_seconds": 60.0}])
+    world.feed([{"event_type": "video_play", "time_ms": kickoff + MINUTE_MS, "user_id": "early",
+                 "content_id": "stream", "game_id": "g-long", "watch_seconds": 60.0}])
+    # Another shard: its partial gains the new tile, so nothing prunes the first partial's.
+    world.feed([{"event_type": "video_play", "time_ms": kickoff + 13 * HOUR_MS,
+                 "user_id": "late", "content_id": "stream", "game_id": "g-long",
+                 "watch_seconds": 60.0}], shard_id=OTHER_SHARD)
     at = kickoff + 13 * HOUR_MS + MINUTE_MS
     game = ("game", "g-long")
 
     viewers = _feature(world, game, "game_live.viewers_since_kickoff", at)
 
-    # Session tiles live 12 h: the one "early" watched in expired an hour ago.
+    # Session tiles live 12 h after they end: the one "early" watched in expired an hour ago.
     assert viewers["value"] == 1
     assert _feature(world, game, "game_live.viewers_since_kickoff", kickoff + HOUR_MS)["value"] == 1
-    stored = world.dynamodb.query(
-        TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :t)",
-        ExpressionAttributeValues={":pk": {"S": "game#g-long"}, ":t": {"S": "game_live#t60#"}},
-    )["Items"]
-    assert min(int(item["expires_at"]["N"]) for item in stored) < at // 1000
+    early_tile = tile_key((kickoff + MINUTE_MS) // 1000)
+    assert early_tile in _stored_state(world, "game#g-long", f"game_live#{SHARD}")["60"]
 
 
 def test_an_item_whose_ttl_has_passed_is_ignored_inside_its_window(world: ServingWorld) -> None:
     at = DAY + 8 * HOUR_MS
     world.feed([_view("expiring", at - 10 * MINUTE_MS), _view("expiring", at - 5 * MINUTE_MS)])
-    tiles = world.dynamodb.query(
-        TableName=TABLE, KeyConditionExpression="pk = :pk AND begins_with(sk, :t)",
-        ExpressionAttributeValues={":pk": {"S": "user#expiring"},
-                                   ":t": {"S": "user_engagement#t60#"}},
-    )["Items"]
-    oldest = min(tiles, key=lambda item: item["sk"]["S"])
+    key = {"pk": {"S": "user#expiring"}, "sk": {"S": "user_engagement"}}
+    before = _feature(world, ("user", "expiring"), "user_engagement.views_1h", at)
     world.dynamodb.update_item(  # as a shorter retention would have set it
-        TableName=TABLE, Key={"pk": oldest["pk"], "sk": oldest["sk"]},
+        TableName=TABLE, Key=key, UpdateExpression="SET expires_at = :gone",
+        ExpressionAttributeValues={":gone": {"N": str(at // 1000)}},
+    )
+
+    after = _feature(world, ("user", "expiring"), "user_engagement.views_1h", at)
+
+    assert before["value"] == 2
+    assert after is None  # though DynamoDB (and moto) still returns the item
+    assert "Item" in world.dynamodb.get_item(TableName=TABLE, Key=key)
+
+
+def test_a_partial_past_its_ttl_is_ignored_while_the_other_shards_partials_count(
+    world: ServingWorld,
+) -> None:
+    at = DAY + 7 * HOUR_MS
+    world.feed([_view("u-a", at - 10 * MINUTE_MS) | {"content_id": "c-ttl"}])
+    world.feed([_view("u-b", at - 5 * MINUTE_MS) | {"content_id": "c-ttl"}],
+               shard_id=OTHER_SHARD)
+    content = ("content", "c-ttl")
+    before = _feature(world, content, "content_trending.views_1h", at)
+    world.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "content#c-ttl"}, "sk": {"S": f"content_trending#{OTHER_SHARD}"}},
         UpdateExpression="SET expires_at = :gone",
         ExpressionAttributeValues={":gone": {"N": str(at // 1000)}},
     )
 
-    value = _feature(world, ("user", "expiring"), "user_engagement.views_1h", at)
+    after = _feature(world, content, "content_trending.views_1h", at)
 
-    assert value["value"] == 1
+    assert before["value"] == 2
+    assert after == {"value": 1, "event_time": _iso(at - 10 * MINUTE_MS),
+                     "age_ms": 10 * MINUTE_MS}
