@@ -27,9 +27,15 @@ _REST_MASK = (1 << _REST_BITS) - 1
 _ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
 
 
+# Bound once: ``int.from_bytes`` is a classmethod, so each call would build a bound method
+# (a tenth of hash64, which runs once per event for its dedup id).
+_INT_FROM_BYTES = int.from_bytes
+
+
 def hash64(value: object) -> int:
     # blake2b, not hash(): str hashes are salted per process, and sketches outlive processes.
-    return int.from_bytes(blake2b(str(value).encode(), digest_size=8).digest(), "big")
+    text = value if type(value) is str else str(value)
+    return _INT_FROM_BYTES(blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def register_of(value: object) -> tuple[int, int]:
