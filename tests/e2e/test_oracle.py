@@ -15,6 +15,7 @@ time, large batches) to stay near 60 s while keeping every fault in play.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import zlib
@@ -285,13 +286,15 @@ class SimulatedCrash(BaseException):
 
 
 class Faults:
-    """Random faults (own seed), plus a crash in every third invocation and a failed S3 put
-    in every seventh, so that each kind of fault happens in every run."""
+    """Random faults (own seed), plus a crash in every third invocation, a failed S3 put in
+    every seventh and a non-retryable error on every 151st item write, so that each kind of
+    fault happens in every run."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.invocations = 0
         self.puts = 0
+        self.updates = itertools.count(1)  # next() is atomic: writes run on 4 threads
         self.crash_after: int | None = None  # UpdateItem calls left before this invocation dies
         self.counts = {"crash": 0, "throttle": 0, "unprocessed": 0, "item_error": 0,
                        "s3_error": 0}
@@ -333,7 +336,8 @@ class FaultyDynamoDB:
         self.faults.maybe_die()
         if self.faults.chance("throttle", 0.03):
             raise client_error("ProvisionedThroughputExceededException", "UpdateItem")
-        if self.faults.chance("item_error", 0.002):  # not retryable: a partial batch failure
+        if next(self.faults.updates) % 151 == 0:  # not retryable: a partial batch failure
+            self.faults.counts["item_error"] += 1
             raise client_error("ItemCollectionSizeLimitExceededException", "UpdateItem")
         response = dict(self.real.update_item(**request))
         if self.faults.crash_after is not None:

@@ -71,6 +71,35 @@ def test_merge_of_partials_equals_folding_everything_in_any_grouping(
         assert canonical(aggregator, swapped) == whole, aggregation
 
 
+@settings(max_examples=60, deadline=None)
+@given(events=events_strategy, missing=st.sets(st.integers(0, 40)), zero_time=st.booleans())
+def test_the_processor_fold_step_leaves_exactly_the_state_add_leaves(
+    events: list[tuple[int, int, Any]], missing: set[int], zero_time: bool
+) -> None:
+    # fold_step inlines add for speed; it must agree on every state, including events that
+    # lack the field (skipped) and event time 0 (the empty state's own time).
+    for aggregation, size in CASES:
+        for field in ("x", None):
+            aggregator = aggregator_for(aggregation, size)
+            step = aggregator.fold_step("slot", field)
+            states: dict[str, list[Any]] = {}
+            expected: list[Any] | None = None
+            for n, (time_ms, event_id, value) in enumerate(events):
+                time_ms = 0 if zero_time and n == 0 else time_ms
+                payload = {} if n in missing else {"x": value}
+                step(states, payload, time_ms, f"e{event_id:07d}")
+                added = time_ms if field is None else payload.get("x")
+                if added is not None:
+                    expected = expected if expected is not None else aggregator.empty()
+                    aggregator.add(expected, added, time_ms, f"e{event_id:07d}")
+            if expected is None:
+                assert states == {}, aggregation
+            else:
+                assert canonical(aggregator, states["slot"]) == canonical(aggregator, expected), (
+                    aggregation, field,
+                )
+
+
 @settings(max_examples=40, deadline=None)
 @given(events=events_strategy)
 def test_states_survive_their_json_round_trip(events: list[tuple[int, int, Any]]) -> None:

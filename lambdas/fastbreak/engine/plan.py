@@ -23,7 +23,14 @@ from fastbreak.definitions.model import (
     Window,
     WindowKind,
 )
-from fastbreak.engine.aggregations import Aggregator, Min, State, aggregator_for, is_json_state
+from fastbreak.engine.aggregations import (
+    Aggregator,
+    Min,
+    State,
+    Step,
+    aggregator_for,
+    is_json_state,
+)
 
 # "Since kickoff" sessions: a game kicks off at the event time of its first score_update with
 # status live. Session state lives in 1-minute tiles kept for 12 hours, so the window has
@@ -35,16 +42,6 @@ KICKOFF_SLOT = "_kickoff"
 SESSION_TILE_SECONDS = 60
 SESSION_RETENTION_SECONDS = 12 * 3600
 LIFETIME = 0  # tile size of the lifetime item kind
-
-# (slot name, add, empty, field or None, when or None): one slot of a route, unpacked
-FoldStep = tuple[
-    str,
-    Callable[[State, Any, int, str], None],
-    Callable[[], State],
-    str | None,
-    Callable[[dict[str, Any]], bool] | None,
-]
-
 
 @dataclass(frozen=True)
 class Slot:
@@ -78,12 +75,12 @@ class TileKind:
         return {slot.name: slot for slot in self.slots}
 
     @cached_property
-    def slot_dumps(self) -> dict[str, Callable[[State], Any] | None]:
-        """Each slot's ``dump``, or None where a state is already its own JSON form."""
-        return {
-            slot.name: None if is_json_state(slot.aggregator) else slot.aggregator.dump
-            for slot in self.slots
-        }
+    def dumps(self) -> tuple[tuple[str, Callable[[State], Any]], ...]:
+        """(slot, its ``dump``) for the slots whose state is not its own JSON form."""
+        return tuple(
+            (slot.name, slot.aggregator.dump)
+            for slot in self.slots if not is_json_state(slot.aggregator)
+        )
 
 
 @dataclass(frozen=True)
@@ -94,12 +91,27 @@ class RouteSection:
     slots: tuple[Slot, ...]
 
     @cached_property
-    def steps(self) -> tuple[FoldStep, ...]:
-        """The slots as the processor's fold loop reads them."""
-        return tuple(
-            (slot.name, slot.aggregator.add, slot.aggregator.empty, slot.field, slot.when)
-            for slot in self.slots
-        )
+    def steps(self) -> tuple[Step, ...]:
+        """One fold step per slot (``Aggregator.fold_step``), in slot order."""
+        return tuple(_step_of(slot) for slot in self.slots)
+
+
+def _step_of(slot: Slot) -> Step:
+    step = slot.aggregator.fold_step(slot.name, slot.field)
+    when = slot.when
+    if when is None:
+        return step
+
+    def guarded(states: dict[str, State], payload: dict[str, Any], time_ms: int,
+                event_id: str) -> None:
+        if when(payload):
+            step(states, payload, time_ms, event_id)
+
+    return guarded
+
+
+# (tile kind, its section key, tile seconds, fold steps): a route section, unpacked
+FoldSection = tuple["TileKind", str, int, tuple[Step, ...]]
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,14 @@ class Route:
     key_field: str
     lateness_ms: int
     sections: tuple[RouteSection, ...]
+
+    @cached_property
+    def fold(self) -> tuple[FoldSection, ...]:
+        """The sections as the processor's fold loop reads them."""
+        return tuple(
+            (section.kind, section.kind.section, section.kind.tile_seconds, section.steps)
+            for section in self.sections
+        )
 
 
 @dataclass(frozen=True)

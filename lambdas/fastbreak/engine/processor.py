@@ -411,54 +411,31 @@ class StreamProcessor:
             marks = {}
             tiles = {}
             newest = 0
-        # (section, tile key) -> the tile's slots as live states, for the tiles folded into
-        touched: dict[tuple[str, str], dict[str, Any]] = {}
-        grown: set[TileKind] = set()  # tile kinds that gained a tile: prune those
-        tile_keys = self._tile_keys
+        # (section, tile start) -> the tile's slots as live states, for the tiles folded into
+        touched: dict[tuple[str, int], dict[str, Any]] = {}
+        grown: set[str] = set()  # sections that gained a tile: prune those
         for event, route in new:
             payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
             if time_ms > newest:
                 newest = time_ms
             time_s = time_ms // 1000
-            for section in route.sections:
-                kind = section.kind
-                tile_seconds = kind.tile_seconds
+            for kind, section, tile_seconds, steps in route.fold:
                 start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
-                start_key = tile_keys.get(start)
-                if start_key is None:
-                    start_key = tile_keys[start] = tile_key(start)
-                states = touched.get((kind.section, start_key))
+                states = touched.get((section, start))
                 if states is None:
-                    section_tiles = tiles.get(kind.section)
-                    if section_tiles is None:
-                        section_tiles = tiles[kind.section] = {}
-                    data = section_tiles.get(start_key)
-                    if data is None:
-                        states = {}
-                        grown.add(kind)
-                    else:
-                        states = _load_tile(kind, data)
-                    section_tiles[start_key] = touched[(kind.section, start_key)] = states
-                for name, add, empty, field_name, when in section.steps:
-                    if when is not None and not when(payload):
-                        continue
-                    if field_name is None:
-                        value: Any = time_ms
-                    else:
-                        value = payload.get(field_name)
-                        if value is None:
-                            continue
-                    state = states.get(name)
-                    if state is None:
-                        state = states[name] = empty()
-                    add(state, value, time_ms, event_id)
+                    states = touched[(section, start)] = self._open_tile(
+                        tiles, kind, start, grown
+                    )
+                for step in steps:
+                    step(states, payload, time_ms, event_id)
         group = item.group
         kind_of_section = group.kind_of_section
-        for (section_key, _), states in touched.items():
-            _dump_tile(kind_of_section[section_key], states)  # in place, inside ``tiles``
+        for (section, _), states in touched.items():
+            _dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
         newest_s = newest // 1000
-        for kind in grown:
-            _prune(kind, tiles[kind.section], newest_s)
+        if stored is not None:  # a new item holds only this batch's tiles
+            for section in grown:
+                _prune(kind_of_section[section], tiles[section], newest_s)
         state = _encode(tiles)
         if stored is None or redelivered:
             # Every tile is this batch's, or part of the batch was applied before and its
@@ -466,10 +443,12 @@ class StreamProcessor:
             item.touched = None
         else:
             changed: dict[str, dict[str, Any]] = {}
-            for section_key, start_key in touched:
-                section_tiles = tiles[section_key]
+            tile_keys = self._tile_keys
+            for section, start in touched:
+                start_key = tile_keys[start]
+                section_tiles = tiles[section]
                 if start_key in section_tiles:  # not pruned
-                    changed.setdefault(section_key, {})[start_key] = section_tiles[start_key]
+                    changed.setdefault(section, {})[start_key] = section_tiles[start_key]
             item.touched = changed
         # Contributions are in position order: the first new one is the lowest, the last
         # one the highest.
@@ -479,6 +458,26 @@ class StreamProcessor:
             key, state, encode_hw(marks), stored.hw if stored is not None else None,
             group.expires_at(newest_s), newest,
         )
+
+    def _open_tile(
+        self, tiles: dict[str, dict[str, Any]], kind: TileKind, start: int, grown: set[str]
+    ) -> dict[str, Any]:
+        """The live states of one tile of an item's state, created or loaded; the dict
+        returned is also placed in ``tiles``, where ``_dump_tile`` turns it back to JSON."""
+        start_key = self._tile_keys.get(start)
+        if start_key is None:
+            start_key = self._tile_keys[start] = tile_key(start)
+        section_tiles = tiles.get(kind.section)
+        if section_tiles is None:
+            section_tiles = tiles[kind.section] = {}
+        data = section_tiles.get(start_key)
+        if data is None:
+            grown.add(kind.section)
+            states: dict[str, Any] = {}
+        else:
+            states = _load_tile(kind, data)
+        section_tiles[start_key] = states
+        return states
 
     # ---- dedup memory --------------------------------------------------------------------
     def _remember(
@@ -669,10 +668,9 @@ def _load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, Any]:
 
 def _dump_tile(kind: TileKind, states: dict[str, Any]) -> None:
     """Live states -> their JSON form, in place."""
-    dumps = kind.slot_dumps  # None where the state is its own JSON form
-    for name, state in states.items():
-        dump = dumps[name]
-        if dump is not None:
+    for name, dump in kind.dumps:
+        state = states.get(name)
+        if state is not None:
             states[name] = dump(state)
 
 
