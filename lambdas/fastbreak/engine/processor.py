@@ -255,17 +255,17 @@ class StreamProcessor:
         """Apply the shard's events; return the lowest position that must be re-delivered."""
         first: Position = (sources[0].sequence, 0)
         events.sort(key=_position)
-        events, ids = _first_copies(events, result)
+        events, ids = _first_copies(shard_id, events, result)
         pending = self._route(shard_id, events, routed, result)
         lowest: Position | None = None
         if routed and not self._put_lines(shard_id, routed):
             lowest = min((r.source.sequence, 0) for r in routed if r.source is not None)
-        dedup_keys = {dedup_key(shard_id, bucket) for bucket, _ in ids.values()}
+        dedup_keys = {key for key, _ in ids.values()}
         try:
             stored = self.store.get_many([*pending, *dedup_keys])
         except StoreUnavailable:
             return first
-        duplicates = _remembered(ids, stored, shard_id)
+        duplicates = _remembered(ids, stored)
         result.duplicate_events += len(duplicates)
         self._tile_keys.clear()
         outcome = self._write_items(shard_id, pending, stored, duplicates, result)
@@ -481,13 +481,13 @@ class StreamProcessor:
 
     # ---- dedup memory --------------------------------------------------------------------
     def _remember(
-        self, shard_id: str, applied: list[Event], ids: dict[str, tuple[int, int]],
+        self, shard_id: str, applied: list[Event], ids: dict[str, tuple[ItemKey, int]],
         stored: dict[ItemKey, StoredItem], result: BatchResult,
     ) -> Position | None:
         """Add the ids of fully applied events to the shard's dedup items."""
         by_bucket: dict[ItemKey, list[Event]] = {}
         for event in applied:
-            by_bucket.setdefault(dedup_key(shard_id, ids[event.event_id][0]), []).append(event)
+            by_bucket.setdefault(ids[event.event_id][0], []).append(event)
         writes: list[ItemWrite] = []
         # A duplicate can only arrive while its event is within the largest allowed lateness
         # (later copies are too late anyway): that bounds how long ids are remembered.
@@ -585,36 +585,42 @@ def _count_invalid(result: BatchResult, reason: Reason) -> None:
 
 
 def _first_copies(
-    events: list[Event], result: BatchResult
-) -> tuple[list[Event], dict[str, tuple[int, int]]]:
-    """Keep the first copy of each event in this batch; map event id -> (bucket, id hash).
+    shard_id: str, events: list[Event], result: BatchResult
+) -> tuple[list[Event], dict[str, tuple[ItemKey, int]]]:
+    """Keep the first copy of each event in this batch; map event id -> (the dedup item that
+    remembers it, its id hash).
 
     A producer retry re-sends the same event (same id, same event time) under a new sequence
     number; the copy with the lowest position is the one applied.
     """
     kept: list[Event] = []
-    ids: dict[str, tuple[int, int]] = {}
+    ids: dict[str, tuple[ItemKey, int]] = {}
+    keys: dict[int, ItemKey] = {}  # dedup bucket -> its item key
     for event in events:
         if event.event_id in ids:
             result.duplicate_events += 1
             continue
-        ids[event.event_id] = (dedup_bucket(event.time_ms), hash64(event.event_id))
+        bucket = dedup_bucket(event.time_ms)
+        key = keys.get(bucket)
+        if key is None:
+            key = keys[bucket] = dedup_key(shard_id, bucket)
+        ids[event.event_id] = (key, hash64(event.event_id))
         kept.append(event)
     return kept, ids
 
 
 def _remembered(
-    ids: dict[str, tuple[int, int]], stored: dict[ItemKey, StoredItem], shard_id: str
+    ids: dict[str, tuple[ItemKey, int]], stored: dict[ItemKey, StoredItem]
 ) -> set[str]:
     """Event ids that the shard's dedup items say were already fully applied."""
     seen: dict[ItemKey, set[int]] = {}
     duplicates: set[str] = set()
-    for event_id, (bucket, hashed) in ids.items():
-        key = dedup_key(shard_id, bucket)
-        if key not in seen:
+    for event_id, (key, hashed) in ids.items():
+        known = seen.get(key)
+        if known is None:
             item = stored.get(key)
-            seen[key] = _unpack_ids(item.state) if item is not None else set()
-        if hashed in seen[key]:
+            known = seen[key] = _unpack_ids(item.state) if item is not None else set()
+        if hashed in known:
             duplicates.add(event_id)
     return duplicates
 
@@ -625,7 +631,7 @@ def _unpack_ids(state: str | bytes) -> set[int]:
 
 
 def _dedup_write(
-    key: ItemKey, events: list[Event], ids: dict[str, tuple[int, int]],
+    key: ItemKey, events: list[Event], ids: dict[str, tuple[ItemKey, int]],
     stored: StoredItem | None, keep_s: int,
 ) -> ItemWrite:
     known = _unpack_ids(stored.state) if stored is not None else set()
