@@ -8,17 +8,22 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fastbreak.engine.read import FeatureValue
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.serving.client import EntityFeatures, FeatureResult
 
+# One event feeds many served values (every window of every feature it counts in), so an answer
+# repeats few distinct event times: strftime was most of the time spent shaping a batch answer.
+_event_time = lru_cache(maxsize=4096)(format_ms)
+
 
 def value_json(value: FeatureValue | None) -> dict[str, Any] | None:
     if value is None or value.event_time_ms is None:
         return None
-    return {"value": value.value, "event_time": format_ms(value.event_time_ms),
+    return {"value": value.value, "event_time": _event_time(value.event_time_ms),
             "age_ms": value.age_ms}
 
 
