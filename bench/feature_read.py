@@ -48,7 +48,9 @@ GROUPS = ("user_engagement", "user_affinity", "user_experiments")
 # kept small. Reads of user groups are BatchGetItem (point look-ups), which does not scan.
 EVENTS_PER_USER = 8
 CONCURRENCY = 16
-SINGLE_RUNS, BATCH_RUNS, WARM_RUNS = 200, 20, 3
+# A batch read is now tens of ms (BatchGetItem), no longer seconds (150 Queries): 100 runs make
+# its p99 the 99th sample of 100, not the slowest of 20, on a machine shared with other work.
+SINGLE_RUNS, BATCH_RUNS, WARM_RUNS = 200, 100, 3
 TARGET_RATIO = 1.5
 
 
