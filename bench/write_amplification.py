@@ -10,7 +10,8 @@ from bench import workload
 from bench.results_format import BenchResult
 from fastbreak.definitions import CATALOG
 from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
-from fastbreak.engine.layout import dedup_bucket, dedup_key, entity_pk, group_sk
+from fastbreak.engine.layout import dedup_bucket, dedup_key, entity_pk, group_sk, tile_sk
+from fastbreak.engine.plan import LIFETIME
 from fastbreak.engine.validation import Event
 from tests.fixtures.kinesis import StreamRecord, lambda_record
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB
@@ -32,10 +33,15 @@ def run() -> list[BenchResult]:
             event = _decode(processor, record)
             for route in processor.plan.routes.get(event.event_type, ()):
                 group = route.group
-                shard = record.shard_id if group.sharded else None
-                touched.add((entity_pk(group.group.entity, event.payload[route.key_field]),
-                             group_sk(group.group.name, shard)))
-                per_event_writes += 1
+                pk = entity_pk(group.group.entity, event.payload[route.key_field])
+                if not group.sharded:
+                    touched.add((pk, group_sk(group.group.name)))
+                    per_event_writes += 1
+                    continue
+                for _, _, tile, _ in route.fold:  # one tile partial per tile size
+                    start = 0 if tile == LIFETIME else event.time_ms // 1000 // tile * tile
+                    touched.add((pk, tile_sk(group.group.name, tile, start, record.shard_id)))
+                    per_event_writes += 1
             touched.add(dedup_key(record.shard_id, dedup_bucket(event.time_ms)))
             per_event_writes += 1
         distinct_items += len(touched)

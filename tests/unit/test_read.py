@@ -39,7 +39,7 @@ def item(tiles: dict[tuple[int, int], int], shard: str = "shard-a",
             "opens": [(start + 1) * 1000, count]
         }
     return StoredItem(
-        pk="user#u1", sk=group_sk("push_stats", shard), state=json.dumps(state),
+        pk="user#u1", sk=f"{group_sk('push_stats')}#{shard}", state=json.dumps(state),
         hw=f"{shard}=1.0", expires_at=expires_at,
         event_time_ms=max((start + 1) * 1000 for _, start in tiles),
     )

@@ -1,13 +1,17 @@
 """Where state lives in the online store table (``pk``/``sk`` strings, TTL ``expires_at``).
 
-See ``docs/online-store-layout.md``. One item per (entity, feature group) holds every tile of
-every tile size of that group, plus its lifetime state. Groups keyed by another entity than the
-stream's partition key (a game, a content) keep one *per-shard partial* item per shard instead,
-so a marquee game is never one hot item; readers merge the partials.
+See ``docs/online-store-layout.md``. Groups keyed by the stream's partition entity (the user)
+keep one *group item* per entity: every tile of every tile size, plus the lifetime state. Groups
+keyed by another entity (a game, a content) are written from every shard, so they keep one
+*tile partial* per (tile, shard) instead: a marquee game is never one hot item, and no item
+grows with the hours of audience sketches a game accumulates. Readers merge what they find.
 
-    pk = "{entity}#{entity key}", sk = "{group}"                     the group's item
-    pk = "{entity}#{entity key}", sk = "{group}#{shard id}"          a per-shard partial
-    pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"   seen event ids
+    pk = "{entity}#{entity key}", sk = "{group}"                                 group item
+    pk = "{entity}#{entity key}", sk = "{group}#t{tile s}#{tile start}#{shard}"  tile partial
+    pk = "{entity}#{entity key}", sk = "{group}#life#{shard id}"                 lifetime partial
+    pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      seen event ids
+
+Both kinds of item hold the same state format: ``{tile seconds: {tile start: {slot: state}}}``.
 
 Every item remembers, per shard that wrote to it, the highest position of that shard already
 folded in (``hw``, see ``encode_hw``): that is what makes a write idempotent.
@@ -30,20 +34,30 @@ def entity_pk(entity: str, key: str) -> str:
     return f"{entity}#{key}"
 
 
-def group_sk(group: str, shard_id: str | None) -> str:
-    """The sort key of a group's item; ``shard_id`` only for per-shard partials."""
-    return group if shard_id is None else f"{group}#{shard_id}"
+def group_sk(group: str) -> str:
+    """The sort key of a group item."""
+    return group
+
+
+def tile_sk_head(group: str, tile_seconds: int) -> str:
+    """A tile partial's sort key up to its tile start (``tile_sk`` in two parts, for speed);
+    the lifetime partial's up to its shard id."""
+    return f"{group}#life#" if tile_seconds == 0 else f"{group}#t{tile_seconds}#"
+
+
+def tile_sk(group: str, tile_seconds: int, tile_start: int, shard_id: str) -> str:
+    head = tile_sk_head(group, tile_seconds)
+    return f"{head}{shard_id}" if tile_seconds == 0 else f"{head}{tile_start:011d}#{shard_id}"
 
 
 def partials_prefix(group: str) -> str:
-    """What the sort keys of a group's per-shard partials begin with (for one Query)."""
+    """What the sort keys of a group's partials begin with (for one Query)."""
     return f"{group}#"
 
 
-def is_partial_of(group: str, sk: str) -> bool:
-    return sk.startswith(group) and sk[len(group) : len(group) + 1] == "#" and (
-        "#" not in sk[len(group) + 1 :]
-    )
+def belongs_to(group: str, sk: str) -> bool:
+    """True for the group item and the partials of ``group`` (group names hold no ``#``)."""
+    return sk == group or sk.startswith(f"{group}#")
 
 
 def tile_key(tile_start: int) -> str:

@@ -41,6 +41,7 @@ from fastbreak.engine.layout import (
     encode_position,
     group_sk,
     tile_key,
+    tile_sk_head,
 )
 from fastbreak.engine.online_store import (
     ItemWrite,
@@ -50,7 +51,15 @@ from fastbreak.engine.online_store import (
     WriteOutcome,
     WriteStats,
 )
-from fastbreak.engine.plan import LIFETIME, GroupPlan, Plan, Route, TileKind, compile_plan
+from fastbreak.engine.plan import (
+    LIFETIME,
+    FoldSection,
+    GroupPlan,
+    Plan,
+    Route,
+    TileKind,
+    compile_plan,
+)
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
 from fastbreak.engine.reference import Enricher
 from fastbreak.engine.rejections import Reason, Rejection
@@ -148,14 +157,20 @@ class _Pending:
     """Everything this batch contributes to one item (contributions in position order)."""
 
     __slots__ = (
-        "contributions", "entity_key", "first_new", "group", "log_head", "position", "touched"
+        "contributions", "entity_key", "first_new", "group", "log_head", "position", "tile",
+        "touched",
     )
 
-    def __init__(self, group: GroupPlan, entity_key: str, log_head: str) -> None:
+    def __init__(
+        self, group: GroupPlan, entity_key: str, log_head: str,
+        tile: tuple[TileKind, int] | None = None,
+    ) -> None:
         self.group = group
         self.entity_key = entity_key
         self.log_head = log_head  # the feature-log line's constant middle, see _log_line
-        self.contributions: list[tuple[Event, Route]] = []
+        self.tile = tile  # (kind, tile start) of a tile partial; None for a group item
+        # (event, the route sections it feeds in this item), in position order
+        self.contributions: list[tuple[Event, tuple[FoldSection, ...]]] = []
         self.first_new: Position = _NOTHING_APPLIED
         # What the last computed write changed: its tiles (None: all of them) and this
         # shard's new high-water mark.
@@ -177,8 +192,6 @@ class StreamProcessor:
         self.plan: Plan = compile_plan(catalog)
         self.validator = EventValidator(catalog)
         self.enricher = Enricher(catalog)
-        # shard id -> event type -> (route, pk prefix, sort key, feature-log head) per route
-        self._route_tables: dict[str, dict[str, tuple[_RouteEntry, ...]]] = {}
         # tile start (epoch s) -> its key in an item's state; refilled per batch
         self._tile_keys: dict[int, str] = {}
         self.settings = settings or ProcessorSettings()
@@ -299,7 +312,7 @@ class StreamProcessor:
             lateness = event.record.source.arrival_ms - event.time_ms
             payload = event.payload
             late_groups: list[str] | None = None
-            for route, pk_prefix, sk, log_head in routes:
+            for route, pk_prefix, sk, log_head, partials in routes:
                 if lateness > route.lateness_ms:
                     group = route.group.group.name
                     if late_groups is None:
@@ -308,11 +321,32 @@ class StreamProcessor:
                         late_groups.append(group)
                     continue
                 entity_key = payload[route.key_field]
-                key = (pk_prefix + entity_key, sk)
-                item = pending.get(key)
-                if item is None:
-                    item = pending[key] = _Pending(route.group, entity_key, log_head)
-                item.contributions.append((event, route))
+                pk = pk_prefix + entity_key
+                if sk is not None:  # a group item: every section of the route
+                    key = (pk, sk)
+                    item = pending.get(key)
+                    if item is None:
+                        item = pending[key] = _Pending(route.group, entity_key, log_head)
+                    item.contributions.append((event, route.fold))
+                    continue
+                time_s = event.time_ms // 1000
+                for fold, sk_head, tile_starts in partials:  # one tile partial per section
+                    kind = fold[0][0]
+                    tile_seconds = kind.tile_seconds
+                    start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
+                    tile_sk = tile_starts.get(start)
+                    if tile_sk is None:
+                        tile_sk = tile_starts[start] = (
+                            sk_head + shard_id if tile_seconds == LIFETIME
+                            else f"{sk_head}{start:011d}#{shard_id}"
+                        )
+                    key = (pk, tile_sk)
+                    item = pending.get(key)
+                    if item is None:
+                        item = pending[key] = _Pending(
+                            route.group, entity_key, log_head, (kind, start)
+                        )
+                    item.contributions.append((event, fold))
             if late_groups is not None:
                 result.late_events += 1
                 routed.append(
@@ -327,13 +361,12 @@ class StreamProcessor:
         return pending
 
     def _route_table(self, shard_id: str) -> dict[str, tuple[_RouteEntry, ...]]:
-        table = self._route_tables.get(shard_id)
-        if table is None:
-            table = self._route_tables[shard_id] = {
-                event_type: tuple(_route_entry(route, shard_id) for route in routes)
-                for event_type, routes in self.plan.routes.items()
-            }
-        return table
+        """Event type -> where its events go, for one shard's batch (built per batch: the
+        entries cache the batch's tile sort keys)."""
+        return {
+            event_type: tuple(_route_entry(route, shard_id) for route in routes)
+            for event_type, routes in self.plan.routes.items()
+        }
 
     def _write_items(
         self, shard_id: str, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
@@ -414,12 +447,12 @@ class StreamProcessor:
         # (section, tile start) -> the tile's slots as live states, for the tiles folded into
         touched: dict[tuple[str, int], dict[str, Any]] = {}
         grown: set[str] = set()  # sections that gained a tile: prune those
-        for event, route in new:
+        for event, sections in new:
             payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
             if time_ms > newest:
                 newest = time_ms
             time_s = time_ms // 1000
-            for kind, section, tile_seconds, steps in route.fold:
+            for kind, section, tile_seconds, steps in sections:
                 start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
                 states = touched.get((section, start))
                 if states is None:
@@ -454,9 +487,17 @@ class StreamProcessor:
         # one the highest.
         item.first_new = new[0][0].position
         marks[shard_id] = item.position = encode_position(new[-1][0].position)
+        if item.tile is None:
+            expires = group.expires_at(newest_s)
+        else:
+            kind, start = item.tile
+            expires = (
+                None if kind.tile_seconds == LIFETIME
+                else start + kind.tile_seconds + kind.retention_seconds
+            )
         return ItemWrite(
             key, state, encode_hw(marks), stored.hw if stored is not None else None,
-            group.expires_at(newest_s), newest,
+            expires, newest,
         )
 
     def _open_tile(
@@ -650,17 +691,24 @@ def _dedup_write(
     )
 
 
-_RouteEntry = tuple[Route, str, str, str]
+# (sections fed, sort key head, sort key by tile start) of one tile partial of a route
+_Partial = tuple[tuple[FoldSection], str, dict[int, str]]
+# (route, pk prefix, group item sort key or None for tile partials, feature-log head, partials)
+_RouteEntry = tuple[Route, str, str | None, str, tuple[_Partial, ...]]
 
 
 def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
     group = route.group.group
-    sk = group_sk(group.name, shard_id if route.group.sharded else None)
     log_head = (
         f',"group":{encode_basestring(group.name)},"entity":{encode_basestring(group.entity)}'
         ',"entity_key":'
     )
-    return route, group.entity + "#", sk, log_head
+    if not route.group.sharded:
+        return route, group.entity + "#", group_sk(group.name), log_head, ()
+    partials: tuple[_Partial, ...] = tuple(
+        ((section,), tile_sk_head(group.name, section[2]), {}) for section in route.fold
+    )
+    return route, group.entity + "#", None, log_head, partials
 
 
 def _load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastbreak.definitions.model import WindowKind
 from fastbreak.engine.aggregations import State
-from fastbreak.engine.layout import entity_pk, group_sk, is_partial_of, partials_prefix
+from fastbreak.engine.layout import belongs_to, entity_pk, group_sk, partials_prefix
 from fastbreak.engine.online_store import OnlineStore, StoredItem
 from fastbreak.engine.plan import KICKOFF_SLOT, LIFETIME, SESSION_TILE_SECONDS, GroupPlan, Plan
 
@@ -41,7 +41,7 @@ def merge_group(
     for item in items:
         if item.expires_at is not None and item.expires_at <= now_s:
             continue
-        if item.sk != name and not is_partial_of(name, item.sk):
+        if not belongs_to(name, item.sk):
             continue
         for section, section_tiles in json.loads(item.state).items():
             kind = plan.kind_of_section.get(section)
@@ -107,11 +107,11 @@ def read_group(
     store: OnlineStore, plan: Plan, group: str, entity_key: str, as_of_ms: int,
     now_ms: int | None = None,
 ) -> dict[str, FeatureValue]:
-    """Read one entity's item of one group (a Query for per-shard partials) and merge it."""
+    """Read one entity's group item (or Query its partials) and merge it."""
     group_plan = plan.groups[group]
     pk = entity_pk(group_plan.group.entity, entity_key)
     if group_plan.sharded:
         items = store.query_prefix(pk, partials_prefix(group))
     else:
-        items = list(store.get_many([(pk, group_sk(group, None))]).values())
+        items = list(store.get_many([(pk, group_sk(group))]).values())
     return merge_group(group_plan, items, as_of_ms, now_ms)

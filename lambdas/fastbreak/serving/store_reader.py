@@ -92,7 +92,7 @@ class OnlineStoreReader:
         request: dict[str, Any] = {
             self.table_name: {
                 "Keys": [
-                    {"pk": {"S": pk}, "sk": {"S": group_sk(group, None)}} for pk, group in keys
+                    {"pk": {"S": pk}, "sk": {"S": group_sk(group)}} for pk, group in keys
                 ],
                 "ProjectionExpression": _POINT_PROJECTION,
                 "ExpressionAttributeNames": _NAMES,
