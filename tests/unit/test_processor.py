@@ -62,6 +62,22 @@ def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
     assert features(processor)["views_1h"] == 50
 
 
+def test_a_user_group_is_one_item_and_an_audience_group_one_partial_per_tile_and_shard() -> None:
+    processor, table, _ = build()
+    documents = views(3, offset_ms=0) + views(3, start=3, offset_ms=120_000)  # minutes 0 and 2
+    processor.process(records(stream_of(documents, ARRIVAL_S + 120)))
+    user_items = {sk for pk, sk in table.items if pk == "user#u1"}
+    assert user_items == {"user_engagement", "user_affinity"}
+    engagement = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    assert sorted(engagement) == ["3600", "60", "86400"] and len(engagement["60"]) == 2
+    # content c0 was viewed in both minutes: one 1-minute partial per minute, one 1-hour one
+    content = sorted(sk for pk, sk in table.items if pk == "content#c0")
+    assert [sk.split("#")[1] for sk in content] == ["t3600", "t60", "t60"]
+    assert all(sk.endswith("#shardId-000000000000") for sk in content)
+    assert features(processor)["views_1h"] == 6
+    assert features(processor, "content_trending", "c0")["views_1h"] == 2
+
+
 def test_retries_with_other_batch_boundaries_apply_each_event_once() -> None:
     processor, _, _ = build()
     stream = stream_of(views(100), ARRIVAL_S)
