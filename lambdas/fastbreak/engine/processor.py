@@ -9,8 +9,10 @@ For each shard in the batch (a Lambda batch holds one):
 3. route each event to the items it feeds (late beyond a group's allowed lateness: routed to
    the quarantine object with reason ``too_late``, not applied);
 4. read every touched item once (consistent), fold in only the events past the item's
-   high-water mark ``hw``, and write the absolute new state with a condition on the ``hw``
-   that was read: one write per touched item, idempotent under any re-delivery;
+   high-water mark for this shard, and write the absolute new state with a condition on the
+   marks that were read: one write per touched item, idempotent under any re-delivery
+   (an item is a user's group item, or one tile partial of a game or content group, see
+   ``fastbreak.engine.layout``);
 5. write the feature log, then remember the ids of the events now fully applied.
 
 Anything that fails makes the batch report its lowest affected sequence number and every

@@ -4,9 +4,9 @@ The feature API, the Python FeatureClient and the oracle test all read through h
 is served is exactly what the processor's states mean. A sliding window of size W over tiles of
 size t, as of time T, merges the W / t tiles ending with the one that contains T (so it spans
 between W - t and W of event time, the Chronon/Tecton convention); tumbling serves the tile
-containing T; lifetime merges the lifetime state of every per-shard partial; since_kickoff
-merges the 1-minute session tiles from the minute the game went live up to T. Items and tiles
-past their TTL are skipped even if DynamoDB has not deleted them yet.
+containing T; lifetime merges the lifetime state of every item (the partials of every shard);
+since_kickoff merges the 1-minute session tiles from the minute the game went live up to T.
+Items and tiles past their TTL are skipped even if DynamoDB has not deleted them yet.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def merge_group(
     plan: GroupPlan, items: Iterable[StoredItem], as_of_ms: int, now_ms: int | None = None
 ) -> dict[str, FeatureValue]:
     """Every served feature of one group for one entity, from that entity's group item (or
-    its per-shard partials)."""
+    its tile and lifetime partials)."""
     now_s = (as_of_ms if now_ms is None else now_ms) // 1000
     name = plan.group.name
     tiles: dict[int, list[tuple[int, dict[str, Any]]]] = {}

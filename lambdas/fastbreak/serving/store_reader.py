@@ -43,7 +43,7 @@ def serving_retry() -> RetryPolicy:
 
 
 class OnlineStoreReader:
-    """``sharded_groups``: the groups stored as per-shard partials (``GroupPlan.sharded``)."""
+    """``sharded_groups``: the groups stored as tile partials (``GroupPlan.sharded``)."""
 
     def __init__(
         self, client: Any, table_name: str, sharded_groups: Collection[str],
