@@ -201,7 +201,8 @@ def run() -> list[BenchResult]:
                         f"{name}_{label}", round(ours_at, 2), f"ms, {shape}, API handler",
                         f"Feast 0.67 get_online_features, DynamoDB store, {label} ms",
                         round(feast_at, 2), round(ratio, 3),
-                        f"p99 at least {TARGET_FACTOR:g}x lower than Feast's",
+                        f"{label} at least {TARGET_FACTOR:g}x lower than Feast's"
+                        + ("" if label == "p99" else " (informational: the target is on p99)"),
                         ours_at * TARGET_FACTOR <= feast_at,
                     ))
         finally:

@@ -271,7 +271,9 @@ def run() -> list[BenchResult]:
                 results.append(BenchResult(
                     f"{name}_{label}", round(ours_ms, 2), f"ms, {shape}, API handler",
                     f"bare DynamoDB calls for the same keys, {label} ms", round(base_ms, 2),
-                    round(ratio, 2), f"p99 <= {TARGET_RATIO}x the bare calls",
+                    round(ratio, 2),
+                    f"{label} <= {TARGET_RATIO}x the bare calls"
+                    + ("" if label == "p99" else " (informational: the target is on p99)"),
                     ratio <= TARGET_RATIO,
                 ))
     return results
