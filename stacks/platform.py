@@ -8,6 +8,7 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 
 from fastbreak.definitions import Catalog
+from fastbreak.engine.plan import compile_plan
 from stacks.monitoring_stack import MonitoringStack
 from stacks.processing_stack import ProcessingStack
 from stacks.serving_stack import ServingStack
@@ -30,6 +31,9 @@ class Platform:
 def build_platform(
     app: App, settings: Settings, catalog: Catalog, *, env: Environment | None = None
 ) -> Platform:
+    # The plan the processor compiles at cold start: a definition it would refuse (an item
+    # that could outgrow DynamoDB's limit, say) fails the synth instead, naming the group.
+    compile_plan(catalog)
     check_against_catalog(settings, catalog)
     prefix = f"Fastbreak-{settings.env_name}"
     storage = StorageStack(

@@ -20,11 +20,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastbreak.definitions.model import Aggregation
-from fastbreak.engine.hll import HyperLogLog
+from fastbreak.engine.hll import REGISTERS, HyperLogLog
 
 State = list[Any]
 # step(tile states by slot name, event payload, event time ms, event id)
 Step = Callable[[dict[str, State], dict[str, Any], int, str], None]
+
+# Sizing estimates for ``max_state_bytes``: a value as stored in a state (an id, a team, a
+# number), and a state's own overhead (brackets, the event time, an event id).
+VALUE_BYTES = 128
+_STATE_BYTES = 64
 
 
 class Aggregator(Protocol):
@@ -41,6 +46,11 @@ class Aggregator(Protocol):
     def load(self, data: Any) -> State: ...
 
     def fold_step(self, name: str, field: str | None) -> Step: ...
+
+    @property
+    def max_state_bytes(self) -> int:
+        """The largest JSON a state grows to (values of ``VALUE_BYTES``): sizes items."""
+        ...
 
 
 class _Folding:
@@ -66,6 +76,8 @@ class _Folding:
 
 class _JsonState(_Folding):
     """States that are plain JSON lists already."""
+
+    max_state_bytes = _STATE_BYTES + VALUE_BYTES  # overridden where a state holds more
 
     def dump(self, state: State) -> Any:
         return state
@@ -211,6 +223,7 @@ class LastN(_JsonState):
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.max_state_bytes = _STATE_BYTES + size * (_STATE_BYTES + VALUE_BYTES)
 
     def empty(self) -> State:
         return [0, []]
@@ -239,6 +252,9 @@ def _newest_first(entry: list[Any]) -> tuple[int, str]:
 
 
 class ApproxDistinct(_Folding):
+    # dense: base64 of one byte per register (sparse states are smaller by construction)
+    max_state_bytes = _STATE_BYTES + (REGISTERS + 2) // 3 * 4
+
     def empty(self) -> State:
         return [0, HyperLogLog()]
 
@@ -294,6 +310,7 @@ class TopK(_Folding):
     def __init__(self, size: int) -> None:
         self.size = size
         self.capacity = max(8 * size, 32)
+        self.max_state_bytes = _STATE_BYTES + self.capacity * (16 + VALUE_BYTES)
 
     def empty(self) -> State:
         return [0, {}]

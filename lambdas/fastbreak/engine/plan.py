@@ -42,6 +42,10 @@ KICKOFF_SLOT = "_kickoff"
 SESSION_TILE_SECONDS = 60
 SESSION_RETENTION_SECONDS = 12 * 3600
 LIFETIME = 0  # tile size of the lifetime item kind
+# DynamoDB refuses items over 400 KB, and a refused write would stop the shard: a group item
+# must stay well inside it even at its worst (every tile kept, every sketch dense), keys,
+# marks and attribute names included.
+GROUP_ITEM_BUDGET_BYTES = 300 * 1024
 
 @dataclass(frozen=True)
 class Slot:
@@ -73,6 +77,18 @@ class TileKind:
     @cached_property
     def slot_named(self) -> dict[str, Slot]:
         return {slot.name: slot for slot in self.slots}
+
+    @property
+    def tiles_kept(self) -> int:
+        """The most tiles of this kind an item holds: those of its longest window, the one
+        being filled, and one not pruned yet."""
+        if self.tile_seconds == LIFETIME:
+            return 1
+        return self.retention_seconds // self.tile_seconds + 2
+
+    @property
+    def max_tile_bytes(self) -> int:
+        return sum(len(slot.name) + 4 + slot.aggregator.max_state_bytes for slot in self.slots)
 
     @cached_property
     def dumps(self) -> tuple[tuple[str, Callable[[State], Any]], ...]:
@@ -253,7 +269,34 @@ def _compile_group(group: FeatureGroup, sharded: bool) -> GroupPlan:
                        retention.get(tile, 0) if tile != LIFETIME else 0)
         for tile, slots in slots_by_tile.items()
     }
-    return GroupPlan(group, kinds, tuple(served), has_kickoff, sharded)
+    plan = GroupPlan(group, kinds, tuple(served), has_kickoff, sharded)
+    if not sharded:
+        _check_item_size(plan)
+    return plan
+
+
+def max_group_item_bytes(plan: GroupPlan) -> int:
+    """The worst-case size of a group item of ``plan`` (sizing estimates of
+    ``fastbreak.engine.aggregations``); tile partials hold one tile and stay small."""
+    return sum(kind.tiles_kept * (14 + kind.max_tile_bytes) for kind in plan.kinds.values())
+
+
+def _check_item_size(plan: GroupPlan) -> None:
+    worst = max_group_item_bytes(plan)
+    if worst <= GROUP_ITEM_BUDGET_BYTES:
+        return
+    kind = max(plan.kinds.values(), key=lambda k: k.tiles_kept * k.max_tile_bytes)
+    slot = max(kind.slots, key=lambda s: s.aggregator.max_state_bytes)
+    tiles = "the lifetime state" if kind.tile_seconds == LIFETIME else (
+        f"{kind.tiles_kept} tiles of {kind.tile_seconds} s"
+    )
+    raise DefinitionError(
+        f"feature group '{plan.group.name}': one item per {plan.group.entity} could reach "
+        f"{worst // 1024} KB, over the {GROUP_ITEM_BUDGET_BYTES // 1024} KB budget of a "
+        f"DynamoDB item (400 KB limit): feature '{slot.name}' keeps up to "
+        f"{slot.aggregator.max_state_bytes // 1024 or 1} KB per tile in {tiles}. Give its long "
+        "windows larger tiles (field 'windows'), or move it to a group of its own"
+    )
 
 
 def slot_value(slot: Slot, payload: dict[str, Any], time_ms: int) -> Any:
