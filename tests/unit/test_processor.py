@@ -78,6 +78,22 @@ def test_a_user_group_is_one_item_and_an_audience_group_one_partial_per_tile_and
     assert features(processor, "content_trending", "c0")["views_1h"] == 2
 
 
+def test_a_user_item_written_from_two_shards_keeps_a_mark_per_shard() -> None:
+    # After a reshard the child shard carries the user on. Its sequence numbers are lower
+    # than the parent's: compared with the parent's mark, its events would look applied.
+    processor, table, _ = build()
+    parent = stream_of(views(5), ARRIVAL_S, start=1000, shard_id="shardId-000000000000")
+    child = stream_of(views(4, start=5), ARRIVAL_S, shard_id="shardId-000000000002")
+    processor.process(records(parent))
+    processor.process(records(child))
+    assert features(processor)["views_1h"] == 9
+    marks = table.items[("user#u1", "user_engagement")]["hw"]["S"]
+    assert marks == (
+        f"shardId-000000000000={parent[-1].sequence_number}.0,"
+        f"shardId-000000000002={child[-1].sequence_number}.0"
+    )
+
+
 def test_retries_with_other_batch_boundaries_apply_each_event_once() -> None:
     processor, _, _ = build()
     stream = stream_of(views(100), ARRIVAL_S)
