@@ -25,8 +25,12 @@ class Zipf:
         return bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1])
 
 
-def events(count: int, users: int = 100_000, games: int = 50, seed: int = 1) -> list[bytes]:
-    """``count`` JSON events of about 300 bytes over one minute of event time."""
+def events(
+    count: int, users: int = 100_000, games: int = 50, seed: int = 1, start_ms: int = T0,
+    span_ms: int = 60_000,
+) -> list[bytes]:
+    """``count`` JSON events of about 300 bytes over ``span_ms`` of event time from
+    ``start_ms``; the same ranks are the same users and contents whatever the seed."""
     rng = random.Random(seed)
     user_rank, content_rank = Zipf(users, 1.1, rng), Zipf(20_000, 1.1, rng)
     out: list[bytes] = []
@@ -34,7 +38,7 @@ def events(count: int, users: int = 100_000, games: int = 50, seed: int = 1) -> 
         user = f"user-{user_rank.draw():06d}"
         envelope: dict[str, Any] = {
             "event_id": f"{seed}-{n:08d}-5f0c1d7e-9a4b-4c1e-8f7d",
-            "event_time": format_ms(T0 + n * 60_000 // count),
+            "event_time": format_ms(start_ms + n * span_ms // count),
         }
         draw = rng.random()
         if draw < 0.5:
