@@ -202,6 +202,13 @@ def _page_line(page: dict[str, Any], elapsed: float) -> str:
             f"{page.get('NewStateValue')}) {page.get('NewStateReason', '')[:90]}")
 
 
+def _pages_line(pages: list[dict[str, Any]]) -> str:
+    alarms = sum(page["state"] == "ALARM" for page in pages)
+    first_ok = sum(page["state"] == "OK" and page["from"] == "INSUFFICIENT_DATA" for page in pages)
+    line = f"{len(pages)}: {alarms} ALARM, {len(pages) - alarms - first_ok} back to OK"
+    return line + (f", {first_ok} first OK at start" if first_ok else "")
+
+
 def _summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="Fastbreak local demo: summary", show_header=False)
     freshness = summary["freshness_ms"]
@@ -221,7 +228,7 @@ def _summary_table(summary: dict[str, Any]) -> Table:
                           f"{offline['quarantine_objects']} quarantine"),
         ("on-failure queue", f"{summary['on_failure_messages']} messages"),
         ("alarms fired", ", ".join(_short(a) for a in summary["alarms_fired"]) or "none"),
-        ("pages received", str(len(summary["pages"]))),
+        ("pages received", _pages_line(summary["pages"])),
     ]
     for name, vector in summary["sample_features"].items():
         rows.append((f"features of {name}", _vector_line(vector)))
@@ -266,7 +273,8 @@ def _summary(platform: LocalPlatform, producer: Producer, simulator: LiveGameSim
         "alarms_fired": sorted({p["AlarmName"] for p in progress.pages
                                 if p.get("NewStateValue") == "ALARM"}),
         "pages": [{"alarm": p.get("AlarmName"), "state": p.get("NewStateValue"),
-                   "at": p.get("StateChangeTime")} for p in progress.pages],
+                   "from": p.get("OldStateValue"), "at": p.get("StateChangeTime")}
+                  for p in progress.pages],
         "sample_features": _samples(platform),
         "api_url": _api_url(platform),
     }

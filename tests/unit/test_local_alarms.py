@@ -98,3 +98,16 @@ def test_metric_math_of_the_api_error_rate(values: dict[str, float | None],
 def test_metric_math_outside_the_supported_subset_is_refused() -> None:
     with pytest.raises(ValueError, match="lacks"):
         evaluate_expression("ANOMALY_DETECTION_BAND(m1)", {"m1": 1.0})
+
+
+def test_the_demo_summary_tells_alarm_pages_from_the_first_ok_of_each_alarm() -> None:
+    from localplatform.demo import _pages_line
+
+    pages = [
+        {"alarm": "a", "state": "OK", "from": "INSUFFICIENT_DATA"},
+        {"alarm": "b", "state": "OK", "from": "INSUFFICIENT_DATA"},
+        {"alarm": "a", "state": "ALARM", "from": "OK"},
+        {"alarm": "a", "state": "OK", "from": "ALARM"},
+    ]
+    assert _pages_line(pages) == "4: 1 ALARM, 1 back to OK, 2 first OK at start"
+    assert _pages_line([]) == "0: 0 ALARM, 0 back to OK"
