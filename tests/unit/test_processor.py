@@ -72,8 +72,8 @@ def test_a_user_group_is_one_item_and_an_audience_group_one_partial_per_tile_and
     assert sorted(engagement) == ["3600", "60", "86400"] and len(engagement["60"]) == 2
     # content c0 was viewed in both minutes: one 1-minute partial per minute, one 1-hour one
     content = sorted(sk for pk, sk in table.items if pk == "content#c0")
-    assert [sk.split("#")[1] for sk in content] == ["t3600", "t60", "t60"]
-    assert all(sk.endswith("#shardId-000000000000") for sk in content)
+    assert [sk.split("#")[2] for sk in content] == ["t3600", "t60", "t60"]
+    assert all(sk.startswith("content_trending#shardId-000000000000#") for sk in content)
     assert features(processor)["views_1h"] == 6
     assert features(processor, "content_trending", "c0")["views_1h"] == 2
 

@@ -7,9 +7,14 @@ keyed by another entity (a game, a content) are written from every shard, so the
 grows with the hours of audience sketches a game accumulates. Readers merge what they find.
 
     pk = "{entity}#{entity key}", sk = "{group}"                                 group item
-    pk = "{entity}#{entity key}", sk = "{group}#t{tile s}#{tile start}#{shard}"  tile partial
-    pk = "{entity}#{entity key}", sk = "{group}#life#{shard id}"                 lifetime partial
+    pk = "{entity}#{entity key}", sk = "{group}#{shard}#t{tile s}#{tile start}"  tile partial
+    pk = "{entity}#{entity key}", sk = "{group}#{shard id}#life"                 lifetime partial
     pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      seen event ids
+
+The shard comes before the time in a partial's sort key: a live game's partials share one
+partition key, and at any moment every shard writes its own current tile, so the writes spread
+over the key range (DynamoDB can split a hot item collection by sort key) instead of all landing
+at its growing end.
 
 Both kinds of item hold the same state format: ``{tile seconds: {tile start: {slot: state}}}``.
 
@@ -39,15 +44,17 @@ def group_sk(group: str) -> str:
     return group
 
 
-def tile_sk_head(group: str, tile_seconds: int) -> str:
+def tile_sk_head(group: str, tile_seconds: int, shard_id: str) -> str:
     """A tile partial's sort key up to its tile start (``tile_sk`` in two parts, for speed);
-    the lifetime partial's up to its shard id."""
-    return f"{group}#life#" if tile_seconds == 0 else f"{group}#t{tile_seconds}#"
+    the whole sort key of the lifetime partial."""
+    if tile_seconds == 0:
+        return f"{group}#{shard_id}#life"
+    return f"{group}#{shard_id}#t{tile_seconds}#"
 
 
 def tile_sk(group: str, tile_seconds: int, tile_start: int, shard_id: str) -> str:
-    head = tile_sk_head(group, tile_seconds)
-    return f"{head}{shard_id}" if tile_seconds == 0 else f"{head}{tile_start:011d}#{shard_id}"
+    head = tile_sk_head(group, tile_seconds, shard_id)
+    return head if tile_seconds == 0 else f"{head}{tile_start:011d}"
 
 
 def partials_prefix(group: str) -> str:

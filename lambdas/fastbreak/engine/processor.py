@@ -339,8 +339,7 @@ class StreamProcessor:
                     tile_sk = tile_starts.get(start)
                     if tile_sk is None:
                         tile_sk = tile_starts[start] = (
-                            sk_head + shard_id if tile_seconds == LIFETIME
-                            else f"{sk_head}{start:011d}#{shard_id}"
+                            sk_head if tile_seconds == LIFETIME else f"{sk_head}{start:011d}"
                         )
                     key = (pk, tile_sk)
                     item = pending.get(key)
@@ -708,7 +707,8 @@ def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
     if not route.group.sharded:
         return route, group.entity + "#", group_sk(group.name), log_head, ()
     partials: tuple[_Partial, ...] = tuple(
-        ((section,), tile_sk_head(group.name, section[2]), {}) for section in route.fold
+        ((section,), tile_sk_head(group.name, section[2], shard_id), {})
+        for section in route.fold
     )
     return route, group.entity + "#", None, log_head, partials
 
