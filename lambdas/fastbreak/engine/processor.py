@@ -430,7 +430,7 @@ class StreamProcessor:
             applied = decode_position(mark) if mark is not None else _NOTHING_APPLIED
             redelivered = new[0][0].position <= applied
             new = [
-                (event, route) for event, route in new
+                (event, sections) for event, sections in new
                 if event.position > applied and event.event_id not in duplicates
             ]
             if not new:
@@ -439,7 +439,8 @@ class StreamProcessor:
             newest = stored.event_time_ms
         else:
             if duplicates:
-                new = [(event, route) for event, route in new if event.event_id not in duplicates]
+                new = [(event, sections) for event, sections in new
+                       if event.event_id not in duplicates]
                 if not new:
                     return None
             marks = {}
