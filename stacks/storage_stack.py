@@ -26,6 +26,7 @@ FEATURE_LOG_COLUMNS = (
     ("entity_key", "string"),
     ("shard_id", "string"),  # the shard whose batch wrote the line
     ("hw", "string"),  # that shard's "{sequence number}.{sub-sequence}": up to 128 digits
+    ("version", "bigint"),  # the item's write count: orders an item's lines across shards
     ("event_time_ms", "bigint"),  # newest event time folded into the item, epoch ms
     # JSON {tile seconds: {tile start: {slot: state}}} of the tiles the write changed ("0"/"0":
     # lifetime), each in its absolute state: the item's own format (online-store-layout.md)

@@ -30,7 +30,7 @@ from fastbreak.definitions.model import Aggregation
 from fastbreak.engine import OnlineStore, RetryPolicy, compile_plan, read_group
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
-from fastbreak.engine.layout import DEDUP_PREFIX, decode_position
+from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import stream_processor
@@ -443,8 +443,8 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
 
     # Every poison record is in a quarantine object, with its reason.
     quarantined: set[str] = set()
-    # (pk, sk, tile seconds, tile start) -> (position, tile state) of the newest line
-    replayed: dict[tuple[str, str, str, str], tuple[tuple[int, int], Any]] = {}
+    # (pk, sk, tile seconds, tile start) -> (item version, tile state) of the newest line
+    replayed: dict[tuple[str, str, str, str], tuple[int, Any]] = {}
     for listed in _objects(s3):
         body = s3.get_object(Bucket=BUCKET, Key=listed)["Body"].read()
         for line in body.splitlines():
@@ -452,15 +452,14 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
             if listed.startswith("quarantine/") and entry["reason"] != "too_late":
                 quarantined.add(entry["sequence_number"])
             elif listed.startswith("features/"):
-                position = decode_position(entry["hw"])
                 for section, tiles in entry["tiles"].items():
                     for start, state in tiles.items():
                         key = (entry["pk"], entry["sk"], section, start)
-                        if key not in replayed or replayed[key][0] <= position:
-                            replayed[key] = (position, state)
+                        if key not in replayed or replayed[key][0] <= entry["version"]:
+                            replayed[key] = (entry["version"], state)
     assert workload.poison_sequence_numbers <= quarantined
-    # Replaying the feature log (per tile, the line with the highest position) rebuilds the
-    # final state of every tile of every item.
+    # Replaying the feature log (per tile, the line with the highest item version) rebuilds
+    # the final state of every tile of every item.
     final = {
         (item["pk"]["S"], item["sk"]["S"], section, start): state
         for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE)

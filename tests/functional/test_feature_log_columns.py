@@ -20,6 +20,7 @@ def test_feature_log_lines_have_exactly_the_glue_columns(aws: tuple[Any, Any]) -
     for line in lines:
         assert list(line) == [name for name, _ in FEATURE_LOG_COLUMNS]
         assert isinstance(line["hw"], str) and isinstance(line["event_time_ms"], int)
+        assert isinstance(line["version"], int) and line["version"] >= 1
         # {tile seconds: {tile start: {slot: state}}}: the item's own format
         assert line["tiles"] and all(
             section.isdigit() and all(start.isdigit() for start in tiles)

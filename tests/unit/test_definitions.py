@@ -93,7 +93,7 @@ def test_an_invalid_definition_is_refused_naming_the_object_and_field(
     assert message in str(refused.value)
 
 
-# A distinct count of a fan's pages over a day in one-minute tiles: 1,442 sketches of up to
+# A distinct count of a fan's pages over a day in one-minute tiles: 1,447 sketches of up to
 # 5.5 KB in one user item, far past DynamoDB's 400 KB.
 PAGES = group(
     Feature("distinct_pages", A.APPROX_DISTINCT, (Window.sliding("24h", "1m"),), "content_id"),
@@ -109,7 +109,7 @@ def test_a_group_item_that_could_outgrow_dynamodb_is_refused_naming_the_feature(
 
     message = str(refused.value)
     assert "feature group 'fan_pages'" in message and "feature 'distinct_pages'" in message
-    assert "1442 tiles of 60 s" in message and "field 'windows'" in message
+    assert "1447 tiles of 60 s" in message and "field 'windows'" in message
 
 
 def test_larger_tiles_for_the_long_window_fix_it() -> None:

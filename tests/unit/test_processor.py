@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from fastbreak.definitions import CATALOG
+from fastbreak.definitions import CATALOG, Aggregation, Feature, Window
 from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
 from fastbreak.engine.timestamps import format_ms
 from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
@@ -289,3 +290,95 @@ def test_the_cached_state_encoder_writes_what_json_dumps_writes(document: Any) -
     from fastbreak.engine.processor import _encode
 
     assert _encode(document) == json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---- items near their limits, TTL, clocks, the feature log's order ------------------------
+def test_an_item_that_would_pass_dynamodbs_limit_routes_its_events_and_the_shard_moves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastbreak.engine import processor as processor_module
+
+    # Values far longer than the sizing estimate: here, the limit is lowered instead.
+    monkeypatch.setattr(processor_module, "MAX_ITEM_BYTES", 1500)
+    processor, table, sink = build()
+    long_sports = [dict(view, sport="s" * 200 + str(n)) for n, view in enumerate(views(8))]
+    result = processor.process(records(stream_of(long_sports, ARRIVAL_S)))
+
+    assert result.failed_sequence_numbers == [] and result.items_too_large == 1
+    assert ("user#u1", "user_affinity") not in table.items  # not written: over the limit
+    assert features(processor)["views_1h"] == 8  # the other groups took the events
+    lines = [json.loads(line) for key, body in sink.objects.items()
+             if key.startswith("quarantine/") for line in body.decode().splitlines()]
+    routed = [line for line in lines if line["reason"] == "item_too_large"]
+    assert len(routed) == 8 and all(line["groups"] == ["user_affinity"] for line in routed)
+    assert "user#u1 / user_affinity" in routed[0]["message"]
+
+
+def test_an_item_that_gains_lifetime_state_loses_its_old_ttl() -> None:
+    processor, table, _ = build()
+    processor.process(records(stream_of(views(2), ARRIVAL_S)))
+    assert "expires_at" in table.items[("user#u1", "user_engagement")]
+    engagement = CATALOG.groups[0]
+    forever = replace(engagement, features=(
+        *engagement.features, Feature("views_total", Aggregation.COUNT, (Window.lifetime(),),
+                                      events=("content_view",)),
+    ))
+    catalog = replace(CATALOG, groups=(forever, *CATALOG.groups[1:]))
+    store = OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None), concurrency=1)
+    later = StreamProcessor(store, MemorySink(), catalog, clock_ms=lambda: T0 + 120_000)
+    later.process(records(stream_of(views(2, start=2), ARRIVAL_S, start=2)))
+    assert "expires_at" not in table.items[("user#u1", "user_engagement")]
+
+
+def test_an_event_dated_ahead_of_the_clock_prunes_no_tile_a_window_still_reads() -> None:
+    processor, _, _ = build()
+    hour = [dict(view, event_time=format_ms(T0 - 3_600_000 + n * 60_000))
+            for n, view in enumerate(views(60))]
+    processor.process(records(stream_of(hour, ARRIVAL_S)))
+    before = features(processor)["views_1h"]
+    # 290 s after its arrival (ARRIVAL_S is T0 + 60 s): within the 5-minute tolerance
+    ahead = views(1, start=60, offset_ms=290_000)
+    result = processor.process(records(stream_of(ahead, ARRIVAL_S, start=60)))
+    assert result.records_valid == 1 and before == 57
+    assert features(processor)["views_1h"] == before  # the new one is after the read time
+
+
+def test_an_item_deleted_by_ttl_between_read_and_write_is_written_anew() -> None:
+    table = MemoryDynamoDB()
+    processor, _, _ = build(table)
+    processor.process(records(stream_of(views(2), ARRIVAL_S)))
+    key = ("user#u1", "user_affinity")
+
+    def expire_once(operation: str, request: dict[str, Any]) -> None:
+        if operation == "UpdateItem" and (
+            request["Key"]["pk"]["S"], request["Key"]["sk"]["S"]
+        ) == key and key in table.items:
+            del table.items[key]  # TTL's sweep, between the batch's read and its write
+
+    table.fault = expire_once
+    result = processor.process(records(stream_of(views(3, start=2), ARRIVAL_S, start=2)))
+    assert result.failed_sequence_numbers == [] and result.writes.conflicts == 1
+    assert key in table.items
+
+
+def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_order() -> None:
+    processor, table, sink = build()
+    parent = stream_of(views(5), ARRIVAL_S, start=1000, shard_id="shardId-000000000000")
+    child = stream_of(views(4, start=5), ARRIVAL_S, shard_id="shardId-000000000002")
+    processor.process(records(parent))
+    processor.process(records(child))
+    newest: dict[tuple[str, str, str], tuple[int, Any]] = {}
+    for key, body in sink.objects.items():
+        if key.startswith("features/"):
+            for line in map(json.loads, body.decode().splitlines()):
+                if line["sk"] == "user_engagement":
+                    for section, tiles in line["tiles"].items():
+                        for start, state in tiles.items():
+                            found = newest.get((line["sk"], section, start))
+                            if found is None or found[0] < line["version"]:
+                                newest[(line["sk"], section, start)] = (line["version"], state)
+    stored = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    assert {(s, t): v[1] for (_, s, t), v in newest.items()} == {
+        (section, start): state for section, tiles in stored.items()
+        for start, state in tiles.items()
+    }

@@ -30,6 +30,7 @@ Step = Callable[[dict[str, State], dict[str, Any], int, str], None]
 # number), and a state's own overhead (brackets, the event time, an event id).
 VALUE_BYTES = 128
 _STATE_BYTES = 64
+_EVENT_ID_BYTES = 130  # at most 128 characters, quoted
 
 
 class Aggregator(Protocol):
@@ -203,6 +204,8 @@ class Max(_Extreme):
 class Last(_JsonState):
     """The value of the newest event by (event time, event id): an older event never wins."""
 
+    max_state_bytes = _STATE_BYTES + VALUE_BYTES + _EVENT_ID_BYTES
+
     def empty(self) -> State:
         return [0, None, ""]
 
@@ -223,7 +226,7 @@ class LastN(_JsonState):
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.max_state_bytes = _STATE_BYTES + size * (_STATE_BYTES + VALUE_BYTES)
+        self.max_state_bytes = _STATE_BYTES + size * (32 + _EVENT_ID_BYTES + VALUE_BYTES)
 
     def empty(self) -> State:
         return [0, []]

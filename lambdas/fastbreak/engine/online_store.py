@@ -30,10 +30,12 @@ RETRYABLE_CODES = frozenset(
 CONDITION_FAILED = "ConditionalCheckFailedException"
 BATCH_GET_LIMIT = 100
 
-_SET_STATE = "SET #state = :state, #hw = :hw, #t = :t, #updated = :updated"
-_NAMES = {"#state": "state", "#hw": "hw", "#t": "t", "#updated": "updated_at"}
-_NAMES_TTL = {**_NAMES, "#expires": "expires_at"}
+_SET_STATE = "SET #state = :state, #hw = :hw, #v = :v, #t = :t, #updated = :updated"
+_NAMES = {"#state": "state", "#hw": "hw", "#v": "v", "#t": "t", "#updated": "updated_at",
+          "#expires": "expires_at"}
 _SET_STATE_TTL = _SET_STATE + ", #expires = :expires"
+# An item that no longer expires (its group gained lifetime state) must lose an old TTL.
+_SET_STATE_NO_TTL = _SET_STATE + " REMOVE #expires"
 
 
 class StoreUnavailable(RuntimeError):
@@ -57,6 +59,7 @@ class StoredItem:
     hw: str
     expires_at: int | None
     event_time_ms: int
+    version: int = 0  # writes so far: orders the feature-log lines of an item
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class ItemWrite:
     expected_hw: str | None  # None: the item must not exist yet
     expires_at: int | None
     event_time_ms: int
+    version: int = 1  # the stored version + 1
 
 
 class WriteOutcome(Enum):
@@ -240,18 +244,15 @@ class OnlineStore:
 
     def _update_request(self, write: ItemWrite, updated: dict[str, str]) -> dict[str, Any]:
         state = {"S": write.state} if type(write.state) is str else {"B": write.state}
+        values: dict[str, Any] = {
+            ":state": state, ":hw": {"S": write.hw}, ":v": {"N": str(write.version)},
+            ":t": {"N": str(write.event_time_ms)}, ":updated": updated,
+        }
         if write.expires_at is None:
-            values: dict[str, Any] = {
-                ":state": state, ":hw": {"S": write.hw}, ":t": {"N": str(write.event_time_ms)},
-                ":updated": updated,
-            }
-            expression, names = _SET_STATE, _NAMES
+            expression = _SET_STATE_NO_TTL
         else:
-            values = {
-                ":state": state, ":hw": {"S": write.hw}, ":t": {"N": str(write.event_time_ms)},
-                ":updated": updated, ":expires": {"N": str(write.expires_at)},
-            }
-            expression, names = _SET_STATE_TTL, _NAMES_TTL
+            values[":expires"] = {"N": str(write.expires_at)}
+            expression = _SET_STATE_TTL
         if write.expected_hw is None:
             condition = "attribute_not_exists(pk)"
         else:
@@ -262,7 +263,7 @@ class OnlineStore:
             "Key": {"pk": {"S": write.key[0]}, "sk": {"S": write.key[1]}},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
+            "ExpressionAttributeNames": _NAMES,
             "ExpressionAttributeValues": values,
         }
 
@@ -278,4 +279,5 @@ def _stored(item: dict[str, Any]) -> StoredItem:
         hw=item.get("hw", {}).get("S", ""),
         expires_at=int(expires) if expires is not None else None,
         event_time_ms=int(item.get("t", {}).get("N", "0")),
+        version=int(item.get("v", {}).get("N", "0")),
     )

@@ -42,6 +42,9 @@ KICKOFF_SLOT = "_kickoff"
 SESSION_TILE_SECONDS = 60
 SESSION_RETENTION_SECONDS = 12 * 3600
 LIFETIME = 0  # tile size of the lifetime item kind
+# Producers' clocks drift: an event may be dated this far after it reached Kinesis (the
+# processor refuses later ones). Pruning keeps the tiles that such an event's time skips.
+FUTURE_TOLERANCE_SECONDS = 5 * 60
 # DynamoDB refuses items over 400 KB, and a refused write would stop the shard: a group item
 # must stay well inside it even at its worst (every tile kept, every sketch dense), keys,
 # marks and attribute names included.
@@ -81,10 +84,11 @@ class TileKind:
     @property
     def tiles_kept(self) -> int:
         """The most tiles of this kind an item holds: those of its longest window, the one
-        being filled, and one not pruned yet."""
+        being filled, one not pruned yet, and those an event dated ahead of the clock skips."""
         if self.tile_seconds == LIFETIME:
             return 1
-        return self.retention_seconds // self.tile_seconds + 2
+        ahead = -(-FUTURE_TOLERANCE_SECONDS // self.tile_seconds)  # ceil
+        return self.retention_seconds // self.tile_seconds + 2 + ahead
 
     @property
     def max_tile_bytes(self) -> int:

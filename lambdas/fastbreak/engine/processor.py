@@ -54,6 +54,7 @@ from fastbreak.engine.online_store import (
     WriteStats,
 )
 from fastbreak.engine.plan import (
+    FUTURE_TOLERANCE_SECONDS,
     LIFETIME,
     FoldSection,
     GroupPlan,
@@ -70,6 +71,10 @@ from fastbreak.engine.timestamps import format_ms
 from fastbreak.engine.validation import Event, EventValidator
 
 _NOTHING_APPLIED: Position = (-1, -1)
+# DynamoDB's item limit (names and values, UTF-8). Group items are sized at synth to stay far
+# below it; values much longer than the estimate can still push one over, and a refused write
+# would fail the batch on every retry: such an item is not written, its events are routed.
+MAX_ITEM_BYTES = 400 * 1024
 _CONFLICT_ROUNDS = 3
 _ID = struct.Struct(">Q")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -95,7 +100,7 @@ class ProcessorSettings:
     feature_log_prefix: str = "features/"
     # Producers' clocks drift; an event further ahead of its arrival than this is refused,
     # so one bad clock cannot open tiles in the future.
-    future_tolerance_ms: int = 5 * 60 * 1000
+    future_tolerance_ms: int = FUTURE_TOLERANCE_SECONDS * 1000
 
 
 @dataclass
@@ -106,6 +111,7 @@ class BatchResult:
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     late_events: int = 0
     duplicate_events: int = 0
+    items_too_large: int = 0
     writes: WriteStats = field(default_factory=WriteStats)
     dedup_writes: int = 0
     freshness_lag_ms: int | None = None
@@ -159,8 +165,8 @@ class _Pending:
     """Everything this batch contributes to one item (contributions in position order)."""
 
     __slots__ = (
-        "contributions", "entity_key", "first_new", "group", "log_head", "position", "tile",
-        "touched",
+        "contributions", "entity_key", "first_new", "group", "log_head", "new", "position",
+        "tile", "touched",
     )
 
     def __init__(
@@ -174,6 +180,7 @@ class _Pending:
         # (event, the route sections it feeds in this item), in position order
         self.contributions: list[tuple[Event, tuple[FoldSection, ...]]] = []
         self.first_new: Position = _NOTHING_APPLIED
+        self.new: list[tuple[Event, tuple[FoldSection, ...]]] = []  # of the last computed write
         # What the last computed write changed: its tiles (None: all of them) and this
         # shard's new high-water mark.
         self.touched: dict[str, dict[str, Any]] | None = None
@@ -273,8 +280,6 @@ class StreamProcessor:
         events, ids = _first_copies(shard_id, events, result)
         pending = self._route(shard_id, events, routed, result)
         lowest: Position | None = None
-        if routed and not self._put_lines(shard_id, routed):
-            lowest = min((r.source.sequence, 0) for r in routed if r.source is not None)
         dedup_keys = {key for key, _ in ids.values()}
         try:
             stored = self.store.get_many([*pending, *dedup_keys])
@@ -286,8 +291,11 @@ class StreamProcessor:
         outcome = self._write_items(shard_id, pending, stored, duplicates, result)
         if outcome is None:
             return first
-        failed_at, log_lines = outcome
+        failed_at, log_lines, too_large = outcome
         lowest = _lower(lowest, failed_at)
+        routed.extend(too_large)
+        if routed and not self._put_lines(shard_id, routed):
+            lowest = _lower(lowest, min((r.source.sequence, 0) for r in routed if r.source))
         if log_lines and not self._put_feature_log(shard_id, sources, log_lines):
             return first
         applied = [
@@ -372,10 +380,12 @@ class StreamProcessor:
     def _write_items(
         self, shard_id: str, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
         duplicates: set[str], result: BatchResult,
-    ) -> tuple[Position | None, list[str]] | None:
-        """Write every item with something new; return the lowest failed position (if any)
-        and the feature log lines, or None if the store could not even be re-read."""
+    ) -> tuple[Position | None, list[str], list[_Routed]] | None:
+        """Write every item with something new; return the lowest failed position (if any),
+        the feature log lines and the events routed away from items too large to write, or
+        None if the store could not even be re-read."""
         log_lines: list[str] = []
+        too_large: list[_Routed] = []
         lowest: Position | None = None
         todo: list[tuple[ItemKey, _Pending]] = list(pending.items())
         next_state, log_line, written = self._next_state, self._log_line, WriteOutcome.WRITTEN
@@ -388,6 +398,10 @@ class StreamProcessor:
                 if write is None:
                     if before is not None:  # already applied: log it again (at-least-once)
                         log_lines.append(log_line(before, item, shard_id, False))
+                    continue
+                if _item_bytes(write) > MAX_ITEM_BYTES:
+                    result.items_too_large += 1
+                    too_large.extend(_routed_away(item, key))
                     continue
                 writes.append(write)
                 items.append(item)
@@ -403,17 +417,21 @@ class StreamProcessor:
                 else:
                     lowest = _lower(lowest, item.first_new)
             if not conflicts:
-                return lowest, log_lines
-            # Another writer moved these items on (ParallelizationFactor > 1, or a zombie):
-            # read what it wrote and fold ours on top.
+                return lowest, log_lines, too_large
+            # Another writer moved these items on (ParallelizationFactor > 1, or a zombie), or
+            # TTL deleted one: read what is there now and fold ours on top.
             try:
-                stored = {**stored, **self.store.get_many(key for key, _ in conflicts)}
+                fresh = self.store.get_many(key for key, _ in conflicts)
             except StoreUnavailable:
                 return None
+            stored = {key: item for key, item in stored.items() if key not in fresh}
+            for key, _ in conflicts:
+                stored.pop(key, None)
+            stored.update(fresh)
             todo = conflicts
         for _, item in todo:
             lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
-        return lowest, log_lines
+        return lowest, log_lines, too_large
 
     def _next_state(
         self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str],
@@ -468,9 +486,18 @@ class StreamProcessor:
         for (section, _), states in touched.items():
             _dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
         newest_s = newest // 1000
-        if stored is not None:  # a new item holds only this batch's tiles
-            for section in grown:
-                _prune(kind_of_section[section], tiles[section], newest_s)
+        # Tiles are pruned against the newest event time less the future tolerance: an event
+        # may be dated up to that far ahead of the clock that readers use.
+        prune_s = newest_s - self.settings.future_tolerance_ms // 1000
+        for section in grown:
+            kind = kind_of_section[section]
+            # A new item holds only this batch's tiles: prune it only when late events
+            # gave it more than its windows keep.
+            if stored is not None or len(tiles[section]) > kind.tiles_kept:
+                _prune(kind, tiles[section], prune_s)
+        if len(tiles) > len(kind_of_section):  # a tile size the catalog no longer uses
+            for section in [section for section in tiles if section not in kind_of_section]:
+                del tiles[section]
         state = _encode(tiles)
         if stored is None or redelivered:
             # Every tile is this batch's, or part of the batch was applied before and its
@@ -487,6 +514,7 @@ class StreamProcessor:
             item.touched = changed
         # Contributions are in position order: the first new one is the lowest, the last
         # one the highest.
+        item.new = new
         item.first_new = new[0][0].position
         marks[shard_id] = item.position = encode_position(new[-1][0].position)
         if item.tile is None:
@@ -499,7 +527,7 @@ class StreamProcessor:
             )
         return ItemWrite(
             key, state, encode_hw(marks), stored.hw if stored is not None else None,
-            expires, newest,
+            expires, newest, stored.version + 1 if stored is not None else 1,
         )
 
     def _open_tile(
@@ -586,7 +614,8 @@ class StreamProcessor:
         return (
             f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
             f'{encode_basestring(pending.entity_key)},"shard_id":{encode_basestring(shard_id)}'
-            f',"hw":"{position}","event_time_ms":{item.event_time_ms},"tiles":{tiles}}}'
+            f',"hw":"{position}","version":{item.version},"event_time_ms":{item.event_time_ms}'
+            f',"tiles":{tiles}}}'
         )
 
     def _put_feature_log(
@@ -690,6 +719,7 @@ def _dedup_write(
         expected_hw=stored.hw if stored is not None else None,
         expires_at=bucket + DEDUP_BUCKET_SECONDS + keep_s,
         event_time_ms=(bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
+        version=stored.version + 1 if stored is not None else 1,
     )
 
 
@@ -712,6 +742,31 @@ def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
         for section in route.fold
     )
     return route, group.entity + "#", None, log_head, partials
+
+
+def _item_bytes(write: ItemWrite) -> int:
+    """The item's size as DynamoDB counts it, computed only when it could be near the limit
+    (a character is 1 to 4 bytes of UTF-8)."""
+    state = write.state
+    if len(state) * 4 < MAX_ITEM_BYTES - 4096:
+        return len(state)
+    size = len(state.encode()) if isinstance(state, str) else len(state)
+    return size + len(write.key[0].encode()) + len(write.key[1].encode()) + len(write.hw) + 128
+
+
+def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
+    """Quarantine lines for the events a too-large item did not take."""
+    group = item.group.group.name
+    return [
+        _Routed(
+            Reason.ITEM_TOO_LARGE,
+            f"not applied to group {group}: its item {key[0]} / {key[1]} would pass "
+            f"DynamoDB's {MAX_ITEM_BYTES // 1024} KB item limit",
+            event.record.source, event.record.sub_index, event.record.payload,
+            event.event_id, (group,),
+        )
+        for event, _ in item.new
+    ]
 
 
 def _load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class Reason(StrEnum):
     WRONG_TYPE = "wrong_type"
     BAD_ENTITY_KEY = "bad_entity_key"
     TOO_LATE = "too_late"  # valid, but later than a group's allowed lateness: routed, not applied
+    # valid, but its group item would pass DynamoDB's 400 KB: routed, not applied, to that group
+    ITEM_TOO_LARGE = "item_too_large"
     UNPROCESSABLE = "unprocessable"  # a bug met this record; kept so the shard moves on
 
 

@@ -111,6 +111,7 @@ def _publish(result: BatchResult) -> None:
     metrics.add_metric("RecordsInvalid", count, sum(result.invalid_by_reason.values()))
     metrics.add_metric("LateEvents", count, result.late_events)
     metrics.add_metric("DuplicateEvents", count, result.duplicate_events)
+    metrics.add_metric("ItemsTooLarge", count, result.items_too_large)
     metrics.add_metric("ItemWrites", count, result.writes.writes)
     metrics.add_metric("ItemWriteRetries", count, result.writes.retries)
     metrics.add_metric("ItemWriteConflicts", count, result.writes.conflicts)
