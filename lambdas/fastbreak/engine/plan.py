@@ -81,7 +81,7 @@ class TileKind:
     def slot_named(self) -> dict[str, Slot]:
         return {slot.name: slot for slot in self.slots}
 
-    @property
+    @cached_property
     def tiles_kept(self) -> int:
         """The most tiles of this kind an item holds: those of its longest window, the one
         being filled, one not pruned yet, and those an event dated ahead of the clock skips."""
