@@ -81,6 +81,14 @@ class TileKind:
     def slot_named(self) -> dict[str, Slot]:
         return {slot.name: slot for slot in self.slots}
 
+    def tile_expires_at(self, tile_start: int) -> int | None:
+        """When no window reads the tile starting at ``tile_start`` any more (epoch s): its
+        end plus the longest window over this tile size. None for the lifetime state. The
+        one rule behind item TTLs, pruning and the reader's skip."""
+        if self.tile_seconds == LIFETIME:
+            return None
+        return tile_start + self.tile_seconds + self.retention_seconds
+
     @cached_property
     def tiles_kept(self) -> int:
         """The most tiles of this kind an item holds: those of its longest window, the one
@@ -163,7 +171,7 @@ class GroupPlan:
         if LIFETIME in self.kinds:
             return None
         return max(
-            newest_s - newest_s % kind.tile_seconds + kind.tile_seconds + kind.retention_seconds
+            kind.tile_expires_at(newest_s - newest_s % kind.tile_seconds) or 0
             for kind in self.kinds.values()
         )
 

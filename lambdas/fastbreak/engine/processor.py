@@ -521,10 +521,7 @@ class StreamProcessor:
             expires = group.expires_at(newest_s)
         else:
             kind, start = item.tile
-            expires = (
-                None if kind.tile_seconds == LIFETIME
-                else start + kind.tile_seconds + kind.retention_seconds
-            )
+            expires = kind.tile_expires_at(start)
         return ItemWrite(
             key, state, encode_hw(marks), stored.hw if stored is not None else None,
             expires, newest, stored.version + 1 if stored is not None else 1,
@@ -788,10 +785,11 @@ def _dump_tile(kind: TileKind, states: dict[str, Any]) -> None:
 
 def _prune(kind: TileKind, section_tiles: dict[str, Any], newest_s: int) -> None:
     """Drop the tiles no window can read any more once the item has seen ``newest_s``
-    (the same rule as the item TTL: tile end + retention). Lifetime state stays."""
+    (``TileKind.tile_expires_at``, the item TTL's rule). Lifetime state stays."""
     if kind.tile_seconds == LIFETIME:
         return
-    cutoff = newest_s - kind.tile_seconds - kind.retention_seconds
+    # the latest start whose tile has expired by newest_s
+    cutoff = newest_s - (kind.tile_expires_at(0) or 0)
     if cutoff <= 0:
         return
     last_expired = tile_key(cutoff)  # fixed width: text order is time order

@@ -50,9 +50,8 @@ def merge_group(
             found = tiles.setdefault(kind.tile_seconds, [])
             for start_key, data in section_tiles.items():
                 start = int(start_key)
-                if kind.tile_seconds != LIFETIME and (
-                    start + kind.tile_seconds + kind.retention_seconds <= now_s
-                ):
+                expires = kind.tile_expires_at(start)
+                if expires is not None and expires <= now_s:
                     continue  # past its retention: no window reads it any more
                 found.append((start, {
                     slot: kind.slot_named[slot].aggregator.load(state)
