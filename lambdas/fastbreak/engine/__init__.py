@@ -1,19 +1,23 @@
 """The feature engine: decode, validate, aggregate, write, and read back.
 
 Plain Python with no AWS SDK or CDK import: clients are passed in, so the Lambda handlers, the
-backfill, the local platform and the tests share this one copy of the logic.
+backfill, the training-set builder, the local platform and the tests share this one copy of the
+logic. ``fastbreak.engine.fold`` holds the fold and the merge: the definition of every feature.
 """
 
+from fastbreak.engine.fold import FeatureValue, ItemFold, ItemState, merge_items
 from fastbreak.engine.online_store import OnlineStore, RetryPolicy
 from fastbreak.engine.plan import Plan, compile_plan
 from fastbreak.engine.processor import BatchResult, ProcessorSettings, StreamProcessor
-from fastbreak.engine.read import FeatureValue, merge_group, read_group
+from fastbreak.engine.read import merge_group, read_group
 from fastbreak.engine.rejections import Reason
 from fastbreak.engine.sinks import MemorySink, ObjectSink, S3Sink
 
 __all__ = [
     "BatchResult",
     "FeatureValue",
+    "ItemFold",
+    "ItemState",
     "MemorySink",
     "ObjectSink",
     "OnlineStore",
@@ -25,5 +29,6 @@ __all__ = [
     "StreamProcessor",
     "compile_plan",
     "merge_group",
+    "merge_items",
     "read_group",
 ]

@@ -31,6 +31,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from fastbreak.definitions.model import Catalog
+from fastbreak.engine.fold import ItemFold, Tiles
 from fastbreak.engine.hll import hash64
 from fastbreak.engine.layout import (
     DEDUP_BUCKET_SECONDS,
@@ -42,7 +43,6 @@ from fastbreak.engine.layout import (
     encode_hw,
     encode_position,
     group_sk,
-    tile_key,
     tile_sk_head,
 )
 from fastbreak.engine.online_store import (
@@ -453,7 +453,7 @@ class StreamProcessor:
             ]
             if not new:
                 return None
-            tiles: dict[str, dict[str, Any]] = json.loads(stored.state)
+            tiles: Tiles = json.loads(stored.state)
             newest = stored.event_time_ms
         else:
             if duplicates:
@@ -464,54 +464,16 @@ class StreamProcessor:
             marks = {}
             tiles = {}
             newest = 0
-        # (section, tile start) -> the tile's slots as live states, for the tiles folded into
-        touched: dict[tuple[str, int], dict[str, Any]] = {}
-        grown: set[str] = set()  # sections that gained a tile: prune those
-        for event, sections in new:
-            payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
-            if time_ms > newest:
-                newest = time_ms
-            time_s = time_ms // 1000
-            for kind, section, tile_seconds, steps in sections:
-                start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
-                states = touched.get((section, start))
-                if states is None:
-                    states = touched[(section, start)] = self._open_tile(
-                        tiles, kind, start, grown
-                    )
-                for step in steps:
-                    step(states, payload, time_ms, event_id)
+        fold = ItemFold(tiles, newest, self._tile_keys)
+        fold.fold(new)
         group = item.group
-        kind_of_section = group.kind_of_section
-        for (section, _), states in touched.items():
-            _dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
+        fold.finish(group, stored is not None, self.settings.future_tolerance_ms // 1000)
+        newest = fold.newest_ms
         newest_s = newest // 1000
-        # Tiles are pruned against the newest event time less the future tolerance: an event
-        # may be dated up to that far ahead of the clock that readers use.
-        prune_s = newest_s - self.settings.future_tolerance_ms // 1000
-        for section in grown:
-            kind = kind_of_section[section]
-            # A new item holds only this batch's tiles: prune it only when late events
-            # gave it more than its windows keep.
-            if stored is not None or len(tiles[section]) > kind.tiles_kept:
-                _prune(kind, tiles[section], prune_s)
-        if len(tiles) > len(kind_of_section):  # a tile size the catalog no longer uses
-            for section in [section for section in tiles if section not in kind_of_section]:
-                del tiles[section]
         state = _encode(tiles)
-        if stored is None or redelivered:
-            # Every tile is this batch's, or part of the batch was applied before and its
-            # feature-log line may have been lost: the line carries the whole state.
-            item.touched = None
-        else:
-            changed: dict[str, dict[str, Any]] = {}
-            tile_keys = self._tile_keys
-            for section, start in touched:
-                start_key = tile_keys[start]
-                section_tiles = tiles[section]
-                if start_key in section_tiles:  # not pruned
-                    changed.setdefault(section, {})[start_key] = section_tiles[start_key]
-            item.touched = changed
+        # Every tile is this batch's, or part of the batch was applied before and its
+        # feature-log line may have been lost: the line carries the whole state.
+        item.touched = None if stored is None or redelivered else fold.changed()
         # Contributions are in position order: the first new one is the lowest, the last
         # one the highest.
         item.new = new
@@ -526,26 +488,6 @@ class StreamProcessor:
             key, state, encode_hw(marks), stored.hw if stored is not None else None,
             expires, newest, stored.version + 1 if stored is not None else 1,
         )
-
-    def _open_tile(
-        self, tiles: dict[str, dict[str, Any]], kind: TileKind, start: int, grown: set[str]
-    ) -> dict[str, Any]:
-        """The live states of one tile of an item's state, created or loaded; the dict
-        returned is also placed in ``tiles``, where ``_dump_tile`` turns it back to JSON."""
-        start_key = self._tile_keys.get(start)
-        if start_key is None:
-            start_key = self._tile_keys[start] = tile_key(start)
-        section_tiles = tiles.get(kind.section)
-        if section_tiles is None:
-            section_tiles = tiles[kind.section] = {}
-        data = section_tiles.get(start_key)
-        if data is None:
-            grown.add(kind.section)
-            states: dict[str, Any] = {}
-        else:
-            states = _load_tile(kind, data)
-        section_tiles[start_key] = states
-        return states
 
     # ---- dedup memory --------------------------------------------------------------------
     def _remember(
@@ -764,37 +706,6 @@ def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
         )
         for event, _ in item.new
     ]
-
-
-def _load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, Any]:
-    states: dict[str, Any] = {}
-    for name, slot_data in data.items():
-        slot = kind.slot_named.get(name)
-        if slot is not None:  # a slot of a feature since removed from the catalog is dropped
-            states[name] = slot.aggregator.load(slot_data)
-    return states
-
-
-def _dump_tile(kind: TileKind, states: dict[str, Any]) -> None:
-    """Live states -> their JSON form, in place."""
-    for name, dump in kind.dumps:
-        state = states.get(name)
-        if state is not None:
-            states[name] = dump(state)
-
-
-def _prune(kind: TileKind, section_tiles: dict[str, Any], newest_s: int) -> None:
-    """Drop the tiles no window can read any more once the item has seen ``newest_s``
-    (``TileKind.tile_expires_at``, the item TTL's rule). Lifetime state stays."""
-    if kind.tile_seconds == LIFETIME:
-        return
-    # the latest start whose tile has expired by newest_s
-    cutoff = newest_s - (kind.tile_expires_at(0) or 0)
-    if cutoff <= 0:
-        return
-    last_expired = tile_key(cutoff)  # fixed width: text order is time order
-    for start_key in [key for key in section_tiles if key <= last_expired]:
-        del section_tiles[start_key]
 
 
 def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastbreak.definitions import CATALOG, Catalog
+from fastbreak.engine.fold import FeatureValue
 from fastbreak.engine.layout import entity_pk
 from fastbreak.engine.online_store import RetryPolicy
 from fastbreak.engine.plan import Plan, compile_plan
-from fastbreak.engine.read import FeatureValue, merge_group
+from fastbreak.engine.read import merge_group
 from fastbreak.serving.request import EntityRef, ReadRequest, RequestValidator
 from fastbreak.serving.store_reader import GroupKey, OnlineStoreReader
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from fastbreak.engine.read import FeatureValue
+from fastbreak.engine.fold import FeatureValue
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.serving.client import EntityFeatures, FeatureResult
 

@@ -1,0 +1,297 @@
+"""The fold and the merge: the one definition of what every feature's value is.
+
+*Fold*: events go into an item's state, ``{tile seconds: {tile key: {slot: state}}}`` (the
+format of ``fastbreak.engine.layout``), each event into the tile of its event time, by the fold
+steps of ``fastbreak.engine.plan``. *Merge*: the tiles of one entity's items become the served
+values of its group's features as of a time (a sliding window of size W over tiles of size t, as
+of T, takes the W / t tiles ending with the one that holds T; tumbling takes that tile; lifetime
+the lifetime state; since-kickoff the session tiles from the minute the game went live).
+
+Every runtime calls these two and nothing else to compute a feature: the Lambda stream
+processor, the feature API and ``FeatureClient``, the training-set builder, the backfill and the
+audience stage. So a value served online, a value in a training set and a backfilled value are
+the same function of the same events.
+
+Aggregation states merge exactly (``fastbreak.engine.aggregations``), and tiles are merged in
+one canonical order (tile start, then the item's sort key), so the merge does not depend on how
+events were batched, which shard wrote them, or in which order a store returned the items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastbreak.definitions.model import WindowKind
+from fastbreak.engine.aggregations import State
+from fastbreak.engine.layout import tile_key
+from fastbreak.engine.plan import (
+    KICKOFF_SLOT,
+    LIFETIME,
+    SESSION_TILE_SECONDS,
+    FoldSection,
+    GroupPlan,
+    TileKind,
+)
+
+# section -> tile key -> slot -> state. JSON form (as stored) except for the tiles an
+# ``ItemFold`` has opened and not finished yet, which hold live states.
+Tiles = dict[str, dict[str, dict[str, Any]]]
+
+
+class FoldedEvent(Protocol):
+    """What the fold reads of an event (``fastbreak.engine.validation.Event`` is one)."""
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+    @property
+    def time_ms(self) -> int: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+
+# (event, the route sections it feeds in this item)
+Contribution = tuple[FoldedEvent, Sequence[FoldSection]]
+
+
+def tile_start(time_ms: int, tile_seconds: int) -> int:
+    """The start (epoch s) of the tile of ``tile_seconds`` that holds ``time_ms``; 0 for the
+    lifetime tile."""
+    time_s = time_ms // 1000
+    return time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
+
+
+class ItemFold:
+    """Folds events into one item's tiles, in place: ``fold`` as often as needed, then
+    ``finish`` once, which leaves ``tiles`` in JSON form and pruned.
+
+    ``tile_keys`` caches tile start -> tile key across the items of a batch (formatting the key
+    is a measurable share of the hot path).
+    """
+
+    __slots__ = ("grown", "newest_ms", "tile_keys", "tiles", "touched")
+
+    def __init__(
+        self, tiles: Tiles, newest_ms: int = 0, tile_keys: dict[int, str] | None = None
+    ) -> None:
+        self.tiles = tiles
+        self.newest_ms = newest_ms
+        self.tile_keys = tile_keys if tile_keys is not None else {}
+        # (section, tile start) -> the tile's slots as live states, for the tiles folded into
+        self.touched: dict[tuple[str, int], dict[str, State]] = {}
+        self.grown: set[str] = set()  # sections that gained a tile: prune those
+
+    def fold(self, contributions: Iterable[Contribution]) -> None:
+        """Fold events in the order given (a shard's position order: ``add`` is sequential
+        for ``last`` ties and top-K evictions)."""
+        touched, newest = self.touched, self.newest_ms
+        for event, sections in contributions:
+            payload, time_ms, event_id = event.payload, event.time_ms, event.event_id
+            if time_ms > newest:
+                newest = time_ms
+            time_s = time_ms // 1000
+            for kind, section, tile_seconds, steps in sections:
+                start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
+                states = touched.get((section, start))
+                if states is None:
+                    states = touched[(section, start)] = self._open(kind, start)
+                for step in steps:
+                    step(states, payload, time_ms, event_id)
+        self.newest_ms = newest
+
+    def _open(self, kind: TileKind, start: int) -> dict[str, State]:
+        """The live states of one tile, created or loaded; the dict returned is also placed in
+        ``tiles``, where ``finish`` turns it back to JSON form."""
+        start_key = self.tile_keys.get(start)
+        if start_key is None:
+            start_key = self.tile_keys[start] = tile_key(start)
+        section_tiles = self.tiles.get(kind.section)
+        if section_tiles is None:
+            section_tiles = self.tiles[kind.section] = {}
+        data = section_tiles.get(start_key)
+        if data is None:
+            self.grown.add(kind.section)
+            states: dict[str, State] = {}
+        else:
+            states = load_tile(kind, data)
+        section_tiles[start_key] = states
+        return states
+
+    def finish(self, group: GroupPlan, stored: bool, future_tolerance_s: int) -> None:
+        """Dump the touched tiles, prune what no window can read any more, and drop tile sizes
+        the catalog no longer uses. ``stored``: the item existed before this fold."""
+        kind_of_section = group.kind_of_section
+        for (section, _), states in self.touched.items():
+            dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
+        # Tiles are pruned against the newest event time less the future tolerance: an event
+        # may be dated up to that far ahead of the clock that readers use.
+        prune_s = self.newest_ms // 1000 - future_tolerance_s
+        tiles = self.tiles
+        for section in self.grown:
+            kind = kind_of_section[section]
+            # A new item holds only this fold's tiles: prune it only when late events gave it
+            # more than its windows keep.
+            if stored or len(tiles[section]) > kind.tiles_kept:
+                prune(kind, tiles[section], prune_s)
+        if len(tiles) > len(kind_of_section):
+            for section in [section for section in tiles if section not in kind_of_section]:
+                del tiles[section]
+
+    def changed(self) -> Tiles:
+        """The tiles this fold touched that are still in the item (not pruned)."""
+        changed: Tiles = {}
+        tile_keys, tiles = self.tile_keys, self.tiles
+        for section, start in self.touched:
+            start_key = tile_keys[start]
+            section_tiles = tiles[section]
+            if start_key in section_tiles:
+                changed.setdefault(section, {})[start_key] = section_tiles[start_key]
+        return changed
+
+
+def load_tile(kind: TileKind, data: dict[str, Any]) -> dict[str, State]:
+    states: dict[str, State] = {}
+    for name, slot_data in data.items():
+        slot = kind.slot_named.get(name)
+        if slot is not None:  # a slot of a feature since removed from the catalog is dropped
+            states[name] = slot.aggregator.load(slot_data)
+    return states
+
+
+def dump_tile(kind: TileKind, states: dict[str, Any]) -> None:
+    """Live states -> their JSON form, in place."""
+    for name, dump in kind.dumps:
+        state = states.get(name)
+        if state is not None:
+            states[name] = dump(state)
+
+
+def prune(kind: TileKind, section_tiles: dict[str, Any], newest_s: int) -> None:
+    """Drop the tiles no window can read any more once the item has seen ``newest_s``
+    (``TileKind.tile_expires_at``, the item TTL's rule). Lifetime state stays."""
+    if kind.tile_seconds == LIFETIME:
+        return
+    # the latest start whose tile has expired by newest_s
+    cutoff = newest_s - (kind.tile_expires_at(0) or 0)
+    if cutoff <= 0:
+        return
+    last_expired = tile_key(cutoff)  # fixed width: text order is time order
+    for start_key in [key for key in section_tiles if key <= last_expired]:
+        del section_tiles[start_key]
+
+
+# ---- the merge ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureValue:
+    value: Any
+    event_time_ms: int | None  # newest event folded into the value; None if there is none
+    age_ms: int | None  # as_of minus that event time
+
+
+@dataclass(frozen=True, slots=True)
+class ItemState:
+    """One stored item of a group as the merge reads it: ``order`` is its sort key (the merge
+    order of tiles that share a start), ``tiles`` its state in JSON form."""
+
+    order: str
+    expires_at: int | None
+    tiles: Tiles
+
+
+# tile seconds -> [(tile start, item order, live states by slot)]
+TileSet = dict[int, list[tuple[int, str, dict[str, State]]]]
+
+
+def collect_tiles(plan: GroupPlan, items: Iterable[ItemState], now_s: int) -> TileSet:
+    """The live tiles of a group's items that are still readable at ``now_s`` (items and tiles
+    past their TTL are skipped: DynamoDB deletes expired items lazily), in merge order."""
+    found: TileSet = {}
+    for item in items:
+        if item.expires_at is not None and item.expires_at <= now_s:
+            continue
+        for section, section_tiles in item.tiles.items():
+            kind = plan.kind_of_section.get(section)
+            if kind is None:
+                continue  # a tile size the catalog no longer uses
+            tiles = found.setdefault(kind.tile_seconds, [])
+            for start_key, data in section_tiles.items():
+                start = int(start_key)
+                expires = kind.tile_expires_at(start)
+                if expires is not None and expires <= now_s:
+                    continue  # past its retention: no window reads it any more
+                tiles.append((start, item.order, load_tile(kind, data)))
+    for tiles in found.values():
+        tiles.sort(key=_merge_order)
+    return found
+
+
+def _merge_order(tile: tuple[int, str, dict[str, State]]) -> tuple[int, str]:
+    return tile[0], tile[1]
+
+
+def window_values(plan: GroupPlan, tiles: TileSet, as_of_ms: int) -> dict[str, FeatureValue]:
+    """Every served feature of the group as of ``as_of_ms``, from its tiles."""
+    as_of_s = as_of_ms // 1000
+    kickoff_s = _kickoff_s(plan, tiles.get(LIFETIME, []))
+    values: dict[str, FeatureValue] = {}
+    for served in plan.served:
+        window, tile = served.window, served.tile_seconds
+        low, high = window_tiles(window.kind, window.size_seconds, tile, as_of_s, kickoff_s)
+        aggregator = served.aggregator
+        state: State = aggregator.empty()
+        name = served.feature.name
+        for start, _, states in tiles.get(tile, ()):
+            if low is not None and high is not None and not low <= start <= high:
+                continue
+            part = states.get(name)
+            if part is not None:
+                state = aggregator.merge(state, part)
+        newest = state[0] or None
+        values[served.name] = FeatureValue(
+            aggregator.result(state), newest, as_of_ms - newest if newest is not None else None
+        )
+    return values
+
+
+def window_tiles(
+    kind: WindowKind, size_seconds: int, tile_seconds: int, as_of_s: int, kickoff_s: int | None
+) -> tuple[int | None, int | None]:
+    """The first and last tile start a window takes as of ``as_of_s`` (both None: every tile,
+    the lifetime window). A window of size W over tiles of t spans between W - t and W of
+    event time (the Chronon/Tecton convention); ``(low, high)`` with low > high is empty."""
+    if kind is WindowKind.LIFETIME:
+        return None, None
+    high = as_of_s // tile_seconds * tile_seconds
+    if kind is WindowKind.SLIDING:
+        return high - size_seconds + tile_seconds, high
+    if kind is WindowKind.TUMBLING:
+        return high, high
+    if kickoff_s is not None and kickoff_s <= as_of_s:
+        return kickoff_s // SESSION_TILE_SECONDS * SESSION_TILE_SECONDS, high
+    return high + 1, high  # not kicked off yet: an empty session
+
+
+def _kickoff_s(plan: GroupPlan, lifetime: Sequence[tuple[int, str, dict[str, State]]]
+               ) -> int | None:
+    if not plan.has_kickoff:
+        return None
+    slot = plan.kinds[LIFETIME].slot_named[KICKOFF_SLOT]
+    state: State = slot.aggregator.empty()
+    for _, _, states in lifetime:
+        if KICKOFF_SLOT in states:
+            state = slot.aggregator.merge(state, states[KICKOFF_SLOT])
+    kickoff_ms = slot.aggregator.result(state)
+    return None if kickoff_ms is None else int(kickoff_ms) // 1000
+
+
+def merge_items(
+    plan: GroupPlan, items: Iterable[ItemState], as_of_ms: int, now_ms: int | None = None
+) -> dict[str, FeatureValue]:
+    """Every served feature of one group for one entity, from that entity's group item (or its
+    tile and lifetime partials), as of ``as_of_ms``; TTLs are judged at ``now_ms`` (default:
+    ``as_of_ms``)."""
+    now_s = (as_of_ms if now_ms is None else now_ms) // 1000
+    return window_values(plan, collect_tiles(plan, items, now_s), as_of_ms)
