@@ -3,8 +3,9 @@
 A state is a small list whose first element is the newest event time (epoch ms) folded into it,
 so every served value can carry its event time and age. ``add`` folds one event in place (the
 hot path); ``merge`` combines two partial states into a new one (read time: tiles and per-shard
-partials). Every merge is associative and commutative, and ties are broken on the event id, so
-the result does not depend on the order in which shards, tiles or batches are combined.
+partials). Every merge is associative and commutative, sums are exact (``Sum``), and ties are
+broken on the event id, so the result does not depend on the order in which shards, tiles or
+batches are combined.
 
 States are stored as JSON (``dump``/``load``); ``last`` and ``last_n`` keep values as given.
 
@@ -119,20 +120,83 @@ class Count(_JsonState):
         return step
 
 
+def exact(value: int | float) -> tuple[int, int]:
+    """``(m, e)`` with ``value == m * 2**e`` exactly, ``e <= 0`` (every finite double is one)."""
+    if type(value) is int:
+        return value, 0
+    numerator, denominator = value.as_integer_ratio()  # the denominator is a power of two
+    return numerator, 1 - denominator.bit_length()
+
+
+def add_exact(state: State, value: int | float, at: int = 1) -> None:
+    """Add ``value`` exactly to the sum ``m * 2**e`` held in ``state[at]``, ``state[at + 1]``."""
+    m, e = exact(value)
+    held = state[at + 1]
+    if e >= held:
+        state[at] += m << (e - held)
+    else:
+        state[at] = (state[at] << (held - e)) + m
+        state[at + 1] = e
+
+
+def merge_exact(left: State, right: State, at: int = 1) -> tuple[int, int]:
+    lm, le, rm, re = left[at], left[at + 1], right[at], right[at + 1]
+    return (lm + (rm << (re - le)), le) if re >= le else ((lm << (le - re)) + rm, re)
+
+
+def canonical_exact(m: int, e: int) -> tuple[int, int]:
+    """The one ``(m, e)`` of a value: ``e == 0``, or ``e < 0`` and ``m`` odd."""
+    if m == 0:
+        return 0, 0
+    shift = min((m & -m).bit_length() - 1, -e)
+    return m >> shift, e + shift
+
+
+def exact_to_float(m: int, e: int) -> float | None:
+    """``m * 2**e`` correctly rounded (Python's int division is); None beyond the double
+    range, which no JSON answer or Parquet column can carry."""
+    try:
+        return m / (1 << -e) if e < 0 else float(m)
+    except OverflowError:
+        return None
+
+
 class Sum(_JsonState):
+    """An exact sum: ``[time, m, e]`` holds ``m * 2**e``, the sum of the values with no rounding.
+
+    Floating-point addition is not associative, so a rounded running sum would depend on how
+    events were batched, on the order in which shards' partials or tiles are merged, and on the
+    engine (Lambda, DuckDB, Spark). An exact sum is the same whatever the grouping; the served
+    value is rounded once, at read time. ``floating``: the field is a double, served as a float
+    (an int field's sum stays an int).
+    """
+
+    def __init__(self, floating: bool = False) -> None:
+        self.floating = floating
+
     def empty(self) -> State:
-        return [0, 0]
+        return [0, 0, 0]
 
     def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
-        state[1] += value
+        add_exact(state, value)
         if time_ms > state[0]:
             state[0] = time_ms
 
     def merge(self, left: State, right: State) -> State:
-        return [max(left[0], right[0]), left[1] + right[1]]
+        return [max(left[0], right[0]), *merge_exact(left, right)]
 
     def result(self, state: State) -> Any:
-        return state[1]
+        if state[2] == 0 and not self.floating:
+            return state[1]
+        return exact_to_float(state[1], state[2])
+
+    def dump(self, state: State) -> Any:
+        return [state[0], *canonical_exact(state[1], state[2])]
+
+    def load(self, data: Any) -> State:
+        if len(data) == 2:  # written before sums were exact: [time, rounded sum]
+            return [data[0], *exact(data[1])]
+        return list(data)
 
     def fold_step(self, name: str, field: str | None) -> Step:
         if field is None:
@@ -143,32 +207,59 @@ class Sum(_JsonState):
             value = payload.get(field)
             if value is None:
                 return
+            if type(value) is int:
+                m, e = value, 0
+            else:
+                m, denominator = value.as_integer_ratio()
+                e = 1 - denominator.bit_length()
             state = states.get(name)
             if state is None:
-                states[name] = [time_ms if time_ms > 0 else 0, 0 + value]
+                states[name] = [time_ms if time_ms > 0 else 0, m, e]
+                return
+            held = state[2]
+            if e >= held:
+                state[1] += m << (e - held)
             else:
-                state[1] += value
-                if time_ms > state[0]:
-                    state[0] = time_ms
+                state[1] = (state[1] << (held - e)) + m
+                state[2] = e
+            if time_ms > state[0]:
+                state[0] = time_ms
 
         return step
 
 
 class Mean(_JsonState):
+    """``[time, m, e, n]``: the exact sum ``m * 2**e`` of ``n`` values (see ``Sum``); the
+    mean is rounded once, at read time."""
+
     def empty(self) -> State:
-        return [0, 0, 0]
+        return [0, 0, 0, 0]
 
     def add(self, state: State, value: Any, time_ms: int, event_id: str) -> None:
-        state[1] += value
-        state[2] += 1
+        add_exact(state, value)
+        state[3] += 1
         if time_ms > state[0]:
             state[0] = time_ms
 
     def merge(self, left: State, right: State) -> State:
-        return [max(left[0], right[0]), left[1] + right[1], left[2] + right[2]]
+        return [max(left[0], right[0]), *merge_exact(left, right), left[3] + right[3]]
 
     def result(self, state: State) -> Any:
-        return state[1] / state[2] if state[2] else None
+        m, e, n = state[1], state[2], state[3]
+        if not n:
+            return None
+        try:  # int division is correctly rounded: one rounding of the exact mean
+            return m / (n << -e) if e < 0 else (m << e) / n
+        except OverflowError:
+            return None
+
+    def dump(self, state: State) -> Any:
+        return [state[0], *canonical_exact(state[1], state[2]), state[3]]
+
+    def load(self, data: Any) -> State:
+        if len(data) == 3:  # written before sums were exact: [time, rounded sum, n]
+            return [data[0], *exact(data[1]), data[2]]
+        return list(data)
 
 
 class _Extreme(_JsonState):
@@ -355,10 +446,11 @@ def is_json_state(aggregator: Aggregator) -> bool:
     return dump is _JsonState.dump
 
 
-def aggregator_for(aggregation: Aggregation, size: int = 0) -> Aggregator:
+def aggregator_for(aggregation: Aggregation, size: int = 0, floating: bool = False) -> Aggregator:
+    """``floating``: the aggregated field is a double (a sum of it is served as a float)."""
     simple: dict[Aggregation, Aggregator] = {
         Aggregation.COUNT: Count(),
-        Aggregation.SUM: Sum(),
+        Aggregation.SUM: Sum(floating),
         Aggregation.MEAN: Mean(),
         Aggregation.MIN: Min(),
         Aggregation.MAX: Max(),

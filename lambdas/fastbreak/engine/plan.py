@@ -20,6 +20,7 @@ from fastbreak.definitions.model import (
     DefinitionError,
     Feature,
     FeatureGroup,
+    FieldType,
     Window,
     WindowKind,
 )
@@ -49,6 +50,7 @@ FUTURE_TOLERANCE_SECONDS = 5 * 60
 # must stay well inside it even at its worst (every tile kept, every sketch dense), keys,
 # marks and attribute names included.
 GROUP_ITEM_BUDGET_BYTES = 300 * 1024
+DOUBLE = FieldType.DOUBLE
 
 @dataclass(frozen=True)
 class Slot:
@@ -228,7 +230,7 @@ def compile_plan(catalog: Catalog) -> Plan:
     groups: dict[str, GroupPlan] = {}
     routes: dict[str, list[Route]] = {}
     for group in catalog.groups:
-        plan = _compile_group(group, sharded=group.entity != catalog.partition_entity)
+        plan = _compile_group(catalog, group, sharded=group.entity != catalog.partition_entity)
         groups[group.name] = plan
         for event_type in group.sources:
             sections = tuple(
@@ -250,13 +252,15 @@ def compile_plan(catalog: Catalog) -> Plan:
     return Plan(groups, {name: tuple(found) for name, found in routes.items()})
 
 
-def _compile_group(group: FeatureGroup, sharded: bool) -> GroupPlan:
+def _compile_group(catalog: Catalog, group: FeatureGroup, sharded: bool) -> GroupPlan:
     slots_by_tile: dict[int, dict[str, Slot]] = {}
     retention: dict[int, int] = {}
     served: list[ServedFeature] = []
     has_kickoff = False
     for feature in group.features:
-        aggregator = aggregator_for(feature.aggregation, feature.size)
+        aggregator = aggregator_for(
+            feature.aggregation, feature.size, _field_type(catalog, group, feature) is DOUBLE
+        )
         slot = Slot(
             feature.name, aggregator, feature.field, frozenset(feature.events or group.sources)
         )
@@ -285,6 +289,17 @@ def _compile_group(group: FeatureGroup, sharded: bool) -> GroupPlan:
     if not sharded:
         _check_item_size(plan)
     return plan
+
+
+def _field_type(catalog: Catalog, group: FeatureGroup, feature: Feature) -> FieldType | None:
+    """The type of the feature's field (``Catalog.validate``: one type per field name)."""
+    if feature.field is None:
+        return None
+    for source in feature.events or group.sources:
+        declared = catalog.latest(source).field_named(feature.field)
+        if declared is not None:
+            return declared.type
+    return None
 
 
 def max_group_item_bytes(plan: GroupPlan) -> int:
