@@ -68,6 +68,6 @@ def _decode(processor: StreamProcessor, record: StreamRecord) -> Event:
     assert not isinstance(source, Exception)
     decoded = user_records(source)  # type: ignore[arg-type]
     assert isinstance(decoded, list)
-    event = processor.validator.validate(decoded[0])
+    event = processor.admission.validator.validate(decoded[0])
     assert isinstance(event, Event)
     return event

@@ -149,7 +149,7 @@ def _user_records(processor: Any, raw: dict[str, Any]) -> list[Event | Rejection
     assert isinstance(source, SourceRecord)
     decoded = user_records(source)
     assert isinstance(decoded, list)
-    return [processor.validator.validate(record) for record in decoded]
+    return [processor.admission.validator.validate(record) for record in decoded]
 
 
 def _remembered_ids(table: MemoryDynamoDB) -> set[int]:

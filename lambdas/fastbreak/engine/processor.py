@@ -31,6 +31,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from fastbreak.definitions.model import Catalog
+from fastbreak.engine.admission import Admission
 from fastbreak.engine.fold import ItemFold, Tiles
 from fastbreak.engine.hll import hash64
 from fastbreak.engine.layout import (
@@ -64,11 +65,10 @@ from fastbreak.engine.plan import (
     compile_plan,
 )
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
-from fastbreak.engine.reference import Enricher
 from fastbreak.engine.rejections import Reason, Rejection
 from fastbreak.engine.sinks import ObjectSink
 from fastbreak.engine.timestamps import format_ms
-from fastbreak.engine.validation import Event, EventValidator
+from fastbreak.engine.validation import Event
 
 _NOTHING_APPLIED: Position = (-1, -1)
 # DynamoDB's item limit (names and values, UTF-8). Group items are sized at synth to stay far
@@ -98,9 +98,7 @@ def _encode(document: Any) -> str:
 class ProcessorSettings:
     quarantine_prefix: str = "quarantine/"
     feature_log_prefix: str = "features/"
-    # Producers' clocks drift; an event further ahead of its arrival than this is refused,
-    # so one bad clock cannot open tiles in the future.
-    future_tolerance_ms: int = FUTURE_TOLERANCE_SECONDS * 1000
+    future_tolerance_ms: int = FUTURE_TOLERANCE_SECONDS * 1000  # see ``Admission``
 
 
 @dataclass
@@ -199,11 +197,10 @@ class StreamProcessor:
         self.store = store
         self.sink = sink
         self.plan: Plan = compile_plan(catalog)
-        self.validator = EventValidator(catalog)
-        self.enricher = Enricher(catalog)
+        self.settings = settings or ProcessorSettings()
+        self.admission = Admission(catalog, self.settings.future_tolerance_ms)
         # tile start (epoch s) -> its key in an item's state; refilled per batch
         self._tile_keys: dict[int, str] = {}
-        self.settings = settings or ProcessorSettings()
         self.clock_ms = clock_ms
 
     # ---- the batch -----------------------------------------------------------------------
@@ -244,19 +241,10 @@ class StreamProcessor:
             _count_invalid(result, decoded.reason)
             routed.append(_Routed(decoded.reason, decoded.message, source))
             return
-        validate = self.validator.validate
-        horizon = source.arrival_ms + self.settings.future_tolerance_ms
+        admit = self.admission.admit
         for record in decoded:
             result.records_in += 1
-            try:
-                outcome = validate(record)
-            except Exception as error:  # a bug must not block the shard: keep the record
-                outcome = Rejection(Reason.UNPROCESSABLE, f"{type(error).__name__}: {error}")
-            if isinstance(outcome, Event) and outcome.time_ms > horizon:
-                outcome = Rejection(
-                    Reason.EVENT_TIME_IN_FUTURE,
-                    "event_time is more than 5 minutes after the record reached Kinesis",
-                )
+            outcome = admit(record)
             if isinstance(outcome, Rejection):
                 _count_invalid(result, outcome.reason)
                 routed.append(
@@ -264,8 +252,6 @@ class StreamProcessor:
                             record.payload)
                 )
             else:
-                if self.enricher.applies_to(outcome.event_type):
-                    self.enricher.enrich(outcome.event_type, outcome.payload)
                 result.records_valid += 1
                 events.append(outcome)
 

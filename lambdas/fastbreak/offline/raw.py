@@ -23,7 +23,14 @@ has none).
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastbreak.definitions.model import Catalog, FieldType
+from fastbreak.engine.records import UserRecord
+from fastbreak.engine.rejections import Rejection
+from fastbreak.engine.timestamps import format_ms
+from fastbreak.engine.validation import Event
 
 STR, INT, TIMESTAMP = FieldType.STRING, FieldType.INT, FieldType.TIMESTAMP
 
@@ -41,3 +48,41 @@ METADATA_COLUMNS: tuple[tuple[str, FieldType], ...] = (
 def raw_columns(catalog: Catalog) -> list[tuple[str, FieldType]]:
     """The raw table's columns: envelope, payload fields, then ``METADATA_COLUMNS``."""
     return [*catalog.offline_columns(), *METADATA_COLUMNS]
+
+
+def raw_row(record: UserRecord, outcome: Event | Rejection) -> dict[str, Any]:
+    """One row of the raw table, JSON-ready (timestamps in the envelope's ISO-8601 form), for
+    a user record and what ``fastbreak.engine.admission.Admission`` made of it."""
+    source = record.source
+    metadata: dict[str, Any] = {
+        "kinesis_shard_id": source.shard_id,
+        "kinesis_sequence_number": source.sequence_number,
+        "kinesis_sub_sequence": record.sub_index,
+        "kinesis_partition_key": source.partition_key,
+        "kinesis_arrival_time": format_ms(source.arrival_ms),
+    }
+    if isinstance(outcome, Event):
+        return {
+            "event_type": outcome.event_type,
+            "schema_version": _schema_version(record.payload),
+            "event_id": outcome.event_id,
+            "event_time": format_ms(outcome.time_ms),
+            **outcome.payload,
+            **metadata,
+            "rejection": None,
+            "raw_payload": None,
+        }
+    return {
+        **metadata,
+        "rejection": outcome.reason.value,
+        "raw_payload": record.payload.decode("utf-8", "backslashreplace"),
+    }
+
+
+def _schema_version(payload: bytes) -> int | None:
+    """The version the producer wrote (the payload columns hold the upcast event)."""
+    try:
+        version = json.loads(payload).get("schema_version")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return version if type(version) is int else None
