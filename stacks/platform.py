@@ -35,7 +35,7 @@ def build_platform(
     # that could outgrow DynamoDB's limit, say) fails the synth instead, naming the group.
     compile_plan(catalog)
     check_against_catalog(settings, catalog)
-    prefix = f"Fastbreak-{settings.env_name}"
+    prefix = settings.name_prefix
     storage = StorageStack(
         app, f"{prefix}-Storage", settings=settings, catalog=catalog, env=env,
         termination_protection=settings.is_production,

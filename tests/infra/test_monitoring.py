@@ -62,7 +62,8 @@ def test_dashboard_is_created(dev: SynthesizedPlatform) -> None:
 
 
 def test_paging_subscriptions_come_from_configuration(stack: cdk.Stack) -> None:
-    Monitoring(stack, "Monitoring", name_prefix="Test", page_emails=["oncall@example.com"],
+    Monitoring(stack, "Monitoring", name_prefix="Test", environment="test",
+               page_emails=["oncall@example.com"],
                page_https_endpoints=["https://pager.example.com/hook"])
     template = cdk.assertions.Template.from_stack(stack)
     protocols = sorted(s["Properties"]["Protocol"]

@@ -9,7 +9,7 @@ import pytest
 
 from fastbreak.definitions import CATALOG
 from stacks.settings import DEFAULTS, SettingsError, check_against_catalog, load_settings
-from tests.infra.conftest import CDK_CONTEXT, REPO
+from tests.infra.conftest import CDK_CONTEXT, REPO, environments
 
 ENVIRONMENTS = CDK_CONTEXT["fastbreak"]["environments"]
 
@@ -21,7 +21,7 @@ def test_dev_gets_the_kit_defaults() -> None:
 
 
 def test_prod_overrides_only_what_it_names() -> None:
-    settings = load_settings("prod", ENVIRONMENTS)
+    settings = load_settings("prod", environments())
     assert settings.get("stream.retention_hours") == 168
     assert settings.get("stream.mode") == "on_demand"
 

@@ -42,16 +42,19 @@ def test_mapping_keeps_per_shard_order_by_default(dev: SynthesizedPlatform) -> N
     assert props["MaximumBatchingWindowInSeconds"] == 1
 
 
-def test_failed_batches_go_to_the_on_failure_queue(dev: SynthesizedPlatform) -> None:
+def test_failed_batches_go_to_the_storage_stacks_on_failure_queue(
+    dev: SynthesizedPlatform,
+) -> None:
     destination = mapping(dev)["DestinationConfig"]["OnFailure"]["Destination"]
-    queue_id = logical_id(dev.processing, "AWS::SQS::Queue")
-    assert destination == {"Fn::GetAtt": [queue_id, "Arn"]}
+    queue_id = logical_id(dev.storage, "AWS::SQS::Queue")
+    assert queue_id in destination["Fn::ImportValue"]
+    assert queue_id.startswith("FailedBatchesQueue")
 
 
 def test_on_failure_queue_is_kms_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
-    queue = only(dev.processing, "AWS::SQS::Queue")["Properties"]
+    queue = only(dev.storage, "AWS::SQS::Queue")["Properties"]
     assert "KmsMasterKeyId" in queue
-    policy = only(dev.processing, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
+    policy = only(dev.storage, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
     assert any(
         statement["Effect"] == "Deny"
         and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -86,9 +89,11 @@ def test_processor_memory_timeout_and_concurrency_are_set(dev: SynthesizedPlatfo
 def test_processor_logs_to_its_own_encrypted_group_with_retention(
     dev: SynthesizedPlatform,
 ) -> None:
-    props = processor(dev)
-    group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
-    group = dev.processing.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
+    export = processor(dev)["LoggingConfig"]["LogGroup"]["Fn::ImportValue"]
+    (group_id,) = [logical for logical in dev.storage.find_resources("AWS::Logs::LogGroup")
+                   if logical.startswith("ProcessorLogs")]
+    group = dev.storage.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
+    assert f"Ref{group_id}" in export
     assert group["RetentionInDays"] == 30
     assert "KmsKeyId" in group
 
@@ -121,14 +126,16 @@ def test_roles_attach_no_aws_managed_policies(dev: SynthesizedPlatform) -> None:
     ("props", "message"),
     [
         ({"parallelization_factor": 11}, "'parallelization_factor' must be within 1..10"),
-        ({"max_retry_attempts": -1}, "'max_retry_attempts' must be bounded"),
+        ({"retry_attempts": -1}, "'retry_attempts' must be bounded"),
+        ({"max_record_age": None}, "'max_record_age' must be set"),
     ],
 )
 def test_unsafe_mapping_props_are_refused(stack: cdk.Stack, props: dict, message: str) -> None:
     key = kms.Key(stack, "Key", enable_key_rotation=True)
     stream = kinesis.Stream(stack, "Stream")
     with pytest.raises(ConstructPropsError, match=message):
-        StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key, **props)
+        StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key,
+                        event_source_props=props)
 
 
 def test_processor_may_only_call_what_the_engine_calls_on_the_table(
