@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import importlib
 import json
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
 
 from constructs_lib import ConstructPropsError, StreamProcessor
 from constructs_lib.powertools_function import POWERTOOLS_LAYER_VERSION, POWERTOOLS_VERSION
@@ -150,3 +155,72 @@ def test_processor_may_only_call_what_the_engine_calls_on_the_table(
         if action.startswith("dynamodb:")
     }
     assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
+
+
+def processor_under_test(stack: cdk.Stack, **props: Any) -> StreamProcessor:
+    stream = kinesis.Stream(stack, "Stream")
+    if "existing_log_group" not in props:
+        props["log_key"] = kms.Key(stack, "Key", enable_key_rotation=True)
+    return StreamProcessor(stack, "Processor", stream=stream, environment={}, **props)
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"event_source_props": {"bisect_batch_on_error": False}},
+         "'bisect_batch_on_error' is enforced"),
+        ({"event_source_props": {"report_batch_item_failures": False}},
+         "'report_batch_item_failures' is enforced"),
+        ({"function_props": {"tracing": lambda_.Tracing.DISABLED}}, "'tracing' is enforced"),
+        ({"queue_props": {"enforce_ssl": False}}, "'enforce_ssl' is enforced"),
+        ({"deployment": "all_at_twice"}, "'deployment' must be one of all_at_once"),
+    ],
+)
+def test_forbidden_processor_props_are_refused_naming_the_prop(
+    stack: cdk.Stack, props: dict[str, Any], message: str,
+) -> None:
+    with pytest.raises(ConstructPropsError, match=message):
+        processor_under_test(stack, **props)
+
+
+def test_existing_queue_and_queue_props_together_are_refused(stack: cdk.Stack) -> None:
+    queue = sqs.Queue(stack, "Existing", enforce_ssl=True)
+    with pytest.raises(ConstructPropsError,
+                       match="either 'existing_on_failure_queue' or 'queue_props'"):
+        processor_under_test(stack, existing_on_failure_queue=queue,
+                             queue_props={"retention_period": cdk.Duration.days(4)})
+
+
+def test_existing_log_group_and_a_log_key_together_are_refused(stack: cdk.Stack) -> None:
+    group = logs.LogGroup.from_log_group_name(stack, "Group", "processor")
+    key = kms.Key(stack, "OtherKey", enable_key_rotation=True)
+    with pytest.raises(ConstructPropsError, match="either 'existing_log_group' or 'log_key'"):
+        processor_under_test(stack, existing_log_group=group, log_key=key)
+
+
+def test_standalone_processor_builds_its_own_queue_and_log_group(stack: cdk.Stack) -> None:
+    processor_under_test(stack, event_source_props={"batch_size": 500},
+                         function_props={"memory_size": 2048})
+    template = Template.from_stack(stack)
+    mapping_props = only(template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping_props["BatchSize"] == 500
+    assert mapping_props["BisectBatchOnFunctionError"] is True
+    assert only(template, "AWS::Lambda::Function")["Properties"]["MemorySize"] == 2048
+    queue_id = logical_id(template, "AWS::SQS::Queue")
+    assert mapping_props["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": [queue_id, "Arn"]}
+    only(template, "AWS::Logs::LogGroup")
+
+
+def test_processor_sends_failure_records_with_exact_key_actions(
+    dev: SynthesizedPlatform,
+) -> None:
+    actions = {
+        action
+        for policy in dev.processing.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str)
+                       else statement["Action"])
+    }
+    assert "sqs:SendMessage" in actions
+    assert not {action for action in actions if action.startswith("kms:") and "*" in action}
