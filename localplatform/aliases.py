@@ -3,7 +3,9 @@ invoke, resolved to a published version, or split between two while a deployment
 traffic (the alias's routing configuration).
 
 Each invocation goes to one version; the split follows the weight exactly over every run of
-invocations (a credit counter, not a coin), so a drill is the same on every run. Recorded as
+invocations (a credit counter, not a coin), so a drill is the same on every run, and the first
+invocation after a shift goes to the new version: a quiet function (a Kinesis mapping invokes
+about once a second per shard) still tries it early in a short canary. Recorded as
 Lambda records an alias: ``AWS/Lambda`` Invocations and Errors by ``FunctionName`` and
 ``Resource`` (``function:alias``), and by ``ExecutedVersion`` too.
 """
@@ -50,6 +52,7 @@ class LocalAlias:
         """Send ``weight`` (0..1) of the invocations to ``version``, the rest to the current."""
         with self._lock:
             self.routing = (version, weight)
+            self._credit = 1.0 - weight
 
     def point_to(self, version: str) -> None:
         """All traffic to ``version``: a deployment's last step, or its rollback."""

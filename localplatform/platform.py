@@ -129,9 +129,11 @@ class LocalPlatform:
             function = self.functions[spec.name] = LocalFunction(spec, self.metrics, log_dir)
             self.invokers[spec.name] = self.invokers[spec.arn] = function
             by_logical_id[stack.name, logical_id] = function
-        # Each alias starts on the version the template publishes, served by the function.
+        # Each alias starts on the version the template publishes (the first: "1"), served by
+        # the function itself.
         for stack, logical_id, resource in deployment.each("AWS::Lambda::Alias"):
             function = by_logical_id[stack.name, resource["Properties"]["FunctionName"]["Ref"]]
+            function.spec = replace(function.spec, version="1")
             alias = LocalAlias(resource["Properties"]["Name"], "1", function, self.metrics)
             self.aliases[alias.qualified_name] = alias
             self.invokers[alias.qualified_name] = self.invokers[alias.arn] = alias
