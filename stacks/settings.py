@@ -323,8 +323,13 @@ def _check_relations(settings: Settings) -> None:
         raise SettingsError(f"{where}: setting 'api.throttle_burst' is too small for the rate")
     _check_processor_concurrency(settings, where)
     _check_provisioned_concurrency(settings, where)
+
+
+def check_deployable(settings: Settings) -> None:
+    """What a deployable environment needs beyond valid values (checked at synth, not when
+    tools such as the cost model read the settings): prod pages must reach someone."""
     if settings.is_production:
-        _check_paging(settings, where)
+        _check_paging(settings, f"environment '{settings.env_name}'")
 
 
 def planned_shards(settings: Settings) -> tuple[int, str]:

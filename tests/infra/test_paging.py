@@ -15,7 +15,7 @@ import pytest
 from aws_cdk import aws_sns as sns
 
 from constructs_lib import ConstructPropsError, Monitoring
-from stacks.settings import SettingsError, load_settings
+from stacks.settings import SettingsError, check_deployable, load_settings
 from tests.infra.conftest import CDK_CONTEXT, REPO, SynthesizedPlatform, environments
 from tests.infra.template_queries import only
 
@@ -124,8 +124,9 @@ def test_prod_without_a_subscriber_or_runbook_url_is_refused_naming_the_setting(
         key: value for key, value in envs["prod"]["monitoring"].items()
         if key not in ("page_emails", "runbook_base_url")
     } | monitoring
+    settings = load_settings("prod", envs)  # valid values: tools may read them
     with pytest.raises(SettingsError, match=message):
-        load_settings("prod", envs)
+        check_deployable(settings)
 
 
 def test_an_existing_pager_topic_counts_as_a_subscriber() -> None:
@@ -134,7 +135,9 @@ def test_an_existing_pager_topic_counts_as_a_subscriber() -> None:
         "page_topic_arn": "arn:aws:sns:us-east-1:123456789012:org-pager",
         "runbook_base_url": "https://example.com/repo",
     }
-    assert load_settings("prod", envs).get("monitoring.page_topic_arn").endswith(":org-pager")
+    settings = load_settings("prod", envs)
+    check_deployable(settings)
+    assert settings.get("monitoring.page_topic_arn").endswith(":org-pager")
 
 
 def test_cdk_synth_of_prod_as_shipped_fails_naming_the_paging_setting() -> None:
