@@ -30,7 +30,7 @@ class OnlineStore(Construct):
     """Exposes ``table`` and ``key`` (None when an existing table is passed in).
 
     ``dynamodb.Table`` rather than ``TableV2``: TableV2 synthesizes a GlobalTable, which the
-    embedded local platform's CloudFormation cannot create (ARCHITECTURE.md section 6).
+    embedded local platform's CloudFormation (moto's) cannot create.
     """
 
     def __init__(

@@ -369,10 +369,16 @@ def _print(lines: list[Line], total: float, traffic: Traffic, args: Any, measure
     table.add_row("total", f"{total:,.2f}", "")
     console = Console(width=120)
     console.print(table)
-    console.print(f"prices: {args.prices} (recorded {prices.recorded}); measured ratios: "
-                  f"{args.bench_results}; assumed: DynamoDB round trip {args.dynamodb_ms:g} ms, "
+    console.print(f"prices: {_shown(args.prices)} (recorded {prices.recorded}); measured "
+                  f"ratios: {_shown(args.bench_results)}; assumed: DynamoDB round trip "
+                  f"{args.dynamodb_ms:g} ms, "
                   f"{args.online_store_gb:g} GB stored, {args.log_bytes:g} log bytes per "
                   "invocation")
+
+
+def _shown(path: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def _log_retention(value: Any) -> str | None:
     return None
 
 
-# The limits are AWS's (ARCHITECTURE.md section 3) or the kit's, where noted.
+# The limits are AWS's (its service quotas and API limits) or the kit's, where noted.
 RULES: dict[str, Callable[[Any], str | None]] = {
     "stream.mode": _one_of("on_demand", "provisioned"),
     "stream.shard_count": _int_range(1, 500),
