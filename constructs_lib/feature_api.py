@@ -36,6 +36,7 @@ from constructs_lib.props import ConstructPropsError, exactly_one, merge_props
 from constructs_lib.safe_deployment import (
     RollbackAlarm,
     SafeDeployment,
+    alias_errors,
     named_deployment_config,
 )
 from constructs_lib.secure_defaults import encrypted_log_group
@@ -248,12 +249,9 @@ class FeatureApi(Construct):
             name_prefix=prefix,
             runbook_base_url=runbook_base_url,
             alarms=[
-                RollbackAlarm(
+                alias_errors(
                     "FeatureApiDeployErrors",
-                    "The live alias of the feature API reader failed invocations.",
-                    self.alias.metric_errors(statistic=cloudwatch.Stats.SUM,
-                                             period=Duration.minutes(1)),
-                    0,
+                    "The live alias of the feature API reader failed invocations.", self.alias,
                 ),
                 RollbackAlarm(
                     "FeatureApiDeployServerErrors",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
@@ -39,6 +39,14 @@ class RollbackAlarm:
     summary: str
     metric: cloudwatch.IMetric
     threshold: float
+
+
+def alias_errors(name: str, summary: str, alias: lambda_.Alias) -> RollbackAlarm:
+    """Rolls back when the alias fails any invocation: a crash, a timeout, out of memory."""
+    return RollbackAlarm(
+        name, summary,
+        alias.metric_errors(statistic=cloudwatch.Stats.SUM, period=Duration.minutes(1)), 0,
+    )
 
 
 class SafeDeployment(Construct):

@@ -14,7 +14,6 @@ from typing import Any
 
 import jsii
 from aws_cdk import Duration, RemovalPolicy, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
@@ -36,8 +35,8 @@ from constructs_lib.nag import acknowledge
 from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.props import ConstructPropsError, exactly_one, merge_props
 from constructs_lib.safe_deployment import (
-    RollbackAlarm,
     SafeDeployment,
+    alias_errors,
     named_deployment_config,
 )
 from constructs_lib.secure_defaults import customer_managed_key
@@ -218,15 +217,10 @@ class StreamProcessor(Construct):
             deployment_config=deployment_config,
             name_prefix=prefix,
             runbook_base_url=runbook_base_url,
-            alarms=[
-                RollbackAlarm(
-                    "ProcessorDeployErrors",
-                    "The live alias of the stream processor failed whole invocations.",
-                    self.alias.metric_errors(statistic=cloudwatch.Stats.SUM,
-                                             period=Duration.minutes(1)),
-                    0,
-                ),
-            ],
+            alarms=[alias_errors(
+                "ProcessorDeployErrors",
+                "The live alias of the stream processor failed whole invocations.", self.alias,
+            )],
         )
         lambda_dlq_reason = (
             "the processor is invoked synchronously by its Kinesis event source mapping; a "
