@@ -59,8 +59,9 @@ class AlarmSpec:
 
 
 class Monitoring(Construct):
-    """Exposes ``page_topic``, ``topic_key`` (None for an existing topic), ``dashboard`` and
-    ``alarms`` (by name).
+    """Exposes ``page_topic``, ``topic_key`` (None for an existing topic), ``dashboard``,
+    ``alarms`` (by name) and ``undelivered_pages`` (the subscriptions' dead-letter queue, None
+    without subscriptions).
 
     ``name_prefix`` names every alarm and the dashboard, and scopes which alarms may publish
     to the page topic: one per environment, so environments cannot page each other.
