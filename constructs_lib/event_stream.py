@@ -10,6 +10,7 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from constructs_lib.defaults import STREAM
 from constructs_lib.nag import acknowledge
 from constructs_lib.props import merge_props
 from constructs_lib.secure_defaults import customer_managed_key
@@ -27,7 +28,7 @@ class EventStream(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        retention: Duration = Duration.hours(24),
+        retention: Duration = STREAM["retention_period"],
         shard_count: int | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
         stream_props: Mapping[str, Any] | None = None,

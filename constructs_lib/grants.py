@@ -15,6 +15,9 @@ TABLE_READ_WRITE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
                                 "kms:GenerateDataKey")
 # SSE-KMS PutObject with a bucket key: a data key to encrypt, Decrypt for multipart parts.
 OBJECT_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# SendMessage to an SSE-KMS queue: a data key to encrypt the message (reused for the queue's
+# data key reuse period), Decrypt to use a cached one.
+QUEUE_SEND_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
 
 def allow_key_use(role: iam.IRole, key: kms.IKey, actions: Sequence[str]) -> None:

@@ -7,10 +7,11 @@ documented reason, and its description links the runbook section in docs/runbook
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -18,15 +19,25 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from constructs_lib.defaults import MONITORING
+from constructs_lib.feature_api import server_error_rate
+from constructs_lib.nag import acknowledge
+from constructs_lib.powertools_function import METRICS_NAMESPACE
+from constructs_lib.props import exactly_one, merge_props
+from constructs_lib.runbooks import runbook_url
 from constructs_lib.secure_defaults import customer_managed_key
+from constructs_lib.stream_processor import SERVICE_NAME as PROCESSOR_SERVICE
 
-RUNBOOK_DOC = "docs/runbooks.md"
+# The dimension every custom metric of the handlers carries (Powertools default dimensions,
+# from FASTBREAK_ENV): one environment's alarms never count another's events.
+ENVIRONMENT_DIMENSION = "environment"
 FIVE_MINUTES = Duration.minutes(5)
 ONE_MINUTE = Duration.minutes(1)
 
@@ -48,7 +59,18 @@ class AlarmSpec:
 
 
 class Monitoring(Construct):
-    """Exposes ``page_topic``, ``topic_key``, ``dashboard`` and ``alarms`` (by name)."""
+    """Exposes ``page_topic``, ``topic_key`` (None for an existing topic), ``dashboard``,
+    ``alarms`` (by name) and ``undelivered_pages`` (the subscriptions' dead-letter queue, None
+    without subscriptions).
+
+    ``name_prefix`` names every alarm and the dashboard, and scopes which alarms may publish
+    to the page topic: one per environment, so environments cannot page each other.
+    ``environment`` is the value of the ``environment`` dimension of the handlers' custom
+    metrics that alarms select on. ``topic_props`` (``sns.Topic``: display name...) or
+    ``existing_page_topic`` (an organisation's pager topic), not both; a new topic is always
+    encrypted with its own key and refuses non-TLS publishers. An existing topic's owner must
+    allow ``cloudwatch.amazonaws.com`` to publish to it (and to use its key).
+    """
 
     def __init__(
         self,
@@ -56,39 +78,24 @@ class Monitoring(Construct):
         construct_id: str,
         *,
         name_prefix: str,
+        environment: str,
         runbook_base_url: str = "",
         page_emails: Sequence[str] = (),
         page_https_endpoints: Sequence[str] = (),
+        topic_props: Mapping[str, Any] | None = None,
+        existing_page_topic: sns.ITopic | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
     ) -> None:
         super().__init__(scope, construct_id)
+        exactly_one("Monitoring", "existing_page_topic", existing_page_topic, "topic_props",
+                    topic_props)
         self._prefix = name_prefix
-        self._runbook_base_url = runbook_base_url.rstrip("/")
-        self.topic_key = customer_managed_key(
-            self,
-            "TopicKey",
-            description="Fastbreak: encrypts the on-call page topic",
-            removal_policy=removal_policy,
-        )
-        # CloudWatch publishes alarm notifications; it needs the key to encrypt them.
-        self.topic_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],
-            )
-        )
-        self.page_topic = sns.Topic(
-            self,
-            "PageTopic",
-            display_name=f"{name_prefix} on-call pages",
-            master_key=self.topic_key,
-            enforce_ssl=True,
-        )
-        for email in page_emails:
-            self.page_topic.add_subscription(subscriptions.EmailSubscription(email))
-        for url in page_https_endpoints:
-            self.page_topic.add_subscription(subscriptions.UrlSubscription(url))
+        self._environment = environment
+        self._runbook_base_url = runbook_base_url
+        self.topic_key: kms.Key | None = None
+        if existing_page_topic is None:
+            existing_page_topic = self._page_topic(topic_props, removal_policy)
+        self.page_topic: sns.ITopic = existing_page_topic
         self.dashboard = cloudwatch.Dashboard(
             self,
             "Dashboard",
@@ -97,10 +104,115 @@ class Monitoring(Construct):
         )
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self._page = actions.SnsAction(self.page_topic)
+        self.undelivered_pages: sqs.Queue | None = None
+        if page_emails or page_https_endpoints:
+            self.undelivered_pages = self._undelivered_pages_queue(removal_policy)
+        for email in page_emails:
+            self.page_topic.add_subscription(subscriptions.EmailSubscription(
+                email, dead_letter_queue=self.undelivered_pages))
+        for url in page_https_endpoints:
+            self.page_topic.add_subscription(subscriptions.UrlSubscription(
+                url, dead_letter_queue=self.undelivered_pages))
+        if self.undelivered_pages is not None:
+            self._add_alarms(AlarmSpec(
+                "PagesUndelivered", "pages-undelivered",
+                "SNS could not deliver a page to a subscriber (a pager endpoint refused it or "
+                "an address bounced) after its retries; the page is kept in the undelivered "
+                "pages queue.",
+                self.undelivered_pages.metric_approximate_number_of_messages_visible(
+                    statistic="Maximum", period=ONE_MINUTE),
+                0, evaluation_periods=1, datapoints_to_alarm=1,
+            ))
+
+    def _undelivered_pages_queue(self, removal_policy: RemovalPolicy) -> sqs.Queue:
+        """Where SNS keeps a page it could not deliver: without it a page that bounces is
+        gone. Its own key: SNS must use it, and the topic's key policy cannot name the topic
+        that is encrypted with it (a circular reference)."""
+        key = customer_managed_key(
+            self, "UndeliveredPagesKey",
+            description="Fastbreak: encrypts pages SNS could not deliver",
+            removal_policy=removal_policy,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowThePageTopicToKeepUndeliveredPages",
+                principals=[iam.ServicePrincipal("sns.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"ArnEquals": {"aws:SourceArn": self.page_topic.topic_arn}},
+            )
+        )
+        queue = sqs.Queue(
+            self, "UndeliveredPages",
+            encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+            enforce_ssl=True, retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        reason = (
+            "this queue is itself the dead-letter queue of the page subscriptions; on-call "
+            "reads the undelivered pages from it (docs/runbooks.md#pages-undelivered)"
+        )
+        acknowledge(queue, {"AwsSolutions::AwsSolutions-SQS3": reason,
+                            "Serverless::Serverless-SQSRedrivePolicy": reason})
+        return queue
+
+    def _page_topic(
+        self, topic_props: Mapping[str, Any] | None, removal_policy: RemovalPolicy
+    ) -> sns.Topic:
+        self.topic_key = customer_managed_key(
+            self,
+            "TopicKey",
+            description="Fastbreak: encrypts the on-call page topic",
+            removal_policy=removal_policy,
+        )
+        topic = sns.Topic(
+            self,
+            "PageTopic",
+            **merge_props(
+                "Monitoring",
+                {"display_name": f"{self._prefix} on-call pages"},
+                topic_props,
+                {"master_key": self.topic_key, "enforce_ssl": True},
+            ),
+        )
+        # CloudWatch publishes the alarm notifications, as a service: the topic policy must
+        # allow it, and the key must let it encrypt them. Both only for this environment's
+        # alarms in this account (the confused-deputy conditions).
+        cloudwatch_principal = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        stack = Stack.of(self)
+        from_our_alarms = {
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": stack.format_arn(
+                service="cloudwatch", resource="alarm", resource_name=f"{self._prefix}-*",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )},
+        }
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmsOfThisEnvironment",
+                principals=[cloudwatch_principal],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=from_our_alarms,
+            )
+        )
+        self.topic_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmsOfThisEnvironmentToEncrypt",
+                principals=[cloudwatch_principal],
+                # What the SNS documentation lists for AWS services publishing to a topic
+                # encrypted with a customer-managed key.
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=from_our_alarms,
+            )
+        )
+        return topic
 
     # ---- one method per component --------------------------------------------------------
     def monitor_event_stream(
-        self, stream: kinesis.IStream, *, iterator_age_seconds: int
+        self, stream: kinesis.IStream, *,
+        iterator_age_seconds: int = MONITORING["iterator_age_seconds"],
     ) -> None:
         iterator_age = stream.metric_get_records_iterator_age_milliseconds(
             statistic="Maximum", period=ONE_MINUTE
@@ -148,7 +260,7 @@ class Monitoring(Construct):
         function: lambda_.IFunction,
         on_failure_queue: sqs.IQueue,
         *,
-        iterator_age_seconds: int,
+        iterator_age_seconds: int = MONITORING["iterator_age_seconds"],
     ) -> None:
         errors = function.metric_errors(statistic="Sum", period=ONE_MINUTE)
         throttles = function.metric_throttles(statistic="Sum", period=ONE_MINUTE)
@@ -159,9 +271,10 @@ class Monitoring(Construct):
             statistic="Maximum", period=ONE_MINUTE
         )
         invalid = cloudwatch.Metric(
-            namespace="Fastbreak",
+            namespace=METRICS_NAMESPACE,
             metric_name="RecordsInvalid",
-            dimensions_map={"service": "stream-processor"},
+            dimensions_map={"service": PROCESSOR_SERVICE,
+                            ENVIRONMENT_DIMENSION: self._environment},
             statistic="Sum",
             period=FIVE_MINUTES,
         )
@@ -239,7 +352,8 @@ class Monitoring(Construct):
         )
 
     def monitor_offline_delivery(
-        self, delivery_stream: firehose.IDeliveryStream, *, freshness_seconds: int
+        self, delivery_stream: firehose.IDeliveryStream, *,
+        freshness_seconds: int = MONITORING["firehose_freshness_seconds"],
     ) -> None:
         freshness = delivery_stream.metric(
             "DeliveryToS3.DataFreshness", statistic="Maximum", period=FIVE_MINUTES
@@ -258,17 +372,13 @@ class Monitoring(Construct):
         )
 
     def monitor_feature_api(
-        self, api: apigw.RestApi, *, p99_latency_ms: int, server_error_percent: float
+        self, api: apigw.RestApi, *,
+        p99_latency_ms: int = MONITORING["api_p99_latency_ms"],
+        server_error_percent: float = MONITORING["api_5xx_rate_percent"],
     ) -> None:
         latency = api.metric_latency(statistic="p99", period=ONE_MINUTE)
         requests = api.metric_count(statistic="Sum", period=ONE_MINUTE)
-        server_errors = api.metric_server_error(statistic="Sum", period=ONE_MINUTE)
-        error_rate = cloudwatch.MathExpression(
-            expression="IF(requests > 0, 100 * errors / requests, 0)",
-            using_metrics={"errors": server_errors, "requests": requests},
-            label="5xx rate (%)",
-            period=ONE_MINUTE,
-        )
+        error_rate = server_error_rate(api)
         self._add_alarms(
             AlarmSpec(
                 "FeatureApiServerErrors", "feature-api-server-errors",
@@ -293,13 +403,12 @@ class Monitoring(Construct):
     # ---- shared ---------------------------------------------------------------------------
     def _add_alarms(self, *specs: AlarmSpec) -> None:
         for spec in specs:
-            base = f"{self._runbook_base_url}/" if self._runbook_base_url else ""
-            runbook_url = f"{base}{RUNBOOK_DOC}#{spec.runbook}"
+            link = runbook_url(self._runbook_base_url, spec.runbook)
             alarm = cloudwatch.Alarm(
                 self,
                 spec.name,
                 alarm_name=f"{self._prefix}-{spec.name}",
-                alarm_description=f"{spec.summary} Runbook: {runbook_url}",
+                alarm_description=f"{spec.summary} Runbook: {link}",
                 metric=spec.metric,
                 threshold=spec.threshold,
                 evaluation_periods=spec.evaluation_periods,

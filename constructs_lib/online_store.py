@@ -30,7 +30,7 @@ class OnlineStore(Construct):
     """Exposes ``table`` and ``key`` (None when an existing table is passed in).
 
     ``dynamodb.Table`` rather than ``TableV2``: TableV2 synthesizes a GlobalTable, which the
-    embedded local platform's CloudFormation cannot create (ARCHITECTURE.md section 6).
+    embedded local platform's CloudFormation (moto's) cannot create.
     """
 
     def __init__(
@@ -83,9 +83,10 @@ class OnlineStore(Construct):
             self.table,
             {
                 "NIST.800.53.R5::NIST.800.53.R5-DynamoDBInBackupPlan": (
-                    "point-in-time recovery keeps 35 days of continuous backups, and every "
-                    "feature can be rebuilt from the offline store by a backfill; an AWS Backup "
-                    "plan would add a second copy of derived data"
+                    "point-in-time recovery keeps 35 days of continuous backups that restore "
+                    "the table to any second; the items are derived state (tiles folded from "
+                    "the events, which the offline store keeps as raw Parquet), so a second "
+                    "copy in an AWS Backup vault would only double their storage cost"
                 )
             },
         )

@@ -1,20 +1,24 @@
 """A Python Lambda with the kit's defaults: python3.14 on arm64, the public Powertools layer,
-active tracing, its own encrypted log group, and a role with no AWS-managed policies.
+active tracing, an encrypted log group, a role with no AWS-managed policies, and a ``live``
+alias on a published version for safe deployments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from constructs_lib.defaults import LOG_RETENTION_DAYS
 from constructs_lib.nag import acknowledge
+from constructs_lib.props import ConstructPropsError, merge_props
 from constructs_lib.secure_defaults import encrypted_log_group
 
 LAMBDA_ASSET_DIR = Path(__file__).resolve().parent.parent / "lambdas"
@@ -27,6 +31,9 @@ POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
+METRICS_NAMESPACE = "Fastbreak"
+# The alias every caller invokes; CodeDeploy shifts it from one published version to the next.
+LIVE_ALIAS = "live"
 
 # Keep tests, caches and local tooling out of the asset that is uploaded to Lambda.
 ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.mypy_cache", "**/.pytest_cache"]
@@ -40,7 +47,15 @@ def powertools_layer_arn(region: str) -> str:
 
 
 class PowertoolsFunction(Construct):
-    """Exposes ``function``, ``role`` and ``log_group``."""
+    """Exposes ``function``, ``role``, ``log_group``, ``version`` (the published version of
+    this synth) and ``alias`` (``live``: what event sources, integrations and deployments
+    target).
+
+    ``defaults`` < ``function_props`` < what the kit enforces: the runtime and architecture
+    the Powertools layer is built for, the handler and code, the role, the log group, JSON
+    logs and active tracing. ``log_group`` is an existing group to log to; without one the
+    construct creates a group encrypted with ``log_key``.
+    """
 
     def __init__(
         self,
@@ -48,24 +63,29 @@ class PowertoolsFunction(Construct):
         construct_id: str,
         *,
         handler: str,
-        description: str,
         service_name: str,
         environment: Mapping[str, str],
-        memory_mb: int,
-        timeout: Duration,
-        reserved_concurrency: int,
-        log_key: kms.IKey,
-        log_retention_days: int,
-        removal_policy: RemovalPolicy,
+        reaches: str,
+        defaults: Mapping[str, Any],
+        function_props: Mapping[str, Any] | None = None,
+        log_group: logs.ILogGroup | None = None,
+        log_key: kms.IKey | None = None,
+        log_retention_days: int = LOG_RETENTION_DAYS,
+        provisioned_concurrency: int | None = None,
+        removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group: logs.LogGroup = encrypted_log_group(
-            self,
-            "LogGroup",
-            key=log_key,
-            retention_days=log_retention_days,
-            removal_policy=removal_policy,
-        )
+        construct = f"{service_name} function"
+        if log_group is None:
+            if log_key is None:
+                raise ConstructPropsError(
+                    f"{construct}: pass 'log_key' to encrypt a new log group, or 'log_group'"
+                )
+            log_group = encrypted_log_group(
+                self, "LogGroup", key=log_key, retention_days=log_retention_days,
+                removal_policy=removal_policy,
+            )
+        self.log_group: logs.ILogGroup = log_group
         # An explicit role instead of the L2 default, which attaches the AWS-managed
         # AWSLambdaBasicExecutionRole with logs:* on every log group of the account.
         self.role = iam.Role(
@@ -83,28 +103,36 @@ class PowertoolsFunction(Construct):
         layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "PowertoolsLayer", powertools_layer_arn(Stack.of(self).region)
         )
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=handler,
-            code=lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES),
-            layers=[layer],
-            description=description,
-            memory_size=memory_mb,
-            timeout=timeout,
-            reserved_concurrent_executions=reserved_concurrency,
-            tracing=lambda_.Tracing.ACTIVE,
-            role=self.role,
-            log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            environment={
+        enforced: dict[str, Any] = {
+            # The Powertools layer is built for this runtime and architecture.
+            "runtime": RUNTIME,
+            "architecture": ARCHITECTURE,
+            "handler": handler,
+            "code": lambda_.Code.from_asset(str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES),
+            "layers": [layer],
+            "role": self.role,
+            "log_group": self.log_group,
+            "logging_format": lambda_.LoggingFormat.JSON,
+            "tracing": lambda_.Tracing.ACTIVE,
+            "environment": {
                 "POWERTOOLS_SERVICE_NAME": service_name,
-                "POWERTOOLS_METRICS_NAMESPACE": "Fastbreak",
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
                 **environment,
             },
+        }
+        self.function = lambda_.Function(
+            self, "Function", **merge_props(construct, defaults, function_props, enforced)
+        )
+        # Every synth that changes the code or configuration publishes a new version; the
+        # alias moves to it through the deployment group, never all at once by itself.
+        self.version: lambda_.Version = self.function.current_version
+        self.alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name=LIVE_ALIAS,
+            version=self.version,
+            provisioned_concurrent_executions=provisioned_concurrency or None,
         )
         acknowledge(
             self,
@@ -118,9 +146,9 @@ class PowertoolsFunction(Construct):
                     "function; a customer-managed policy would be attached to nothing else"
                 ),
                 "NIST.800.53.R5::NIST.800.53.R5-LambdaInsideVPC": (
-                    f"{service_name} reaches only Kinesis, DynamoDB, S3 and X-Ray through "
-                    "IAM-authorized AWS endpoints; a VPC would add NAT cost and cold-start time "
-                    "without shielding any private resource"
+                    f"{service_name} reaches only {reaches} through IAM-authorized AWS "
+                    "endpoints; a VPC would add NAT cost and cold-start time without shielding "
+                    "any private resource"
                 ),
             },
         )

@@ -6,12 +6,11 @@ a construct composes them instead of repeating the same dozen properties.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 
@@ -32,7 +31,13 @@ def customer_managed_key(
 def log_encryption_key(
     scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy
 ) -> kms.Key:
-    """A key CloudWatch Logs may use, only for log groups of this account and region."""
+    """A key CloudWatch Logs may use only for this stack's log groups.
+
+    CloudWatch Logs names the log group in the encryption context of every KMS call; that
+    condition is its documented confused-deputy control (it sends no ``aws:SourceArn``).
+    CloudFormation names a log group ``<stack name>-<logical id>-<suffix>`` when the template
+    does not, so the pattern admits exactly the groups of this stack.
+    """
     key = customer_managed_key(
         scope,
         construct_id,
@@ -42,7 +47,9 @@ def log_encryption_key(
     stack = Stack.of(scope)
     key.add_to_resource_policy(
         iam.PolicyStatement(
+            sid="AllowLogGroupsOfThisStack",
             principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+            # The actions the CloudWatch Logs documentation lists for an encrypted log group.
             actions=[
                 "kms:Encrypt*",
                 "kms:Decrypt*",
@@ -53,8 +60,10 @@ def log_encryption_key(
             resources=["*"],
             conditions={
                 "ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": (
-                        f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
+                    "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                        service="logs", resource="log-group",
+                        resource_name=f"{stack.stack_name}-*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
                     )
                 }
             },
@@ -159,19 +168,4 @@ def encrypted_data_bucket(
         server_access_logs_prefix=access_log_prefix,
         lifecycle_rules=lifecycle_rules,
         removal_policy=removal_policy,
-    )
-
-
-def encrypted_queue(
-    scope: Construct, construct_id: str, *, key: kms.IKey, retention: Duration
-) -> sqs.Queue:
-    """A KMS-encrypted, TLS-only queue that keeps messages as long as SQS allows by default."""
-    return sqs.Queue(
-        scope,
-        construct_id,
-        encryption=sqs.QueueEncryption.KMS,
-        encryption_master_key=key,
-        data_key_reuse=Duration.minutes(5),
-        enforce_ssl=True,
-        retention_period=retention,
     )

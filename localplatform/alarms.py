@@ -1,6 +1,6 @@
 """Evaluate the template's CloudWatch alarms and page through its SNS topic.
 
-moto stores alarms but never evaluates them (ARCHITECTURE.md section 6). This evaluator reads
+moto stores alarms but never evaluates them. This evaluator reads
 every ``AWS::CloudWatch::Alarm`` of the templates (single metric or metric math), computes its
 datapoints from the local metric store, applies ``EvaluationPeriods``/``DatapointsToAlarm``/
 ``TreatMissingData`` as CloudWatch does, and on a state change publishes CloudWatch's alarm

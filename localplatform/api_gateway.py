@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from localplatform.deploy import DeployedStack
-from localplatform.lambda_runtime import FunctionError, LocalFunction
+from localplatform.lambda_runtime import FunctionError, Invocable
 from localplatform.metrics import MetricStore
 
 HOST = "127.0.0.1"
@@ -97,7 +97,7 @@ def proxy_event(
 
 class LocalApiGateway:
     def __init__(
-        self, stack: DeployedStack, functions: Mapping[str, LocalFunction], metrics: MetricStore,
+        self, stack: DeployedStack, functions: Mapping[str, Invocable], metrics: MetricStore,
         port: int = 0,
     ) -> None:
         self.routes = routes_from_template(stack)

@@ -17,7 +17,7 @@ from typing import Any
 
 from localplatform.assembly import StackTemplate
 from localplatform.aws_env import ACCOUNT, REGION, client
-from localplatform.intrinsics import Resolver
+from localplatform.intrinsics import Resolver, attribute
 from localplatform.template_prep import PreparedStack, prepare, supported_types
 
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
@@ -107,6 +107,7 @@ def deploy(templates: Sequence[StackTemplate], endpoint_url: str) -> Deployment:
             for summary in page["StackResourceSummaries"]:
                 if summary.get("PhysicalResourceId"):
                     physical_ids[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+        physical_ids.update(_alias_arns(stack, physical_ids))
         created.append((stack, prepared, physical_ids))
     exports = {
         export["Name"]: export.get("Value", "")
@@ -118,6 +119,17 @@ def deploy(templates: Sequence[StackTemplate], endpoint_url: str) -> Deployment:
         for stack, prepared, physical_ids in created
     ]
     return Deployment(endpoint_url, deployed, exports)
+
+
+def _alias_arns(stack: StackTemplate, physical_ids: dict[str, str]) -> dict[str, str]:
+    """What ``Ref`` of a (skipped) alias returns on AWS: the function's ARN qualified by the
+    alias name; the local platform runs the alias (``localplatform.aliases``)."""
+    return {
+        logical_id: attribute("AWS::Lambda::Function",
+                              physical_ids[alias["Properties"]["FunctionName"]["Ref"]], "Arn")
+        + f":{alias['Properties']['Name']}"
+        for logical_id, alias in stack.resources("AWS::Lambda::Alias").items()
+    }
 
 
 def _bootstrap(templates: Sequence[StackTemplate], endpoint_url: str) -> None:

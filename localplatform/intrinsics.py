@@ -106,6 +106,9 @@ class Resolver:
             if function == "Fn::Select":
                 index, items = argument
                 return self.resolve(items)[int(self.resolve(index))]
+            if function == "Fn::Split":
+                separator, text = argument
+                return str(self.resolve(text)).split(separator)
             if function == "Fn::Sub":
                 return self._sub(argument)
             if function.startswith("Fn::"):

@@ -22,7 +22,7 @@ class StreamRecord:
 
     @property
     def sequence(self) -> int:
-        # Compared as integers: they run to 128 digits on AWS (ARCHITECTURE.md section 3).
+        # Compared as integers: they run to 128 digits on AWS.
         return int(self.sequence_number)
 
 

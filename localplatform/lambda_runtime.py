@@ -15,10 +15,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from localplatform import output_capture
 from localplatform.deploy import DeployedStack
@@ -30,6 +30,12 @@ from localplatform.metrics import MetricStore
 _COLD_START_LOCK = threading.Lock()
 
 Fault = Callable[[Mapping[str, Any]], None]
+
+
+class Invocable(Protocol):
+    """What an event source or an integration invokes: a function, or an alias of one."""
+
+    def invoke(self, event: Mapping[str, Any]) -> Any: ...
 
 
 class FunctionError(RuntimeError):
@@ -49,6 +55,7 @@ class FunctionSpec:
     timeout_s: float
     memory_mb: int
     role_arn: str
+    version: str = "$LATEST"
 
     @staticmethod
     def from_template(stack: DeployedStack, logical_id: str) -> FunctionSpec:
@@ -71,7 +78,7 @@ class LambdaContext:
 
     def __init__(self, spec: FunctionSpec, deadline: float) -> None:
         self.function_name = spec.name
-        self.function_version = "$LATEST"
+        self.function_version = spec.version
         self.invoked_function_arn = spec.arn
         self.memory_limit_in_mb = spec.memory_mb
         self.aws_request_id = str(uuid.uuid4())
@@ -87,7 +94,9 @@ class LocalFunction:
     def __init__(self, spec: FunctionSpec, metrics: MetricStore, log_dir: Path) -> None:
         self.spec = spec
         self.metrics = metrics
-        self.log_path = log_dir / f"{spec.name}.log"
+        self.log_dir = log_dir
+        suffix = "" if spec.version == "$LATEST" else f"-v{spec.version}"
+        self.log_path = log_dir / f"{spec.name}{suffix}.log"
         self._log_lock = threading.Lock()
         self._handler: Callable[[Any, Any], Any] | None = None
         self._warm = False
@@ -96,6 +105,18 @@ class LocalFunction:
         # Set by benchmarks: given the handler's module right after a cold start's import,
         # e.g. to call its ``configure`` with other clients.
         self.on_cold_start: Callable[[ModuleType], None] | None = None
+        self._base: LocalFunction | None = None  # the function a published version is of
+
+    def published(self, version: str) -> LocalFunction:
+        """A published version of this function: the same code in an execution environment
+        of its own. The handler module is shared with this one (one process cannot import two
+        copies of it), so versions differ only by what a drill injects (``fault``)."""
+        published = LocalFunction(replace(self.spec, version=version), self.metrics,
+                                  self.log_dir)
+        published._handler = self._handler
+        published.on_cold_start = self.on_cold_start
+        published._base = self
+        return published
 
     def invoke(self, event: Mapping[str, Any]) -> Any:
         dimensions = {"FunctionName": self.spec.name}
@@ -134,7 +155,12 @@ class LocalFunction:
     def _load(self) -> Callable[[Any, Any], Any]:
         """The handler of a fresh execution environment: a module imported by an earlier
         platform in this process (tests start several) is re-executed, so that its clients and
-        caches from the cold start are this deployment's."""
+        caches from the cold start are this deployment's. A published version takes its
+        function's handler (re-executing the module would reset the other version's state)."""
+        if self._base is not None:
+            if self._base._handler is None:
+                self._base._handler = self._base._load()
+            return self._base._handler
         module_name, _, attribute_name = self.spec.handler.rpartition(".")
         module = sys.modules.get(module_name)
         module = importlib.reload(module) if module else importlib.import_module(module_name)

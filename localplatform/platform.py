@@ -18,15 +18,17 @@ from typing import Any
 
 from localplatform import moto_fixes, output_capture
 from localplatform.alarms import AlarmEvaluator, template_alarms
+from localplatform.aliases import LocalAlias
 from localplatform.api_gateway import LocalApiGateway
 from localplatform.assembly import synthesize
 from localplatform.aws_env import REGION, client, point_sdk_at
+from localplatform.codedeploy import DeploymentGroupSpec, LocalDeployment
 from localplatform.deploy import Deployment, deploy
 from localplatform.embedded_aws import embedded_aws
 from localplatform.event_source_mapping import KinesisEventSourceMapping, destination_sender
 from localplatform.firehose import DeliverySpec, FirehoseDelivery
 from localplatform.kinesis_events import EventSource
-from localplatform.lambda_runtime import FunctionSpec, LocalFunction
+from localplatform.lambda_runtime import FunctionSpec, Invocable, LocalFunction
 from localplatform.mapping_emulator import MappingHooks, MappingSettings
 from localplatform.metrics import MetricStore
 
@@ -53,6 +55,10 @@ class LocalPlatform:
         self.options = options or PlatformOptions()
         self.metrics = MetricStore()
         self.functions: dict[str, LocalFunction] = {}
+        # What callers invoke, by function name, "name:alias" or ARN: functions and aliases.
+        self.invokers: dict[str, Invocable] = {}
+        self.aliases: dict[str, LocalAlias] = {}  # by "name:alias"
+        self.deployments: dict[str, LocalDeployment] = {}  # by "name:alias"
         self.mappings: list[KinesisEventSourceMapping] = []
         self.deliveries: list[FirehoseDelivery] = []
         self.api: LocalApiGateway | None = None
@@ -117,9 +123,28 @@ class LocalPlatform:
 
     # ---- what the templates define -------------------------------------------------------
     def _start_functions(self, deployment: Deployment, log_dir: Path) -> None:
+        by_logical_id: dict[tuple[str, str], LocalFunction] = {}
         for stack, logical_id, _ in deployment.each("AWS::Lambda::Function"):
             spec = FunctionSpec.from_template(stack, logical_id)
-            self.functions[spec.name] = LocalFunction(spec, self.metrics, log_dir)
+            function = self.functions[spec.name] = LocalFunction(spec, self.metrics, log_dir)
+            self.invokers[spec.name] = self.invokers[spec.arn] = function
+            by_logical_id[stack.name, logical_id] = function
+        # Each alias starts on the version the template publishes (the first: "1"), served by
+        # the function itself.
+        for stack, logical_id, resource in deployment.each("AWS::Lambda::Alias"):
+            function = by_logical_id[stack.name, resource["Properties"]["FunctionName"]["Ref"]]
+            function.spec = replace(function.spec, version="1")
+            alias = LocalAlias(resource["Properties"]["Name"], "1", function, self.metrics)
+            self.aliases[alias.qualified_name] = alias
+            self.invokers[alias.qualified_name] = self.invokers[alias.arn] = alias
+            group = DeploymentGroupSpec.of_alias(stack, logical_id)
+            if group is not None:
+                self.deployments[alias.qualified_name] = LocalDeployment(
+                    group, alias, self._alarm_states, time_scale=self.options.alarm_time_scale
+                )
+
+    def _alarm_states(self) -> dict[str, str]:
+        return self.alarms.states() if self.alarms is not None else {}
 
     def _start_mappings(self, deployment: Deployment) -> None:
         kinesis, sqs, sns = self.client("kinesis"), self.client("sqs"), self.client("sns")
@@ -127,17 +152,21 @@ class LocalPlatform:
             properties = stack.resolve(resource["Properties"])
             if ":kinesis:" not in properties["EventSourceArn"]:
                 continue
-            function = self.functions[properties["FunctionName"]]
+            target = self.invokers[properties["FunctionName"]]
+            if isinstance(target, LocalAlias):
+                arn, role_arn, name = target.arn, target.role_arn, target.function_name
+            else:
+                assert isinstance(target, LocalFunction)
+                arn, role_arn, name = target.spec.arn, target.spec.role_arn, target.spec.name
             settings = replace(MappingSettings.from_template(properties),
                                retry_backoff_s=self.options.retry_backoff_s,
                                retry_backoff_cap_s=self.options.retry_backoff_cap_s)
             mapping = KinesisEventSourceMapping(
                 settings,
-                EventSource(properties["EventSourceArn"], function.spec.arn,
-                            function.spec.role_arn, REGION),
-                kinesis, function.invoke,
+                EventSource(properties["EventSourceArn"], arn, role_arn, REGION),
+                kinesis, target.invoke,
                 destination_sender(settings.destination_arn, sqs, sns),
-                self.metrics, function.spec.name, self.options.mapping_hooks,
+                self.metrics, name, self.options.mapping_hooks,
             )
             mapping.start()
             self._exit.callback(mapping.stop)
@@ -157,7 +186,7 @@ class LocalPlatform:
     def _start_api(self, deployment: Deployment) -> None:
         for stack in deployment.stacks:
             if stack.resources("AWS::ApiGateway::RestApi"):
-                self.api = LocalApiGateway(stack, self.functions, self.metrics,
+                self.api = LocalApiGateway(stack, self.invokers, self.metrics,
                                            self.options.api_port)
                 self.api.start()
                 self._exit.callback(self.api.stop)
@@ -194,9 +223,21 @@ class LocalPlatform:
 
     @property
     def processor(self) -> LocalFunction:
-        (function,) = [f for f in self.functions.values()
-                       if f.spec.handler.endswith("stream_processor.handler")]
-        return function
+        """The version of the stream processor that serves its live alias now."""
+        return self._live("stream_processor.handler").current
+
+    @property
+    def processor_deployment(self) -> LocalDeployment:
+        return self.deployments[self._live("stream_processor.handler").qualified_name]
+
+    @property
+    def reader_deployment(self) -> LocalDeployment:
+        return self.deployments[self._live("feature_api.handler").qualified_name]
+
+    def _live(self, handler_suffix: str) -> LocalAlias:
+        (alias,) = [alias for alias in self.aliases.values()
+                    if alias.current.spec.handler.endswith(handler_suffix)]
+        return alias
 
     @property
     def on_failure_queue_url(self) -> str:

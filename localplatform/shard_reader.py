@@ -14,7 +14,7 @@ from localplatform.kinesis_events import StreamRecord
 from localplatform.metrics import MetricStore
 
 IDLE_POLL_S = 0.05
-# GetRecords' own cap on AWS; moto has none when Limit is omitted (ARCHITECTURE.md section 6).
+# GetRecords' own cap on AWS; moto has none when Limit is omitted.
 GET_RECORDS_LIMIT = 10_000
 
 

@@ -33,6 +33,7 @@ _NAME_PATHS: Mapping[str, tuple[str, ...]] = {
 
 # Types moto creates but the local platform runs itself.
 EMULATED_TYPES = frozenset({"AWS::Lambda::EventSourceMapping"})
+ALIAS_TYPE = "AWS::Lambda::Alias"
 
 
 @dataclass
@@ -68,7 +69,13 @@ def prepare(stack: StackTemplate, supported: Collection[str]) -> PreparedStack:
         )
         del resources[logical_id]
     types = {logical_id: resource["Type"] for logical_id, resource in removed.items()}
-    replaced = _replace_references(template, prepared.local_names, types)
+    # An alias is skipped, but what moto creates may name it (the API's invoke permissions):
+    # those references name its function instead.
+    aliases = {
+        logical_id: {"Fn::GetAtt": [resource["Properties"]["FunctionName"]["Ref"], "Arn"]}
+        for logical_id, resource in removed.items() if resource["Type"] == ALIAS_TYPE
+    }
+    replaced = _replace_references(template, prepared.local_names, types, aliases)
     assert isinstance(replaced, dict)
     prepared.for_moto = replaced
     for resource in replaced.get("Resources", {}).values():
@@ -91,17 +98,22 @@ def _local_name(stack_name: str, logical_id: str, resource: Mapping[str, Any]) -
     return f"{stack_name}-{logical_id}"[:64]
 
 
-def _replace_references(value: Any, names: Mapping[str, str], types: Mapping[str, str]) -> Any:
+def _replace_references(
+    value: Any, names: Mapping[str, str], types: Mapping[str, str],
+    aliases: Mapping[str, Any],
+) -> Any:
     if isinstance(value, list):
-        return [_replace_references(item, names, types) for item in value]
+        return [_replace_references(item, names, types, aliases) for item in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
         (function, argument), = value.items()
+        if function == "Ref" and argument in aliases:
+            return aliases[argument]
         if function == "Ref" and argument in names:
             return names[argument]
         if function == "Fn::GetAtt":
             logical_id, attr = argument.split(".", 1) if isinstance(argument, str) else argument
             if logical_id in names:
                 return attribute(types[logical_id], names[logical_id], attr)
-    return {key: _replace_references(item, names, types) for key, item in value.items()}
+    return {key: _replace_references(item, names, types, aliases) for key, item in value.items()}

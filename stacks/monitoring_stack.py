@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Stack
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from constructs_lib import Monitoring
@@ -22,13 +23,19 @@ class MonitoringStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         monitoring = settings.section("monitoring")
+        existing_topic = (
+            sns.Topic.from_topic_arn(self, "PagerTopic", monitoring["page_topic_arn"])
+            if monitoring["page_topic_arn"] else None
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
-            name_prefix=f"Fastbreak-{settings.env_name}",
+            name_prefix=settings.name_prefix,
+            environment=settings.env_name,
             runbook_base_url=monitoring["runbook_base_url"],
             page_emails=monitoring["page_emails"],
             page_https_endpoints=monitoring["page_https_endpoints"],
+            existing_page_topic=existing_topic,
         )
         iterator_age = monitoring["iterator_age_alarm_seconds"]
         self.monitoring.monitor_event_stream(
@@ -36,7 +43,7 @@ class MonitoringStack(Stack):
         )
         self.monitoring.monitor_stream_processor(
             processing.processor.function,
-            processing.processor.on_failure_queue,
+            storage.failed_batches.queue,
             iterator_age_seconds=iterator_age,
         )
         self.monitoring.monitor_online_store(storage.online_store.table)

@@ -12,7 +12,7 @@ from fastbreak.engine.plan import compile_plan
 from stacks.monitoring_stack import MonitoringStack
 from stacks.processing_stack import ProcessingStack
 from stacks.serving_stack import ServingStack
-from stacks.settings import Settings, check_against_catalog
+from stacks.settings import Settings, check_against_catalog, check_deployable
 from stacks.storage_stack import StorageStack
 
 
@@ -35,7 +35,8 @@ def build_platform(
     # that could outgrow DynamoDB's limit, say) fails the synth instead, naming the group.
     compile_plan(catalog)
     check_against_catalog(settings, catalog)
-    prefix = f"Fastbreak-{settings.env_name}"
+    check_deployable(settings)
+    prefix = settings.name_prefix
     storage = StorageStack(
         app, f"{prefix}-Storage", settings=settings, catalog=catalog, env=env,
         termination_protection=settings.is_production,

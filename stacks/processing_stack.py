@@ -1,10 +1,11 @@
-"""The Lambda stream processor, wired to the storage stack's stream and stores."""
+"""The Lambda stream processor, wired to the storage stack's stream, stores, on-failure queue
+and log group."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -16,7 +17,6 @@ from constructs_lib.grants import (
 )
 from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.offline_store import FEATURE_LOG_PREFIX, QUARANTINE_PREFIX
-from constructs_lib.secure_defaults import log_encryption_key
 from stacks.settings import Settings
 from stacks.storage_stack import StorageStack
 
@@ -29,7 +29,6 @@ class ProcessingStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         processor = settings.section("processor")
         offline_bucket = storage.offline_store.bucket
-        self.log_key = log_encryption_key(self, "LogKey", removal_policy=RemovalPolicy.DESTROY)
         self.processor = StreamProcessor(
             self,
             "StreamProcessor",
@@ -41,16 +40,24 @@ class ProcessingStack(Stack):
                 "QUARANTINE_PREFIX": QUARANTINE_PREFIX,
                 "FEATURE_LOG_PREFIX": FEATURE_LOG_PREFIX,
             },
-            log_key=self.log_key,
-            batch_size=processor["batch_size"],
-            max_batching_window=Duration.seconds(processor["max_batching_window_seconds"]),
-            parallelization_factor=processor["parallelization_factor"],
-            max_retry_attempts=processor["max_retry_attempts"],
-            max_record_age=Duration.seconds(processor["max_record_age_seconds"]),
-            memory_mb=processor["memory_mb"],
-            timeout=Duration.seconds(processor["timeout_seconds"]),
-            reserved_concurrency=processor["reserved_concurrency"],
-            log_retention_days=settings.get("log_retention_days"),
+            function_props={
+                "memory_size": processor["memory_mb"],
+                "timeout": Duration.seconds(processor["timeout_seconds"]),
+                "reserved_concurrent_executions": processor["reserved_concurrency"],
+            },
+            event_source_props={
+                "batch_size": processor["batch_size"],
+                "max_batching_window": Duration.seconds(processor["max_batching_window_seconds"]),
+                "parallelization_factor": processor["parallelization_factor"],
+                "retry_attempts": processor["max_retry_attempts"],
+                "max_record_age": Duration.seconds(processor["max_record_age_seconds"]),
+            },
+            existing_on_failure_queue=storage.failed_batches.queue,
+            existing_on_failure_queue_key=storage.failed_batches.key,
+            existing_log_group=storage.processor_log_group,
+            deployment=processor["deployment"],
+            name_prefix=settings.name_prefix,
+            runbook_base_url=settings.get("monitoring.runbook_base_url"),
         )
         role = self.processor.role
         # What the engine calls: BatchGetItem of the touched items and its dedup memory, one

@@ -8,10 +8,12 @@ fails synth with a ``SettingsError`` that names it.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from constructs_lib import defaults
 from fastbreak.definitions import Catalog
 
 
@@ -19,22 +21,29 @@ class SettingsError(ValueError):
     """A configuration value is unknown or invalid; the message names the setting."""
 
 
-# Kit defaults: what a dev environment gets when cdk.json says nothing.
+# What a dev environment gets when cdk.json says nothing. The construct defaults come from
+# constructs_lib.defaults, their one home; what is only a setting is stated here.
 DEFAULTS: dict[str, Any] = {
     "stream": {
         "mode": "on_demand",  # on_demand | provisioned
         "shard_count": 2,  # used only when mode is provisioned
-        "retention_hours": 24,
+        # on_demand: the shard count the stream is planned to reach at its peak (it starts at
+        # 4 and splits shards as traffic grows); the processor's concurrency must cover it.
+        "on_demand_peak_shards": defaults.ON_DEMAND_INITIAL_SHARDS,
+        "retention_hours": defaults.seconds(defaults.STREAM["retention_period"]) // 3600,
     },
     "processor": {
-        "batch_size": 1000,
-        "max_batching_window_seconds": 1,
-        "parallelization_factor": 1,
-        "max_retry_attempts": 10,
-        "max_record_age_seconds": 6 * 3600,
-        "memory_mb": 1024,
-        "timeout_seconds": 60,
-        "reserved_concurrency": 50,
+        "batch_size": defaults.PROCESSOR_EVENT_SOURCE["batch_size"],
+        "max_batching_window_seconds": defaults.seconds(
+            defaults.PROCESSOR_EVENT_SOURCE["max_batching_window"]),
+        "parallelization_factor": defaults.PROCESSOR_EVENT_SOURCE["parallelization_factor"],
+        "max_retry_attempts": defaults.PROCESSOR_EVENT_SOURCE["retry_attempts"],
+        "max_record_age_seconds": defaults.seconds(
+            defaults.PROCESSOR_EVENT_SOURCE["max_record_age"]),
+        "memory_mb": defaults.PROCESSOR_FUNCTION["memory_size"],
+        "timeout_seconds": defaults.seconds(defaults.PROCESSOR_FUNCTION["timeout"]),
+        "reserved_concurrency": defaults.PROCESSOR_FUNCTION["reserved_concurrent_executions"],
+        "deployment": defaults.PROCESSOR_DEPLOYMENT,
     },
     "online_store": {"deletion_protection": False, "retain_on_delete": False},
     "offline_store": {
@@ -46,18 +55,31 @@ DEFAULTS: dict[str, Any] = {
         "quarantine_expiry_days": 30,
         "access_log_expiry_days": 90,
     },
-    "api": {"throttle_rate_per_second": 500, "throttle_burst": 1000, "reserved_concurrency": 50},
+    "api": {
+        "throttle_rate_per_second": defaults.API_THROTTLE["throttling_rate_limit"],
+        "throttle_burst": defaults.API_THROTTLE["throttling_burst_limit"],
+        "reserved_concurrency": defaults.READER_FUNCTION["reserved_concurrent_executions"],
+        "deployment": defaults.API_DEPLOYMENT,
+        # 0: no provisioned concurrency (cold starts allowed, nothing paid while idle).
+        "provisioned_concurrency_min": 0,
+        "provisioned_concurrency_max": 0,
+        "provisioned_utilization_target": defaults.PROVISIONED_UTILIZATION_TARGET,
+        # [{"name", "start", "end", "min_provisioned", "time_zone"}]: see README.
+        "game_windows": [],
+    },
     "monitoring": {
         "page_emails": [],
         "page_https_endpoints": [],
+        # An existing SNS topic to page (an organisation's pager topic) instead of a new one.
+        "page_topic_arn": "",
         # Where docs/runbooks.md is browsable (a repository URL); alarm texts link there.
         "runbook_base_url": "",
-        "iterator_age_alarm_seconds": 60,
-        "api_p99_latency_alarm_ms": 250,
-        "api_5xx_rate_alarm_percent": 1.0,
-        "firehose_freshness_alarm_seconds": 900,
+        "iterator_age_alarm_seconds": defaults.MONITORING["iterator_age_seconds"],
+        "api_p99_latency_alarm_ms": defaults.MONITORING["api_p99_latency_ms"],
+        "api_5xx_rate_alarm_percent": defaults.MONITORING["api_5xx_rate_percent"],
+        "firehose_freshness_alarm_seconds": defaults.MONITORING["firehose_freshness_seconds"],
     },
-    "log_retention_days": 30,
+    "log_retention_days": defaults.LOG_RETENTION_DAYS,
 }
 
 LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653}
@@ -113,6 +135,39 @@ def _optional_https_url(value: Any) -> str | None:
     return "must be empty or an https:// URL"
 
 
+_TOPIC_ARN = re.compile(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w.-]+")
+
+
+def _optional_topic_arn(value: Any) -> str | None:
+    if value == "" or (isinstance(value, str) and _TOPIC_ARN.fullmatch(value)):
+        return None
+    return "must be empty or an SNS topic ARN"
+
+
+_WINDOW_KEYS = {"name", "start", "end", "min_provisioned", "time_zone"}
+# Application Auto Scaling cron: minute hour day-of-month month day-of-week year.
+_CRON = re.compile(r"^\S+( \S+){5}$")
+
+
+def _game_windows(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return "must be a list of windows"
+    for window in value:
+        if not isinstance(window, dict) or not {"name", "start", "end",
+                                                 "min_provisioned"} <= set(window) <= _WINDOW_KEYS:
+            return (f"must be a list of objects with name, start, end, min_provisioned and "
+                    f"optionally time_zone, got {window!r}")
+        if not re.fullmatch(r"[a-z0-9-]{1,40}", str(window["name"])):
+            return f"window name {window['name']!r} must be lowercase letters, digits and '-'"
+        for edge in ("start", "end"):
+            if not isinstance(window[edge], str) or not _CRON.match(window[edge]):
+                return (f"window '{window['name']}' {edge} must be a six-field cron expression "
+                        f"(minute hour day-of-month month day-of-week year), got {window[edge]!r}")
+        if _int_range(1, 1000)(window["min_provisioned"]) is not None:
+            return f"window '{window['name']}' min_provisioned must be an integer within 1..1000"
+    return None
+
+
 def _emails(value: Any) -> str | None:
     if not isinstance(value, list) or not all(
         isinstance(item, str) and "@" in item.strip("@") for item in value
@@ -127,10 +182,11 @@ def _log_retention(value: Any) -> str | None:
     return None
 
 
-# The limits are AWS's (ARCHITECTURE.md section 3) or the kit's, where noted.
+# The limits are AWS's (its service quotas and API limits) or the kit's, where noted.
 RULES: dict[str, Callable[[Any], str | None]] = {
     "stream.mode": _one_of("on_demand", "provisioned"),
     "stream.shard_count": _int_range(1, 500),
+    "stream.on_demand_peak_shards": _int_range(1, 10_000),
     "stream.retention_hours": _int_range(24, 8760),
     "processor.batch_size": _int_range(1, 10_000),
     "processor.max_batching_window_seconds": _int_range(0, 300),
@@ -141,6 +197,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "processor.memory_mb": _int_range(256, 10_240),
     "processor.timeout_seconds": _int_range(10, 900),
     "processor.reserved_concurrency": _int_range(1, 1000),
+    "processor.deployment": _one_of(*defaults.DEPLOYMENT_CONFIGS),
     "online_store.deletion_protection": _boolean,
     "online_store.retain_on_delete": _boolean,
     "offline_store.retain_on_delete": _boolean,
@@ -154,8 +211,14 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "api.throttle_rate_per_second": _int_range(1, 10_000),
     "api.throttle_burst": _int_range(1, 5_000),
     "api.reserved_concurrency": _int_range(1, 1000),
+    "api.deployment": _one_of(*defaults.DEPLOYMENT_CONFIGS),
+    "api.provisioned_concurrency_min": _int_range(0, 1000),
+    "api.provisioned_concurrency_max": _int_range(0, 1000),
+    "api.provisioned_utilization_target": _number_range(0.1, 0.9),
+    "api.game_windows": _game_windows,
     "monitoring.page_emails": _emails,
     "monitoring.page_https_endpoints": _string_list("https://"),
+    "monitoring.page_topic_arn": _optional_topic_arn,
     "monitoring.runbook_base_url": _optional_https_url,
     "monitoring.iterator_age_alarm_seconds": _int_range(1, 86_400),
     "monitoring.api_p99_latency_alarm_ms": _int_range(1, 29_000),
@@ -175,6 +238,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env_name == "prod"
+
+    @property
+    def name_prefix(self) -> str:
+        """What every stack, alarm and named resource of the environment starts with."""
+        return f"Fastbreak-{self.env_name}"
 
     def section(self, name: str) -> Mapping[str, Any]:
         section = self.values[name]
@@ -253,3 +321,79 @@ def _check_relations(settings: Settings) -> None:
         )
     if settings.get("api.throttle_burst") < settings.get("api.throttle_rate_per_second") // 10:
         raise SettingsError(f"{where}: setting 'api.throttle_burst' is too small for the rate")
+    _check_processor_concurrency(settings, where)
+    _check_provisioned_concurrency(settings, where)
+
+
+def check_deployable(settings: Settings) -> None:
+    """What a deployable environment needs beyond valid values (checked at synth, not when
+    tools such as the cost model read the settings): prod pages must reach someone."""
+    if settings.is_production:
+        _check_paging(settings, f"environment '{settings.env_name}'")
+
+
+def planned_shards(settings: Settings) -> tuple[int, str]:
+    """The shard count the processor must keep up with, and the setting it comes from."""
+    if settings.get("stream.mode") == "provisioned":
+        return settings.get("stream.shard_count"), "stream.shard_count"
+    return settings.get("stream.on_demand_peak_shards"), "stream.on_demand_peak_shards"
+
+
+def _check_processor_concurrency(settings: Settings, where: str) -> None:
+    # The mapping runs one batch per shard and parallelization slot at a time; fewer
+    # concurrent executions than that leave shards waiting (throttles) and features stale.
+    shards, setting = planned_shards(settings)
+    factor = settings.get("processor.parallelization_factor")
+    reserved = settings.get("processor.reserved_concurrency")
+    if reserved < shards * factor:
+        raise SettingsError(
+            f"{where}: setting 'processor.reserved_concurrency' is {reserved}, below the "
+            f"{shards * factor} concurrent batches the mapping runs ('{setting}' {shards} x "
+            f"'processor.parallelization_factor' {factor}); raise it or plan fewer shards"
+        )
+
+
+def _check_provisioned_concurrency(settings: Settings, where: str) -> None:
+    api = settings.section("api")
+    low, high = api["provisioned_concurrency_min"], api["provisioned_concurrency_max"]
+    if (low == 0) != (high == 0) or low > high:
+        raise SettingsError(
+            f"{where}: settings 'api.provisioned_concurrency_min' ({low}) and "
+            f"'api.provisioned_concurrency_max' ({high}) must both be 0 (off) or satisfy "
+            "1 <= min <= max"
+        )
+    if high > api["reserved_concurrency"]:
+        raise SettingsError(
+            f"{where}: setting 'api.provisioned_concurrency_max' ({high}) exceeds "
+            f"'api.reserved_concurrency' ({api['reserved_concurrency']}); Lambda carves "
+            "provisioned concurrency out of the reserved concurrency"
+        )
+    if api["game_windows"] and high == 0:
+        raise SettingsError(
+            f"{where}: setting 'api.game_windows' needs provisioned concurrency "
+            "('api.provisioned_concurrency_min' and '_max')"
+        )
+    for window in api["game_windows"]:
+        if not low <= window["min_provisioned"] <= high:
+            raise SettingsError(
+                f"{where}: setting 'api.game_windows' window '{window['name']}' "
+                f"min_provisioned {window['min_provisioned']} is outside "
+                f"'api.provisioned_concurrency_min'..'_max' ({low}..{high})"
+            )
+
+
+def _check_paging(settings: Settings, where: str) -> None:
+    monitoring = settings.section("monitoring")
+    if not (monitoring["page_emails"] or monitoring["page_https_endpoints"]
+            or monitoring["page_topic_arn"]):
+        raise SettingsError(
+            f"{where}: setting 'monitoring.page_emails', 'monitoring.page_https_endpoints' or "
+            "'monitoring.page_topic_arn' must name who is paged; a production alarm would "
+            "reach nobody"
+        )
+    if not monitoring["runbook_base_url"]:
+        raise SettingsError(
+            f"{where}: setting 'monitoring.runbook_base_url' must be the https:// URL where "
+            "docs/runbooks.md is browsable; a production page would link its runbook by a "
+            "repository path no pager can open"
+        )

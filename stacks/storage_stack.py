@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from constructs import Construct
 
 from constructs_lib import EventStream, OfflineStore, OnlineStore
-from constructs_lib.secure_defaults import log_encryption_key
+from constructs_lib.secure_defaults import encrypted_log_group, log_encryption_key
+from constructs_lib.stream_processor import FailedBatchQueue
 from fastbreak.definitions import Catalog
 from stacks.settings import Settings
 
@@ -77,10 +78,34 @@ class StorageStack(Stack):
             log_retention_days=settings.get("log_retention_days"),
             removal_policy=offline_removal,
         )
+        self._add_operational_records(settings)
         # A named export, so that consumers' policies (and their cdk-nag acknowledgements) name
         # a stable "<stack>-OfflineBucketArn" rather than a generated export id.
         self.offline_bucket_arn: str = self.export_value(
             self.offline_store.bucket.bucket_arn, name=f"{construct_id}-OfflineBucketArn"
+        )
+
+    def _add_operational_records(self, settings: Settings) -> None:
+        """What must outlive the compute stacks: the on-failure queue (the only pointer to
+        records that left the stream unprocessed) and the logs of the processor and the API.
+        Deleting Processing or Serving leaves them; prod retains them with this stack."""
+        retain_stream = settings.get("online_store.retain_on_delete")
+        self.failed_batches = FailedBatchQueue(
+            self, "FailedBatches", removal_policy=_removal(retain_stream)
+        )
+        # Retained exactly as long as the key that encrypts them: a log group whose key is
+        # deleted cannot be read.
+        log_removal = _removal(settings.get("offline_store.retain_on_delete"))
+        retention = settings.get("log_retention_days")
+        self.processor_log_group, self.reader_log_group, self.api_access_log_group = (
+            encrypted_log_group(self, name, key=self.log_key, retention_days=retention,
+                                removal_policy=log_removal)
+            for name in ("ProcessorLogs", "FeatureApiLogs", "FeatureApiAccessLogs")
+        )
+        CfnOutput(
+            self, "OnFailureQueueUrl", value=self.failed_batches.queue.queue_url,
+            description="The processor's on-failure queue: python -m fastbreak_ops.redrive "
+            "--queue-url <this>",
         )
 
 

@@ -77,7 +77,8 @@ def test_a_poison_record_reaches_the_on_failure_queue_alone(platform: LocalPlatf
     assert batch["streamArn"].endswith(f"/{platform.stream_name}")
     assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 11  # MaximumRetryAttempts 10
-    assert record["requestContext"]["functionArn"] == platform.processor.spec.arn
+    # The mapping invokes the live alias: Lambda names the alias in the record, qualified.
+    assert record["requestContext"]["functionArn"] == f"{platform.processor.spec.arn}:live"
     assert record["responseContext"]["functionError"] == "Unhandled"
     (mapping,) = platform.mappings
     assert mapping.stats.records_discarded == {"RetryAttemptsExhausted": 1}

@@ -35,9 +35,34 @@ class SynthesizedPlatform:
                 "serving": self.serving, "monitoring": self.monitoring}
 
 
-def synthesize(env_name: str, outdir: Path) -> SynthesizedPlatform:
-    app = cdk.App(context=CDK_CONTEXT, outdir=str(outdir))
-    settings = load_settings(env_name, CDK_CONTEXT["fastbreak"]["environments"])
+# What a platform team adds to cdk.json before prod synthesizes: who is paged, and where the
+# runbooks are browsable (prod refuses to synth without them).
+PROD_PAGING = {
+    "page_emails": ["oncall@example.com"],
+    "runbook_base_url": "https://github.com/example/fastbreak/blob/main",
+}
+
+
+def environments(**overrides: dict[str, Any]) -> dict[str, Any]:
+    """cdk.json's environments, prod with paging configured, and ``overrides`` merged in."""
+    merged: dict[str, Any] = json.loads(json.dumps(CDK_CONTEXT["fastbreak"]["environments"]))
+    prod = merged["prod"]
+    prod["monitoring"] = {**prod.get("monitoring", {}), **PROD_PAGING}
+    for name, sections in overrides.items():
+        target = merged.setdefault(name, {})
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                target[section] = {**target.get(section, {}), **values}
+            else:
+                target[section] = values
+    return merged
+
+
+def synthesize(env_name: str, outdir: Path, **overrides: dict[str, Any]) -> SynthesizedPlatform:
+    envs = environments(**overrides)
+    context = {**CDK_CONTEXT, "fastbreak": {**CDK_CONTEXT["fastbreak"], "environments": envs}}
+    app = cdk.App(context=context, outdir=str(outdir))
+    settings = load_settings(env_name, envs)
     platform = build_platform(app, settings, CATALOG)
     apply_nag_packs(app)
     assembly = app.synth()  # raises if a cdk-nag finding is not acknowledged

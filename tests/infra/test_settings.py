@@ -9,7 +9,7 @@ import pytest
 
 from fastbreak.definitions import CATALOG
 from stacks.settings import DEFAULTS, SettingsError, check_against_catalog, load_settings
-from tests.infra.conftest import CDK_CONTEXT, REPO
+from tests.infra.conftest import CDK_CONTEXT, REPO, environments
 
 ENVIRONMENTS = CDK_CONTEXT["fastbreak"]["environments"]
 
@@ -21,7 +21,7 @@ def test_dev_gets_the_kit_defaults() -> None:
 
 
 def test_prod_overrides_only_what_it_names() -> None:
-    settings = load_settings("prod", ENVIRONMENTS)
+    settings = load_settings("prod", environments())
     assert settings.get("stream.retention_hours") == 168
     assert settings.get("stream.mode") == "on_demand"
 
@@ -82,3 +82,50 @@ def test_parallelization_above_one_is_allowed_for_partition_key_groups_only() ->
     settings = load_settings("test", {"test": {"processor": {"parallelization_factor": 4}}})
     check_against_catalog(settings, user_only)  # no error: every group has one writer
     assert settings.get("processor.parallelization_factor") == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"stream": {"on_demand_peak_shards": 60}},
+         r"'processor.reserved_concurrency' is 50, below the 60 concurrent batches the "
+         r"mapping runs \('stream.on_demand_peak_shards' 60 x "
+         r"'processor.parallelization_factor' 1\)"),
+        ({"stream": {"mode": "provisioned", "shard_count": 30},
+          "processor": {"parallelization_factor": 2}},
+         r"below the 60 concurrent batches .*'stream.shard_count' 30"),
+        ({"api": {"provisioned_concurrency_min": 10, "provisioned_concurrency_max": 60}},
+         r"'api.provisioned_concurrency_max' \(60\) exceeds 'api.reserved_concurrency' \(50\)"),
+        ({"api": {"provisioned_concurrency_min": 10}}, "must both be 0"),
+        ({"api": {"game_windows": [{"name": "sat", "start": "0 14 ? * SAT *",
+                                    "end": "0 20 ? * SAT *", "min_provisioned": 5}]}},
+         "'api.game_windows' needs provisioned concurrency"),
+        ({"api": {"game_windows": [{"name": "sat", "start": "0 14 * SAT",
+                                    "end": "0 20 ? * SAT *", "min_provisioned": 5}]}},
+         "window 'sat' start must be a six-field cron expression"),
+        ({"api": {"provisioned_concurrency_min": 5, "provisioned_concurrency_max": 20,
+                  "game_windows": [{"name": "sat", "start": "0 14 ? * SAT *",
+                                    "end": "0 20 ? * SAT *", "min_provisioned": 40}]}},
+         "window 'sat' min_provisioned 40 is outside"),
+        ({"processor": {"deployment": "yolo"}}, "'processor.deployment' must be one of"),
+        ({"monitoring": {"page_topic_arn": "pager"}}, "'monitoring.page_topic_arn'"),
+    ],
+)
+def test_capacity_and_deployment_settings_are_checked_naming_the_setting(
+    overrides: dict, message: str,
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings("test", {"test": overrides})
+
+
+def test_defaults_live_in_the_constructs_defaults_module() -> None:
+    from constructs_lib import defaults
+
+    settings = load_settings("dev", ENVIRONMENTS)
+    assert settings.get("processor.memory_mb") == defaults.PROCESSOR_FUNCTION["memory_size"]
+    assert settings.get("processor.max_record_age_seconds") == (
+        defaults.PROCESSOR_EVENT_SOURCE["max_record_age"].to_seconds())
+    assert settings.get("api.throttle_rate_per_second") == (
+        defaults.API_THROTTLE["throttling_rate_limit"])
+    assert settings.get("monitoring.api_p99_latency_alarm_ms") == (
+        defaults.MONITORING["api_p99_latency_ms"])

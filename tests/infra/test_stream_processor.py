@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import importlib
 import json
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
 
 from constructs_lib import ConstructPropsError, StreamProcessor
 from constructs_lib.powertools_function import POWERTOOLS_LAYER_VERSION, POWERTOOLS_VERSION
@@ -42,16 +47,19 @@ def test_mapping_keeps_per_shard_order_by_default(dev: SynthesizedPlatform) -> N
     assert props["MaximumBatchingWindowInSeconds"] == 1
 
 
-def test_failed_batches_go_to_the_on_failure_queue(dev: SynthesizedPlatform) -> None:
+def test_failed_batches_go_to_the_storage_stacks_on_failure_queue(
+    dev: SynthesizedPlatform,
+) -> None:
     destination = mapping(dev)["DestinationConfig"]["OnFailure"]["Destination"]
-    queue_id = logical_id(dev.processing, "AWS::SQS::Queue")
-    assert destination == {"Fn::GetAtt": [queue_id, "Arn"]}
+    queue_id = logical_id(dev.storage, "AWS::SQS::Queue")
+    assert queue_id in destination["Fn::ImportValue"]
+    assert queue_id.startswith("FailedBatchesQueue")
 
 
 def test_on_failure_queue_is_kms_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
-    queue = only(dev.processing, "AWS::SQS::Queue")["Properties"]
+    queue = only(dev.storage, "AWS::SQS::Queue")["Properties"]
     assert "KmsMasterKeyId" in queue
-    policy = only(dev.processing, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
+    policy = only(dev.storage, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
     assert any(
         statement["Effect"] == "Deny"
         and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -86,9 +94,11 @@ def test_processor_memory_timeout_and_concurrency_are_set(dev: SynthesizedPlatfo
 def test_processor_logs_to_its_own_encrypted_group_with_retention(
     dev: SynthesizedPlatform,
 ) -> None:
-    props = processor(dev)
-    group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
-    group = dev.processing.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
+    export = processor(dev)["LoggingConfig"]["LogGroup"]["Fn::ImportValue"]
+    (group_id,) = [logical for logical in dev.storage.find_resources("AWS::Logs::LogGroup")
+                   if logical.startswith("ProcessorLogs")]
+    group = dev.storage.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
+    assert f"Ref{group_id}" in export
     assert group["RetentionInDays"] == 30
     assert "KmsKeyId" in group
 
@@ -121,14 +131,16 @@ def test_roles_attach_no_aws_managed_policies(dev: SynthesizedPlatform) -> None:
     ("props", "message"),
     [
         ({"parallelization_factor": 11}, "'parallelization_factor' must be within 1..10"),
-        ({"max_retry_attempts": -1}, "'max_retry_attempts' must be bounded"),
+        ({"retry_attempts": -1}, "'retry_attempts' must be bounded"),
+        ({"max_record_age": None}, "'max_record_age' must be set"),
     ],
 )
 def test_unsafe_mapping_props_are_refused(stack: cdk.Stack, props: dict, message: str) -> None:
     key = kms.Key(stack, "Key", enable_key_rotation=True)
     stream = kinesis.Stream(stack, "Stream")
     with pytest.raises(ConstructPropsError, match=message):
-        StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key, **props)
+        StreamProcessor(stack, "Processor", stream=stream, environment={}, log_key=key,
+                        event_source_props=props)
 
 
 def test_processor_may_only_call_what_the_engine_calls_on_the_table(
@@ -143,3 +155,72 @@ def test_processor_may_only_call_what_the_engine_calls_on_the_table(
         if action.startswith("dynamodb:")
     }
     assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
+
+
+def processor_under_test(stack: cdk.Stack, **props: Any) -> StreamProcessor:
+    stream = kinesis.Stream(stack, "Stream")
+    if "existing_log_group" not in props:
+        props["log_key"] = kms.Key(stack, "Key", enable_key_rotation=True)
+    return StreamProcessor(stack, "Processor", stream=stream, environment={}, **props)
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"event_source_props": {"bisect_batch_on_error": False}},
+         "'bisect_batch_on_error' is enforced"),
+        ({"event_source_props": {"report_batch_item_failures": False}},
+         "'report_batch_item_failures' is enforced"),
+        ({"function_props": {"tracing": lambda_.Tracing.DISABLED}}, "'tracing' is enforced"),
+        ({"queue_props": {"enforce_ssl": False}}, "'enforce_ssl' is enforced"),
+        ({"deployment": "all_at_twice"}, "'deployment' must be one of all_at_once"),
+    ],
+)
+def test_forbidden_processor_props_are_refused_naming_the_prop(
+    stack: cdk.Stack, props: dict[str, Any], message: str,
+) -> None:
+    with pytest.raises(ConstructPropsError, match=message):
+        processor_under_test(stack, **props)
+
+
+def test_existing_queue_and_queue_props_together_are_refused(stack: cdk.Stack) -> None:
+    queue = sqs.Queue(stack, "Existing", enforce_ssl=True)
+    with pytest.raises(ConstructPropsError,
+                       match="either 'existing_on_failure_queue' or 'queue_props'"):
+        processor_under_test(stack, existing_on_failure_queue=queue,
+                             queue_props={"retention_period": cdk.Duration.days(4)})
+
+
+def test_existing_log_group_and_a_log_key_together_are_refused(stack: cdk.Stack) -> None:
+    group = logs.LogGroup.from_log_group_name(stack, "Group", "processor")
+    key = kms.Key(stack, "OtherKey", enable_key_rotation=True)
+    with pytest.raises(ConstructPropsError, match="either 'existing_log_group' or 'log_key'"):
+        processor_under_test(stack, existing_log_group=group, log_key=key)
+
+
+def test_standalone_processor_builds_its_own_queue_and_log_group(stack: cdk.Stack) -> None:
+    processor_under_test(stack, event_source_props={"batch_size": 500},
+                         function_props={"memory_size": 2048})
+    template = Template.from_stack(stack)
+    mapping_props = only(template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping_props["BatchSize"] == 500
+    assert mapping_props["BisectBatchOnFunctionError"] is True
+    assert only(template, "AWS::Lambda::Function")["Properties"]["MemorySize"] == 2048
+    queue_id = logical_id(template, "AWS::SQS::Queue")
+    assert mapping_props["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": [queue_id, "Arn"]}
+    only(template, "AWS::Logs::LogGroup")
+
+
+def test_processor_sends_failure_records_with_exact_key_actions(
+    dev: SynthesizedPlatform,
+) -> None:
+    actions = {
+        action
+        for policy in dev.processing.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str)
+                       else statement["Action"])
+    }
+    assert "sqs:SendMessage" in actions
+    assert not {action for action in actions if action.startswith("kms:") and "*" in action}

@@ -1,0 +1,97 @@
+"""The kit's defaults, in one place: what each construct builds when its user says nothing.
+
+Constructs merge these with their user's props and then with what they enforce
+(``constructs_lib.props``); ``stacks/settings.py`` takes its per-environment defaults from
+here too, so a default changes in this file and nowhere else. Each value says why it is what
+it is; the AWS limits behind them are in the comments of ``stacks/settings.py``.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from aws_cdk import Duration
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_lambda as lambda_
+
+# ---- logs -------------------------------------------------------------------------------------
+LOG_RETENTION_DAYS = 30
+
+# ---- the events stream ------------------------------------------------------------------------
+STREAM: MappingProxyType[str, Any] = MappingProxyType({
+    "retention_period": Duration.hours(24),  # how long a failed batch can still be replayed
+})
+# An on-demand stream starts with 4 shards and splits them as its traffic grows; the
+# processor's reserved concurrency is checked against the shard count planned for.
+ON_DEMAND_INITIAL_SHARDS = 4
+
+# ---- the stream processor ---------------------------------------------------------------------
+PROCESSOR_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
+    # Lambda's CPU share scales with memory, and decoding plus aggregating a 1,000-record
+    # batch is CPU-bound: 1,024 MB is 0.58 of a vCPU.
+    "memory_size": 1024,
+    # A full batch with DynamoDB retries and backoff, far below the record age limit.
+    "timeout": Duration.seconds(60),
+    # At least shards x parallelization factor (checked at synth by the stacks).
+    "reserved_concurrent_executions": 50,
+})
+PROCESSOR_EVENT_SOURCE: MappingProxyType[str, Any] = MappingProxyType({
+    "starting_position": lambda_.StartingPosition.TRIM_HORIZON,
+    "batch_size": 1000,
+    "max_batching_window": Duration.seconds(1),  # latency vs. invocations
+    "parallelization_factor": 1,  # per-shard order; >1 keeps order per partition key only
+    "retry_attempts": 10,  # bounded: a poison batch cannot block its shard
+    "max_record_age": Duration.hours(6),
+})
+# SQS keeps a message at most 14 days: the longest an on-call engineer has to redrive it.
+ON_FAILURE_QUEUE_RETENTION = Duration.days(14)
+# A shorter canary than the API's: a bad processor makes its shards retry and fall behind,
+# and the mapping's own invocations reach the new version within the first minute.
+PROCESSOR_DEPLOYMENT = "canary_10_percent_5_minutes"
+
+# ---- the feature API --------------------------------------------------------------------------
+READER_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
+    "memory_size": 512,  # reads are I/O-bound; enough CPU to merge 100 entities' tiles
+    "timeout": Duration.seconds(10),
+    "reserved_concurrent_executions": 50,
+})
+API_THROTTLE: MappingProxyType[str, Any] = MappingProxyType({
+    "throttling_rate_limit": 500,
+    "throttling_burst_limit": 1000,
+})
+# Ten minutes at 10 %: enough requests for a 5xx rate of the new version to show.
+API_DEPLOYMENT = "canary_10_percent_10_minutes"
+# Application Auto Scaling keeps provisioned concurrency near this share in use, leaving
+# headroom for a burst while a scale-out (a minute or two) catches up.
+PROVISIONED_UTILIZATION_TARGET = 0.7
+
+# ---- monitoring thresholds ----------------------------------------------------------------------
+MONITORING: MappingProxyType[str, Any] = MappingProxyType({
+    "iterator_age_seconds": 60,  # feature staleness that pages
+    "api_p99_latency_ms": 250,  # the budget a ranking request leaves for features
+    "api_5xx_rate_percent": 1.0,
+    "firehose_freshness_seconds": 900,
+})
+
+# CodeDeploy's predefined Lambda configurations, by the name cdk.json uses for them.
+DEPLOYMENT_CONFIGS: MappingProxyType[str, codedeploy.ILambdaDeploymentConfig] = MappingProxyType({
+    "all_at_once": codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE,
+    "canary_10_percent_5_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
+    "canary_10_percent_10_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_10_MINUTES,
+    "canary_10_percent_15_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_15_MINUTES,
+    "canary_10_percent_30_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_30_MINUTES,
+    "linear_10_percent_every_1_minute":
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_1_MINUTE,
+    "linear_10_percent_every_2_minutes":
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_2_MINUTES,
+    "linear_10_percent_every_3_minutes":
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_3_MINUTES,
+    "linear_10_percent_every_10_minutes":
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_10_MINUTES,
+})
+
+
+def seconds(duration: Duration) -> int:
+    """A default duration as the whole seconds cdk.json states it in."""
+    return int(duration.to_seconds())
