@@ -105,7 +105,7 @@ def test_processed_records_leave_a_feature_log(platform: LocalPlatform) -> None:
 
 
 def test_the_processors_emf_metrics_reach_the_local_cloudwatch(platform: LocalPlatform) -> None:
-    service = {"service": "stream-processor"}
+    service = {"service": "stream-processor", "environment": "dev"}
     assert platform.metrics.total("Fastbreak", "RecordsIn", service) == 19
     assert platform.metrics.total("Fastbreak", "RecordsInvalid", service) == 2
     assert platform.metrics.total("Fastbreak", "RecordsInvalid",

@@ -35,6 +35,8 @@ from fastbreak.serving.response import result_json, single_json
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fastbreak"))
+# Alarms select their environment's metrics only: dev and prod may share an account.
+metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "local"))
 app = APIGatewayRestResolver()
 
 _FEATURES_PREFIX = "/v1/features/"

@@ -34,6 +34,8 @@ from fastbreak.engine import (
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fastbreak"))
+# Alarms select their environment's metrics only: dev and prod may share an account.
+metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "local"))
 
 _processor: StreamProcessor | None = None
 
