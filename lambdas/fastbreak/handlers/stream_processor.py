@@ -121,9 +121,10 @@ def _publish(result: BatchResult) -> None:
     metrics.add_metric("RecordsFailed", count, len(result.failed_sequence_numbers))
     if result.freshness_lag_ms is not None:
         metrics.add_metric("FreshnessLagMs", MetricUnit.Milliseconds, result.freshness_lag_ms)
-    # The total above (no dimension) is what alarms watch; per-reason series are for triage.
+    # The total above (environment only) is what alarms watch; per-reason series are for triage.
     for reason, invalid in result.invalid_by_reason.items():
         with single_metric(
-            name="RecordsInvalid", unit=count, value=invalid, namespace=metrics.namespace
+            name="RecordsInvalid", unit=count, value=invalid, namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
         ) as metric:
             metric.add_dimension(name="reason", value=reason)
