@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastbreak.engine.hll import hash64
+from fastbreak.engine.dedup import identity_hash
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.records import SourceRecord, read_source, user_records
@@ -139,7 +139,7 @@ def test_every_record_ends_processed_quarantined_or_reported(
             continue  # the whole record was refused (bad base64, corrupt KPL)
         for sub_index, event in enumerate(_user_records(processor, raw)):
             if isinstance(event, Event):
-                assert hash64(event.event_id) in applied, "valid, not reported: applied"
+                assert identity_hash(event.event_id, event.time_ms) in applied, "applied"
             else:
                 assert any(line["sub_index"] == sub_index for line in lines), "quarantined"
 

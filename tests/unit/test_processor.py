@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 
 from fastbreak.definitions import CATALOG, Aggregation, Feature, Window
-from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
+from fastbreak.engine import (
+    MemorySink,
+    OnlineStore,
+    RetryPolicy,
+    StreamProcessor,
+    item_size,
+    read_group,
+)
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
+from tests.fixtures.kinesis import SHARD, StreamRecord, lambda_record, stream_of
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
@@ -268,10 +275,9 @@ def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
     assert lines
     for line in lines:
         document = json.loads(line)
-        tiles = document.pop("tiles")
-        expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-        assert line == expected[:-1] + ',"tiles":' + json.dumps(
-            tiles, separators=(",", ":"), ensure_ascii=False) + "}"
+        assert line == json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        tiles = document["tiles"]
+        assert document["visible_ms"] == T0 + 120_000  # the processor's clock after the write
         item = table.items[(document["pk"], document["sk"])]
         assert json.loads(item["state"]["S"]) == tiles  # a new item: every tile is new
         assert item["hw"]["S"] == f"{document['shard_id']}={document['hw']}"
@@ -293,25 +299,37 @@ def test_the_cached_state_encoder_writes_what_json_dumps_writes(document: Any) -
 
 
 # ---- items near their limits, TTL, clocks, the feature log's order ------------------------
-def test_an_item_that_would_pass_dynamodbs_limit_routes_its_events_and_the_shard_moves_on(
+def _quarantined(sink: MemorySink, reason: str) -> list[dict[str, Any]]:
+    return [line for key, body in sink.objects.items() if key.startswith("quarantine/")
+            for line in map(json.loads, body.decode().splitlines()) if line["reason"] == reason]
+
+
+def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fastbreak.engine import processor as processor_module
-
     # Values far longer than the sizing estimate: here, the limit is lowered instead.
-    monkeypatch.setattr(processor_module, "MAX_ITEM_BYTES", 1500)
-    processor, table, sink = build()
+    monkeypatch.setattr(item_size, "MAX_ITEM_BYTES", 1500)
     long_sports = [dict(view, sport="s" * 200 + str(n)) for n, view in enumerate(views(8))]
-    result = processor.process(records(stream_of(long_sports, ARRIVAL_S)))
+    stream = stream_of(long_sports, ARRIVAL_S)
+    processor, table, sink = build()
+    result = processor.process(records(stream))
 
     assert result.failed_sequence_numbers == [] and result.items_too_large == 1
-    assert ("user#u1", "user_affinity") not in table.items  # not written: over the limit
-    assert features(processor)["views_1h"] == 8  # the other groups took the events
-    lines = [json.loads(line) for key, body in sink.objects.items()
-             if key.startswith("quarantine/") for line in body.decode().splitlines()]
-    routed = [line for line in lines if line["reason"] == "item_too_large"]
-    assert len(routed) == 8 and all(line["groups"] == ["user_affinity"] for line in routed)
+    key = ("user#u1", "user_affinity")
+    state = table.items[key]["state"]["S"]
+    assert len(state) <= item_size.state_limit(key, {}, SHARD)
+    assert features(processor)["views_1h"] == 8  # the other groups took every event
+    routed = _quarantined(sink, "item_too_large")
+    assert 0 < len(routed) < 8 and all(line["groups"] == ["user_affinity"] for line in routed)
     assert "user#u1 / user_affinity" in routed[0]["message"]
+    # One event per batch: the same events applied, the same ones refused.
+    alone, alone_table, alone_sink = build()
+    for record in stream:
+        assert alone.process(records([record])).failed_sequence_numbers == []
+    assert alone_table.items[key]["state"]["S"] == state
+    assert [line["sequence_number"] for line in _quarantined(alone_sink, "item_too_large")] == [
+        line["sequence_number"] for line in routed
+    ]
 
 
 def test_an_item_that_gains_lifetime_state_loses_its_old_ttl() -> None:
