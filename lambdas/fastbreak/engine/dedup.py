@@ -98,6 +98,11 @@ class DedupMemory:
         return list(dict.fromkeys(missing))
 
     def contains(self, root: ItemKey, hashed: int) -> bool:
+        node = self.known.get(root)
+        if node is None:  # the usual case: a bucket this shard has not remembered anything in
+            return False
+        if not is_split(node):
+            return hashed in self._leaf(root)
         return hashed in self._leaf(self._leaf_key(root, hashed))
 
     def _leaf_key(self, root: ItemKey, hashed: int) -> ItemKey:

@@ -25,6 +25,7 @@ MAX_ITEM_BYTES = 400 * 1024
 ATTRIBUTE_BYTES = 128
 # The longest mark one shard keeps in ``hw``: "{shard id}={129 digits}.{sub-sequence},".
 MAX_MARK_BYTES = 128 + 1 + 129 + 1 + 10 + 1
+FIXED_BYTES = MAX_MARK_BYTES + ATTRIBUTE_BYTES
 # A tile's key and braces, and its section's when it is the section's first tile.
 TILE_BYTES = 40
 # What one value adds to a state besides the value and the event id: brackets, event time,
@@ -90,6 +91,5 @@ def state_limit(key: ItemKey, marks: dict[str, str], shard_id: str) -> int:
     every batching."""
     others = sum(len(shard) + len(mark) + 2 for shard, mark in marks.items() if shard != shard_id)
     return (
-        MAX_ITEM_BYTES - text_bytes(key[0]) - text_bytes(key[1]) - others - MAX_MARK_BYTES
-        - ATTRIBUTE_BYTES
+        MAX_ITEM_BYTES - text_bytes(key[0]) - text_bytes(key[1]) - others - FIXED_BYTES
     )

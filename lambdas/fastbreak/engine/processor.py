@@ -216,6 +216,8 @@ class StreamProcessor:
             name: {kind.section: item_size.tile_bytes(kind) for kind in group.kinds.values()}
             for name, group in self.plan.groups.items()
         }
+        self._max_tile_bytes = {name: max(sections.values(), default=0)
+                                for name, sections in self._tile_bytes.items()}
         # id of a contribution's sections tuple -> its value_growth; refilled per batch
         self._growth_of: dict[int, tuple[int, int]] = {}
 
@@ -545,6 +547,7 @@ class StreamProcessor:
             tiles = {}
             newest = 0
         group = item.group
+        group_name = group.group.name
         tolerance_s = self.settings.future_tolerance_ms // 1000
         fold = ItemFold(tiles, newest, self._tile_keys)
         fold.fold(new)
@@ -553,11 +556,21 @@ class StreamProcessor:
         # one the highest.
         item.first_new = new[0][0].position
         position = encode_position(new[-1][0].position)
-        limit = item_size.state_limit(key, marks, shard_id)
-        bound = (item_size.text_bytes(stored.state) if stored is not None else 2) + item.growth
-        tile_bytes = self._tile_bytes[group.group.name]
-        for section, _ in fold.touched:
-            bound += tile_bytes[section]
+        # The usual item is far below the limit: a coarse bound (every touched tile at the
+        # group's largest) against a smaller limit (the key at 4 bytes a character, every mark)
+        # settles it; the exact bound and limit are computed only near it.
+        state_chars = len(stored.state) if stored is not None else 2
+        bound = state_chars + item.growth + len(fold.touched) * self._max_tile_bytes[group_name]
+        limit = item_size.MAX_ITEM_BYTES - item_size.FIXED_BYTES - 4 * (
+            len(key[0]) + len(key[1])
+        ) - (len(stored.hw) + 1 if stored is not None else 0)
+        if bound > limit or (stored is not None and not stored.state.isascii()):
+            bound = item_size.text_bytes(stored.state) if stored is not None else 2
+            bound += item.growth
+            tile_bytes = self._tile_bytes[group_name]
+            for section, _ in fold.touched:
+                bound += tile_bytes[section]
+            limit = item_size.state_limit(key, marks, shard_id)
         if bound <= limit:  # no state on the way can pass the limit: every event is applied
             state = _encode(tiles)
             newest = fold.newest_ms

@@ -22,6 +22,7 @@ MAX_SEQUENCE_DIGITS = 129
 # DynamoDB keys and the high-water mark text (where "=" and "," are separators): anything else
 # in it is refused before it can reach them.
 _SHARD_ID = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+_SHARD_IDS_SEEN: set[str] = set()  # ids that matched (bounded)
 # approximateArrivalTimestamp in epoch seconds: before year 10,000, so that every date
 # computation on it (quarantine keys, lateness) stays in range.
 MAX_ARRIVAL_S = 253_402_300_800
@@ -77,8 +78,11 @@ def read_source(raw: Any, index: int) -> SourceRecord | Rejection:
     if not isinstance(event_id, str) or not isinstance(data, str):
         return Rejection(Reason.BAD_KINESIS_RECORD, "eventID or data is malformed")
     shard_id, colon, _ = event_id.partition(":")
-    if not colon or not _SHARD_ID.fullmatch(shard_id):
-        return Rejection(Reason.BAD_KINESIS_RECORD, "eventID does not start with a shard id")
+    if shard_id not in _SHARD_IDS_SEEN:  # a batch holds one shard: match it once
+        if not colon or not _SHARD_ID.fullmatch(shard_id):
+            return Rejection(Reason.BAD_KINESIS_RECORD, "eventID does not start with a shard id")
+        if len(_SHARD_IDS_SEEN) < 4096:
+            _SHARD_IDS_SEEN.add(shard_id)
     # The Lambda event is parsed JSON, so the arrival time is a float: one comparison decides
     # the common case, the general test (a number, not a bool) runs when it fails.
     if type(arrival) is not float and (not isinstance(arrival, _NUMBER) or type(arrival) is bool):
