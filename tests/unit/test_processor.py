@@ -14,9 +14,12 @@ from fastbreak.engine import (
     OnlineStore,
     RetryPolicy,
     StreamProcessor,
+    dedup,
     item_size,
     read_group,
 )
+from fastbreak.engine.dedup import LEAF_CAPACITY, SPLIT_MARKER, identity_hash, unpack
+from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.timestamps import format_ms
 from tests.fixtures.kinesis import SHARD, StreamRecord, lambda_record, stream_of
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
@@ -400,3 +403,108 @@ def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_or
         (section, start): state for section, tiles in stored.items()
         for start, state in tiles.items()
     }
+
+
+# ---- identity and the dedup memory ------------------------------------------------------------
+def _remembered(table: MemoryDynamoDB) -> set[int]:
+    held: set[int] = set()
+    for (pk, _), item in table.items.items():
+        if pk.startswith(DEDUP_PREFIX):
+            held |= unpack(item["state"]["B"])
+    return held
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-batch", "two-batches"])
+def test_an_event_id_reused_with_another_event_time_is_another_event(split: bool) -> None:
+    first, second = views(1)[0], dict(views(1)[0], event_time=format_ms(T0 + 30_000))
+    stream = stream_of([first, second], ARRIVAL_S)
+    processor, table, _ = build()
+    results = [processor.process(records(part)) for part in
+               ([stream[:1], stream[1:]] if split else [stream])]
+    assert sum(result.duplicate_events for result in results) == 0
+    assert features(processor)["views_1h"] == 2
+    assert _remembered(table) == {identity_hash(first["event_id"], T0),
+                                  identity_hash(first["event_id"], T0 + 30_000)}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-batch", "two-batches"])
+def test_copies_of_an_event_too_late_for_every_group_are_each_routed_not_remembered(
+    split: bool,
+) -> None:
+    late = views(1, offset_ms=-3 * 3_600_000)[0]  # 3 h: later than every group allows
+    stream = stream_of([late, late], ARRIVAL_S)
+    processor, table, sink = build()
+    results = [processor.process(records(part)) for part in
+               ([stream[:1], stream[1:]] if split else [stream])]
+    assert [r.duplicate_events for r in results] == [0] * len(results)
+    assert sum(r.late_events for r in results) == 2
+    assert len(_quarantined(sink, "too_late")) == 2 and _remembered(table) == set()
+
+
+def _refuse_items_over_400_kb(operation: str, request: dict[str, Any]) -> None:
+    """DynamoDB's own rule: an item over 400 KB (names and values) is refused."""
+    if operation != "UpdateItem":
+        return
+    values = request["ExpressionAttributeValues"]
+    state = values[":state"].get("B") or values[":state"]["S"].encode()
+    size = len(state) + sum(len(v["S"]) for v in request["Key"].values()) + 200
+    if size > 400 * 1024:
+        raise client_error("ValidationException", "UpdateItem")
+
+
+def test_a_frozen_clock_splits_the_dedup_memory_and_every_item_stays_under_400_kb() -> None:
+    # 70,000 events with one event time: one dedup item of their hashes would be 560 KB.
+    documents = [dict(view, event_time=format_ms(T0)) for view in (
+        views(1, user=f"u{n % 500}", start=n)[0] for n in range(70_000)
+    )]
+    stream = stream_of(documents, ARRIVAL_S)
+    table = MemoryDynamoDB()
+    table.fault = _refuse_items_over_400_kb
+    processor, _, _ = build(table)
+    dedup_writes = []
+    for start in range(0, len(stream), 10_000):
+        result = processor.process(records(stream[start : start + 10_000]))
+        assert result.failed_sequence_numbers == []
+        dedup_writes.append(result.dedup_writes)
+    memory = {sk: item for (pk, sk), item in table.items.items() if pk.startswith(DEDUP_PREFIX)}
+    assert len(memory) == 17 and memory[f"{T0 // 1000:011d}"]["state"]["B"] == SPLIT_MARKER
+    assert max(len(item["state"]["B"]) for item in memory.values()) <= LEAF_CAPACITY * 8
+    # one write a batch while the bucket is one item; the split: 16 children and the marker
+    assert dedup_writes == [1, 1, 1, 17, 16, 16, 16]
+    copies = stream_of(documents[::70], ARRIVAL_S, start=70_000)
+    again = processor.process(records(copies))
+    assert again.duplicate_events == 1000 and again.writes.writes == 0
+    assert features(processor, key="u0")["views_1h"] == 140
+
+
+def test_a_crash_between_the_split_children_and_the_marker_loses_no_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dedup, "LEAF_CAPACITY", 4)
+    documents = [dict(view, event_time=format_ms(T0)) for view in views(8)]
+    stream = stream_of(documents, ARRIVAL_S)
+    table = MemoryDynamoDB()
+    processor, _, _ = build(table)
+    processor.process(records(stream[:3]))
+    root = ("_dedup#shardId-000000000000", f"{T0 // 1000:011d}")
+
+    def die_on_the_marker(operation: str, request: dict[str, Any]) -> None:
+        key = (request["Key"]["pk"]["S"], request["Key"]["sk"]["S"]) if "Key" in request else None
+        if key == root and request["ExpressionAttributeValues"][":state"].get("B") == SPLIT_MARKER:
+            raise client_error("InternalServerError", operation)  # retried, then given up
+
+    table.fault = die_on_the_marker
+    processor.store.retry = RetryPolicy(max_attempts=1, sleep=lambda _: None)
+    failed = processor.process(records(stream[3:]))
+    assert failed.failed_sequence_numbers == [r.sequence_number for r in stream[3:]]
+    children = [sk for pk, sk in table.items if pk == root[0] and sk != root[1]]
+    assert children and len(unpack(table.items[root]["state"]["B"])) == 3  # the root is whole
+    assert processor.process(records(stream_of(documents[:3], ARRIVAL_S, start=100))
+                             ).duplicate_events == 3
+    table.fault = None
+    assert processor.process(records(stream[3:])).failed_sequence_numbers == []
+    assert table.items[root]["state"]["B"] == SPLIT_MARKER
+    copies = processor.process(records(stream_of(documents, ARRIVAL_S, start=200)))
+    assert copies.duplicate_events == 8 and copies.writes.writes == 0
+    assert features(processor)["views_1h"] == 8
+    assert _remembered(table) == {identity_hash(d["event_id"], T0) for d in documents}
