@@ -196,6 +196,11 @@ def _view(user: str, n: int, second: int, sport: str = "nba") -> dict[str, Any]:
     }
 
 
+# Event times over two and a half hours before the arrivals: late for some groups, and far
+# enough apart that older tiles expire as newer events come in.
+event_seconds = st.integers(-150 * 60, 59)
+
+
 @st.composite
 def user_records_in_order(draw: st.DrawFn) -> list[tuple[bytes, int]]:
     """(payload, arrival delay in s after T0) per user record, in stream order."""
@@ -212,7 +217,7 @@ def user_records_in_order(draw: st.DrawFn) -> list[tuple[bytes, int]]:
             continue
         if kind == "reused-id" and sent:
             document = dict(draw(st.sampled_from(sent)))
-            document["event_time"] = format_ms(T0_MS + draw(st.integers(0, 59)) * 1000)
+            document["event_time"] = format_ms(T0_MS + draw(event_seconds) * 1000)
         elif kind == "surrogate":
             document = _view(user, step, 5, sport="nba\ud800")
         elif kind == "big-int":
@@ -220,9 +225,9 @@ def user_records_in_order(draw: st.DrawFn) -> list[tuple[bytes, int]]:
                         "event_id": f"k{step}", "event_time": format_ms(T0_MS),
                         "user_id": user, "content_id": "c1", "position": 2**64}
         elif kind == "long-value":
-            document = _view(user, step, draw(st.integers(0, 59)), sport="s" * 300 + str(step))
+            document = _view(user, step, draw(event_seconds), sport="s" * 300 + str(step))
         else:
-            document = _view(user, step, 7 if kind == "frozen" else draw(st.integers(0, 59)))
+            document = _view(user, step, 7 if kind == "frozen" else draw(event_seconds))
         delay = {"late": 45 * 60, "very-late": 3 * 3600}.get(kind, 60)
         produced.append((json.dumps(document).encode(), delay))
         sent.append(document)

@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -282,7 +283,8 @@ class StreamProcessor:
         first: Position = (sources[0].sequence, 0)
         events.sort(key=_position)
         events, ids = self._first_copies(shard_id, events, result)
-        pending = self._route(shard_id, events, routed, result)
+        late: list[tuple[Event, list[str]]] = []
+        pending = self._route(shard_id, events, late)
         wanted: dict[ItemKey, set[int]] = {}
         for key, hashed in ids.values():
             wanted.setdefault(key, set()).add(hashed)
@@ -297,14 +299,16 @@ class StreamProcessor:
         duplicates = {event for event, (key, hashed) in ids.items()
                       if memory.contains(key, hashed)}
         result.duplicate_events += len(duplicates)
+        for event, groups in late:  # a copy is a duplicate, not late: as within a batch
+            if event not in duplicates:
+                result.late_events += 1
+                routed.append(_late(event, groups))
         self._tile_keys.clear()
-        outcome = self._write_items(shard_id, sources, pending, stored, duplicates, routed,
-                                    result)
+        outcome = self._write_items(shard_id, sources, pending, stored, duplicates, result)
         if outcome is None:
             return first
-        lowest, log_lines, too_large, lines_stored = outcome
-        routed.extend(too_large)
-        if routed and not lines_stored and not self._put_lines(shard_id, sources, routed):
+        lowest, log_lines = outcome
+        if routed and not self._put_lines(shard_id, sources, routed):
             lowest = _lower(lowest, min((r.source.sequence, 0) for r in routed if r.source))
         if log_lines and not self._put_feature_log(shard_id, sources, log_lines):
             return first
@@ -357,8 +361,10 @@ class StreamProcessor:
         return kept, ids
 
     def _route(
-        self, shard_id: str, events: list[Event], routed: list[_Routed], result: BatchResult
+        self, shard_id: str, events: list[Event], late: list[tuple[Event, list[str]]]
     ) -> dict[ItemKey, _Pending]:
+        """The items each event feeds, and in ``late`` the events later than some group's
+        allowed lateness, with those groups."""
         pending: dict[ItemKey, _Pending] = {}
         table = self._route_table(shard_id)
         for event in events:
@@ -408,16 +414,7 @@ class StreamProcessor:
                     if count:
                         item.growth += count * payload_bytes + fixed
             if late_groups is not None:
-                result.late_events += 1
-                routed.append(
-                    _Routed(
-                        Reason.TOO_LATE,
-                        f"arrived {lateness // 1000} s after its event time, beyond the "
-                        "allowed lateness of these groups",
-                        event.record.source, event.record.sub_index, event.record.payload,
-                        event.event_id, tuple(late_groups),
-                    )
-                )
+                late.append((event, late_groups))
         return pending
 
     def _route_table(self, shard_id: str) -> dict[str, tuple[_RouteEntry, ...]]:
@@ -438,31 +435,23 @@ class StreamProcessor:
 
     def _write_items(
         self, shard_id: str, sources: list[SourceRecord], pending: dict[ItemKey, _Pending],
-        stored: dict[ItemKey, StoredItem], duplicates: set[Event], routed: list[_Routed],
-        result: BatchResult,
-    ) -> tuple[Position | None, list[str], list[_Routed], bool] | None:
-        """Write every item with something new; return the lowest failed position (if any),
-        the feature log lines, the quarantine lines of the events items refused as too large,
-        and whether ``routed`` plus those lines is stored already; None if the store could
-        not even be re-read."""
+        stored: dict[ItemKey, StoredItem], duplicates: set[Event], result: BatchResult,
+    ) -> tuple[Position | None, list[str]] | None:
+        """Write every item with something new; return the lowest failed position (if any)
+        and the feature log lines; None if the store could not even be re-read."""
         log_lines: list[str] = []
-        too_large: dict[ItemKey, list[_Routed]] = {}
         lowest: Position | None = None
-        lines_stored = False
         todo: list[tuple[ItemKey, _Pending]] = list(pending.items())
         next_state, log_line, written = self._next_state, self._log_line, WriteOutcome.WRITTEN
         for _ in range(_CONFLICT_ROUNDS):
             writes: list[ItemWrite] = []
             items: list[_Pending] = []
-            refusing: list[_Pending] = []
+            refusing: list[tuple[ItemKey, _Pending]] = []
             for key, item in todo:
                 before = stored.get(key)
                 write = next_state(key, item, before, duplicates, shard_id)
-                if too_large.pop(key, None) is not None:
-                    lines_stored = False
                 if item.refused:
-                    refusing.append(item)
-                    too_large[key] = _routed_away(item, key)
+                    refusing.append((key, item))
                 if write is None:
                     if before is not None and not item.refused:
                         # already applied: log it again (at-least-once)
@@ -472,13 +461,12 @@ class StreamProcessor:
                 items.append(item)
             if refusing:
                 result.items_too_large += len(refusing)
-                # The lines of refused events are stored before the writes that pass their
-                # positions: a re-delivery skips those positions, and would not route them again.
-                lines = [line for lines in too_large.values() for line in lines]
-                lines_stored = self._put_lines(shard_id, sources, [*routed, *lines])
-                if not lines_stored:
-                    held = {id(item) for item in refusing}
-                    for item in refusing:
+                # Refused events are quarantined before the writes that pass their positions:
+                # a re-delivery skips those positions, and would not refuse them again.
+                lines = [line for key, item in refusing for line in _routed_away(item, key)]
+                if not self._put_lines(shard_id, sources, lines):
+                    held = {id(item) for _, item in refusing}
+                    for _, item in refusing:
                         lowest = _lower(lowest, item.first_new)
                     kept = [(w, i) for w, i in zip(writes, items, strict=True)
                             if id(i) not in held]
@@ -496,7 +484,7 @@ class StreamProcessor:
                 else:
                     lowest = _lower(lowest, item.first_new)
             if not conflicts:
-                break
+                return lowest, log_lines
             # Another writer moved these items on (ParallelizationFactor > 1, or a zombie), or
             # TTL deleted one: read what is there now and fold ours on top.
             try:
@@ -507,11 +495,9 @@ class StreamProcessor:
                 stored.pop(key, None)
             stored.update(fresh)
             todo = conflicts
-        else:
-            for _, item in todo:
-                lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
-        lines = [line for lines in too_large.values() for line in lines]
-        return lowest, log_lines, lines, lines_stored
+        for _, item in todo:
+            lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
+        return lowest, log_lines
 
     def _next_state(
         self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[Event],
@@ -738,10 +724,10 @@ class StreamProcessor:
     def _put_feature_log(
         self, shard_id: str, sources: list[SourceRecord], lines: list[str]
     ) -> bool:
-        key = _object_key(self.settings.feature_log_prefix, shard_id, sources)
-        body = "\n".join(lines) + "\n"
+        body = ("\n".join(lines) + "\n").encode()
         try:
-            self.sink.put(key, body.encode())
+            self.sink.put(_object_key(self.settings.feature_log_prefix, shard_id, sources, body),
+                          body)
         except Exception:
             return False
         return True
@@ -750,12 +736,10 @@ class StreamProcessor:
         self, shard_id: str, sources: list[SourceRecord], routed: list[_Routed],
         _put_ok_anyway: bool = False,
     ) -> bool:
-        """Store the quarantine object of the shard's batch (named by the batch's first and
-        last sequence numbers: a later put of the same batch replaces it)."""
-        key = _object_key(self.settings.quarantine_prefix, shard_id, sources)
-        body = "\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n"
+        body = ("\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n").encode()
         try:
-            self.sink.put(key, body.encode())
+            self.sink.put(_object_key(self.settings.quarantine_prefix, shard_id, sources, body),
+                          body)
         except Exception:
             return _put_ok_anyway
         return True
@@ -800,6 +784,17 @@ def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
     return route, group.entity + "#", None, log_head, partials, (0, 0)
 
 
+def _late(event: Event, groups: list[str]) -> _Routed:
+    lateness = event.record.source.arrival_ms - event.time_ms
+    return _Routed(
+        Reason.TOO_LATE,
+        f"arrived {lateness // 1000} s after its event time, beyond the allowed lateness of "
+        "these groups",
+        event.record.source, event.record.sub_index, event.record.payload, event.event_id,
+        tuple(groups),
+    )
+
+
 def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
     """Quarantine lines for the events an item refused as too large."""
     group = item.group.group.name
@@ -815,9 +810,20 @@ def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
     ]
 
 
-def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:
+def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord], body: bytes) -> str:
+    """``{prefix}date={arrival date}/{shard}/{first seq}-{last seq}-{content hash}.jsonl``.
+
+    The content hash keeps what an earlier attempt at the same batch stored: a re-delivery may
+    write other lines (an item it finds applied is logged without its write time; an event its
+    own earlier attempt remembered is not routed again), and must not replace them. The same
+    lines make the same key, so a plain retry adds no copy.
+    """
     if not sources:
         return f"{prefix}unattributed/{time.time_ns()}.jsonl"
     first, last = sources[0], sources[-1]
     day = format_ms(first.arrival_ms)[:10]
-    return f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}.jsonl"
+    digest = blake2b(body, digest_size=4).hexdigest()
+    return (
+        f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}"
+        f"-{digest}.jsonl"
+    )
