@@ -134,7 +134,10 @@ class ItemFold:
         # were batched (a tile expired at one newest time is expired at every later one).
         for section, section_tiles in tiles.items():
             kind = kind_of_section.get(section)
-            if kind is not None:
+            if kind is None or kind.tile_seconds == LIFETIME or not section_tiles:
+                continue
+            expires = kind.tile_expires_at(int(min(section_tiles)))  # of the oldest tile
+            if expires is not None and expires <= prune_s:  # usually nothing has expired
                 prune(kind, section_tiles, prune_s)
         if len(tiles) > len(kind_of_section):
             for section in [section for section in tiles if section not in kind_of_section]:

@@ -339,24 +339,25 @@ class StreamProcessor:
         """
         kept: list[Event] = []
         ids: dict[Event, tuple[ItemKey, int]] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: set[int] = set()  # identity hashes: as the memory compares them
         keys: dict[int, ItemKey] = {}  # dedup bucket -> its root item
         max_lateness = self._max_lateness
         for event in events:
+            time_ms = event.time_ms
             limit = max_lateness.get(event.event_type)
-            if limit is None or event.record.source.arrival_ms - event.time_ms > limit:
+            if limit is None or event.record.source.arrival_ms - time_ms > limit:
                 kept.append(event)
                 continue
-            identity = (event.event_id, event.time_ms)
-            if identity in seen:
+            hashed = identity_hash(event.event_id, time_ms)
+            if hashed in seen:
                 result.duplicate_events += 1
                 continue
-            seen.add(identity)
-            bucket = dedup_bucket(event.time_ms)
+            seen.add(hashed)
+            bucket = dedup_bucket(time_ms)
             key = keys.get(bucket)
             if key is None:
                 key = keys[bucket] = dedup_key(shard_id, bucket)
-            ids[event] = (key, identity_hash(event.event_id, event.time_ms))
+            ids[event] = (key, hashed)
             kept.append(event)
         return kept, ids
 
