@@ -508,3 +508,33 @@ def test_a_crash_between_the_split_children_and_the_marker_loses_no_identity(
     assert copies.duplicate_events == 8 and copies.writes.writes == 0
     assert features(processor)["views_1h"] == 8
     assert _remembered(table) == {identity_hash(d["event_id"], T0) for d in documents}
+
+
+def _states(table: MemoryDynamoDB) -> dict[tuple[str, str], Any]:
+    return {key: json.loads(item["state"]["S"]) for key, item in table.items.items()
+            if not key[0].startswith(DEDUP_PREFIX)}
+
+
+def test_an_item_keeps_the_same_tiles_in_one_batch_or_two() -> None:
+    # 100 minutes apart: the first event's one-minute tile has expired once the second is in.
+    documents = [*views(1, offset_ms=-100 * 60_000), *views(1, start=1)]
+    stream = stream_of(documents, ARRIVAL_S)
+    whole, whole_table, _ = build()
+    whole.process(records(stream))
+    parts, parts_table, _ = build()
+    parts.process(records(stream[:1]))
+    parts.process(records(stream[1:]))
+    assert _states(whole_table) == _states(parts_table)
+    engagement = _states(whole_table)[("user#u1", "user_engagement")]
+    assert list(engagement["60"]) == [f"{(T0 // 1000):011d}"]  # the old one was pruned
+
+
+def test_a_copy_later_than_some_groups_is_a_duplicate_and_not_also_late() -> None:
+    # The first copy arrives 29:50 after its event time (content_trending allows 30 min), the
+    # copy two minutes later.
+    first = views(1, offset_ms=-28 * 60_000 - 50_000)[0]
+    processor, _, sink = build()
+    processor.process(records(stream_of([first], ARRIVAL_S)))
+    copy = processor.process(records(stream_of([first], ARRIVAL_S + 120, start=1)))
+    assert (copy.duplicate_events, copy.late_events) == (1, 0)
+    assert _quarantined(sink, "too_late") == []
