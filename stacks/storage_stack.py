@@ -32,6 +32,7 @@ FEATURE_LOG_COLUMNS = (
     # JSON {tile seconds: {tile start: {slot: state}}} of the tiles the write changed ("0"/"0":
     # lifetime), each in its absolute state: the item's own format (online-store-layout.md)
     ("tiles", "string"),
+    ("visible_ms", "bigint"),  # processor clock once the write succeeded; null for a re-log
 )
 
 

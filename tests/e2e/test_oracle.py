@@ -6,8 +6,8 @@ real Lambda handler, and an emulated Kinesis event source mapping that re-delive
 Lambda does: partial batch failures resume at the lowest reported sequence number, function
 errors bisect the batch, and every retry picks new batch boundaries. On top of that: producer
 duplicates, out-of-order event times within the lateness, events later than it, poison
-records, KPL aggregates, throttling, UnprocessedKeys, failing S3 puts, and crashes after part
-of the writes.
+records (lone surrogates among them), KPL aggregates, 129-digit sequence numbers, throttling,
+UnprocessedKeys, failing S3 puts, and crashes after part of the writes.
 
 moto answers ~250 UpdateItem calls/s, so the workload is sized (30 users, 12 minutes of event
 time, large batches) to stay near 60 s while keeping every fault in play.
@@ -132,6 +132,16 @@ POISON: list[bytes] = [
     json_bytes({"event_type": "push_open", "schema_version": 1, "event_id": "p",
                 "event_time": "2026-11-26 18:30:00", "user_id": "u1", "campaign_id": "x"}),
     b"\xf3\x89\x9a\xc2 a KPL magic with garbage behind it and no valid checksum",
+    aggregate("u1", []),  # a well-formed KPL aggregate with no user record
+    json.dumps({"event_type": "push_open", "schema_version": 1, "event_id": "p",
+                "event_time": "2026-11-26T18:30:00Z", "user_id": "u1\ud800",
+                "campaign_id": "x"}).encode(),  # a lone surrogate, escaped
+    json.dumps({"event_type": "game_follow", "schema_version": 1, "event_id": "p",
+                "event_time": "2026-11-26T18:30:00Z", "user_id": "u1", "game_id": "g1",
+                "team_id": "t\ud800"}, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+    json_bytes({"event_type": "content_click", "schema_version": 1, "event_id": "p",
+                "event_time": "2026-11-26T18:30:00Z", "user_id": "u1", "content_id": "c1",
+                "position": 2**64}),  # an INT field is 64-bit
 ]
 
 
@@ -168,7 +178,8 @@ def generate(rng: random.Random) -> Workload:
         by_shard[shard].append(record)
     for shard, generated in by_shard.items():
         generated.sort(key=lambda g: g.arrival_ms)
-        sequence = SEQUENCE_BASE
+        # the second shard's sequence numbers have 129 digits, the most Kinesis allows
+        sequence = SEQUENCE_BASE if shard == SHARDS[0] else 10**128
         index = 0
         while index < len(generated):
             sequence += rng.randint(1, 10**6)

@@ -19,6 +19,13 @@ def test_feature_log_lines_have_exactly_the_glue_columns(aws: tuple[Any, Any]) -
     assert lines
     for line in lines:
         assert list(line) == [name for name, _ in FEATURE_LOG_COLUMNS]
+        # The line format is pinned: consumers read these keys, in this order.
+        assert list(line) == [
+            "pk", "sk", "group", "entity", "entity_key", "shard_id", "hw", "version",
+            "event_time_ms", "tiles", "visible_ms",
+        ]
+        # a first write: the processor's clock once it succeeded, after the newest event
+        assert isinstance(line["visible_ms"], int) and line["visible_ms"] > line["event_time_ms"]
         assert isinstance(line["hw"], str) and isinstance(line["event_time_ms"], int)
         assert isinstance(line["version"], int) and line["version"] >= 1
         # {tile seconds: {tile start: {slot: state}}}: the item's own format

@@ -1,25 +1,37 @@
-"""Property tests: whatever the records and write failures, the handler never raises, and
-every record ends processed, quarantined or reported as an item failure."""
+"""Property tests: whatever the records and write failures, the handler never raises, every
+record ends processed, quarantined or reported as an item failure, and every batching of the
+same records ends in the same state."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import io
+import itertools
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastbreak.engine.hll import hash64
+from fastbreak.definitions import CATALOG
+from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, dedup, item_size
+from fastbreak.engine.dedup import identity_hash, unpack
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.records import SourceRecord, read_source, user_records
 from fastbreak.engine.rejections import Rejection
+from fastbreak.engine.timestamps import format_ms
 from fastbreak.engine.validation import Event
 from fastbreak.handlers import stream_processor
-from tests.fixtures.kinesis import SEQUENCE_BASE, FakeContext, StreamRecord, lambda_record
+from tests.fixtures.kinesis import (
+    SEQUENCE_BASE,
+    FakeContext,
+    StreamRecord,
+    json_bytes,
+    lambda_record,
+)
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
 
 ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1"}
@@ -139,7 +151,7 @@ def test_every_record_ends_processed_quarantined_or_reported(
             continue  # the whole record was refused (bad base64, corrupt KPL)
         for sub_index, event in enumerate(_user_records(processor, raw)):
             if isinstance(event, Event):
-                assert hash64(event.event_id) in applied, "valid, not reported: applied"
+                assert identity_hash(event.event_id, event.time_ms) in applied, "applied"
             else:
                 assert any(line["sub_index"] == sub_index for line in lines), "quarantined"
 
@@ -159,3 +171,189 @@ def _remembered_ids(table: MemoryDynamoDB) -> set[int]:
             data = item["state"]["B"]
             ids.update(int.from_bytes(data[i : i + 8], "big") for i in range(0, len(data), 8))
     return ids
+
+
+# ---- batch boundaries ------------------------------------------------------------------------
+# The same records, delivered in one batch or in random batches with the retries and bisections
+# that failures cause, end in the same online state, the same dedup memory and the same
+# quarantine. Poison is in the mix: lone surrogates, an empty KPL aggregate, an integer past 64
+# bits, an event id reused with another event time, producer copies, events late for some or
+# every group, events whose values take an item past the (lowered) item limit, and many events
+# sharing one event time (a frozen clock) with a dedup item that holds three ids.
+T0_MS = 1_795_717_800_000
+SHARD = "shardId-000000000000"
+
+
+class SimulatedCrash(BaseException):
+    """The execution environment dies mid-batch: nothing in the handler may catch it."""
+
+
+def _view(user: str, n: int, second: int, sport: str = "nba") -> dict[str, Any]:
+    return {
+        "event_type": "content_view", "schema_version": 2, "event_id": f"{user}-{n}",
+        "event_time": format_ms(T0_MS + second * 1000), "user_id": user,
+        "content_id": f"c{n % 3}", "sport": sport, "surface": "home",
+    }
+
+
+# Event times over two and a half hours before the arrivals: late for some groups, and far
+# enough apart that older tiles expire as newer events come in.
+event_seconds = st.integers(-150 * 60, 59)
+
+
+@st.composite
+def user_records_in_order(draw: st.DrawFn) -> list[tuple[bytes, int]]:
+    """(payload, arrival delay in s after T0) per user record, in stream order."""
+    produced: list[tuple[bytes, int]] = []
+    sent: list[dict[str, Any]] = []
+    for step in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from([
+            "view", "view", "view", "frozen", "copy", "reused-id", "late", "very-late",
+            "long-value", "surrogate", "big-int",
+        ]))
+        user = draw(st.sampled_from(["u1", "u2"]))
+        if kind == "copy" and sent:
+            produced.append((json_bytes(draw(st.sampled_from(sent))), 70))
+            continue
+        if kind == "reused-id" and sent:
+            document = dict(draw(st.sampled_from(sent)))
+            document["event_time"] = format_ms(T0_MS + draw(event_seconds) * 1000)
+        elif kind == "surrogate":
+            document = _view(user, step, 5, sport="nba\ud800")
+        elif kind == "big-int":
+            document = {"event_type": "content_click", "schema_version": 1,
+                        "event_id": f"k{step}", "event_time": format_ms(T0_MS),
+                        "user_id": user, "content_id": "c1", "position": 2**64}
+        elif kind == "long-value":
+            document = _view(user, step, draw(event_seconds), sport="s" * 300 + str(step))
+        else:
+            document = _view(user, step, 7 if kind == "frozen" else draw(event_seconds))
+        delay = {"late": 45 * 60, "very-late": 3 * 3600}.get(kind, 60)
+        produced.append((json.dumps(document).encode(), delay))
+        sent.append(document)
+    return produced
+
+
+def _stream(user_records: list[tuple[bytes, int]], draw_kpl: list[bool]) -> list[StreamRecord]:
+    """One Kinesis record per user record, or a KPL aggregate of it and the next ones of the
+    same arrival; an empty aggregate in the middle."""
+    stream: list[StreamRecord] = []
+    index = 0
+    while index < len(user_records):
+        payload, delay = user_records[index]
+        run = [payload]
+        if draw_kpl[index % len(draw_kpl)]:
+            while (index + len(run) < len(user_records) and len(run) < 3
+                   and user_records[index + len(run)][1] == delay):
+                run.append(user_records[index + len(run)][0])
+        index += len(run)
+        data = aggregate("pk", run) if len(run) > 1 else payload
+        arrival = T0_MS / 1000 + delay
+        stream.append(StreamRecord(str(SEQUENCE_BASE + len(stream) * 10), "pk", data, arrival))
+        if len(stream) == 2:
+            stream.append(StreamRecord(str(SEQUENCE_BASE + 15), "pk", aggregate("pk", []),
+                                       arrival))
+    return stream
+
+
+class _FaultyTable(MemoryDynamoDB):
+    def __init__(self, failing: set[int], crashing: set[int]) -> None:
+        super().__init__()
+        self.failing, self.crashing, self.writes = failing, crashing, 0
+        self.fault = self._inject
+
+    def _inject(self, operation: str, request: dict[str, Any]) -> None:
+        if operation == "UpdateItem":
+            self.writes += 1
+            if self.writes in self.crashing:
+                raise SimulatedCrash
+            if self.writes in self.failing:
+                raise client_error("ValidationException", operation)
+
+
+class _FaultySink(MemorySink):
+    def __init__(self, failing: set[int]) -> None:
+        super().__init__()
+        self.failing, self.puts = failing, 0
+
+    def put(self, key: str, body: bytes) -> None:
+        self.puts += 1
+        if self.puts in self.failing:
+            raise OSError("S3 refused the object")
+        super().put(key, body)
+
+
+def _run(stream: list[StreamRecord], sizes: list[int], table: MemoryDynamoDB,
+         sink: MemorySink) -> None:
+    """Lambda's poller for one shard: new boundaries on every call, resume at the lowest
+    reported failure, bisect a batch whose invocation died."""
+    processor = StreamProcessor(OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None),
+                                            concurrency=1), sink, CATALOG,
+                                clock_ms=lambda: T0_MS + 7200_000)
+    calls = itertools.count()
+
+    def deliver(batch: list[StreamRecord]) -> int:
+        assert next(calls) < 500, "the processor is not making progress"
+        try:
+            result = processor.process([lambda_record(record) for record in batch])
+        except SimulatedCrash:
+            if len(batch) == 1:
+                return 0
+            half = len(batch) // 2
+            done = deliver(batch[:half])
+            return done if done < half else half + deliver(batch[half:])
+        if not result.failed_sequence_numbers:
+            return len(batch)
+        numbers = [record.sequence_number for record in batch]
+        assert result.failed_sequence_numbers == numbers[
+            numbers.index(result.failed_sequence_numbers[0]):
+        ]
+        return numbers.index(result.failed_sequence_numbers[0])
+
+    position = 0
+    for size in itertools.cycle(sizes):
+        if position >= len(stream):
+            return
+        position += deliver(stream[position : position + size])
+
+
+def _outcome(table: MemoryDynamoDB, sink: MemorySink) -> tuple[Any, ...]:
+    state = {key: (json.loads(item["state"]["S"]), item["t"]["N"])
+             for key, item in table.items.items() if not key[0].startswith(DEDUP_PREFIX)}
+    remembered: set[int] = set()
+    for key, item in table.items.items():
+        if key[0].startswith(DEDUP_PREFIX):
+            held = unpack(item["state"]["B"])
+            assert len(held) <= dedup.LEAF_CAPACITY
+            remembered |= held
+    quarantined = {
+        (line.get("sequence_number"), line.get("sub_index"), line["reason"],
+         tuple(line.get("groups", ())))
+        for key, body in sink.objects.items() if key.startswith("quarantine/")
+        for line in map(json.loads, body.decode().splitlines())
+    }
+    return state, remembered, quarantined
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    user_records=user_records_in_order(),
+    kpl=st.lists(st.booleans(), min_size=1, max_size=5),
+    sizes=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    failing=st.sets(st.integers(1, 60), max_size=4),
+    crashing=st.sets(st.integers(1, 60), max_size=3),
+    failing_puts=st.sets(st.integers(1, 20), max_size=3),
+)
+def test_every_batching_gives_the_same_state_memory_and_quarantine(
+    user_records: list[tuple[bytes, int]], kpl: list[bool], sizes: list[int],
+    failing: set[int], crashing: set[int], failing_puts: set[int],
+) -> None:
+    stream = _stream(user_records, kpl)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(item_size, "MAX_ITEM_BYTES", 2000)
+        patch.setattr(dedup, "LEAF_CAPACITY", 3)
+        whole_table, whole_sink = MemoryDynamoDB(), MemorySink()
+        _run(stream, [len(stream)], whole_table, whole_sink)
+        table, sink = _FaultyTable(failing, crashing - failing), _FaultySink(failing_puts)
+        _run(stream, sizes, table, sink)
+        assert _outcome(table, sink) == _outcome(whole_table, whole_sink)

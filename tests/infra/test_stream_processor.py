@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -25,6 +26,16 @@ def mapping(platform: SynthesizedPlatform) -> dict:
 
 def processor(platform: SynthesizedPlatform) -> dict:
     return only(platform.processing, "AWS::Lambda::Function")["Properties"]
+
+
+def test_the_processor_asset_carries_orjson_for_python_3_14_on_arm64(
+    dev: SynthesizedPlatform,
+) -> None:
+    key = processor(dev)["Code"]["S3Key"]  # "{asset hash}.zip"
+    asset = Path(dev.assembly.directory) / f"asset.{key.removesuffix('.zip')}"
+    assert (asset / "fastbreak" / "engine" / "processor.py").is_file()
+    assert (asset / "orjson" / "orjson.cpython-314-aarch64-linux-gnu.so").is_file()
+    assert not list(asset.rglob("__pycache__"))
 
 
 def test_mapping_bisects_and_reports_item_failures(dev: SynthesizedPlatform) -> None:

@@ -9,9 +9,19 @@ from typing import Any
 import pytest
 
 from fastbreak.definitions import CATALOG, Aggregation, Feature, Window
-from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
+from fastbreak.engine import (
+    MemorySink,
+    OnlineStore,
+    RetryPolicy,
+    StreamProcessor,
+    dedup,
+    item_size,
+    read_group,
+)
+from fastbreak.engine.dedup import LEAF_CAPACITY, SPLIT_MARKER, identity_hash, unpack
+from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
+from tests.fixtures.kinesis import SHARD, StreamRecord, lambda_record, stream_of
 from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
@@ -268,10 +278,9 @@ def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
     assert lines
     for line in lines:
         document = json.loads(line)
-        tiles = document.pop("tiles")
-        expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-        assert line == expected[:-1] + ',"tiles":' + json.dumps(
-            tiles, separators=(",", ":"), ensure_ascii=False) + "}"
+        assert line == json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        tiles = document["tiles"]
+        assert document["visible_ms"] == T0 + 120_000  # the processor's clock after the write
         item = table.items[(document["pk"], document["sk"])]
         assert json.loads(item["state"]["S"]) == tiles  # a new item: every tile is new
         assert item["hw"]["S"] == f"{document['shard_id']}={document['hw']}"
@@ -293,25 +302,37 @@ def test_the_cached_state_encoder_writes_what_json_dumps_writes(document: Any) -
 
 
 # ---- items near their limits, TTL, clocks, the feature log's order ------------------------
-def test_an_item_that_would_pass_dynamodbs_limit_routes_its_events_and_the_shard_moves_on(
+def _quarantined(sink: MemorySink, reason: str) -> list[dict[str, Any]]:
+    return [line for key, body in sink.objects.items() if key.startswith("quarantine/")
+            for line in map(json.loads, body.decode().splitlines()) if line["reason"] == reason]
+
+
+def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fastbreak.engine import processor as processor_module
-
     # Values far longer than the sizing estimate: here, the limit is lowered instead.
-    monkeypatch.setattr(processor_module, "MAX_ITEM_BYTES", 1500)
-    processor, table, sink = build()
+    monkeypatch.setattr(item_size, "MAX_ITEM_BYTES", 1500)
     long_sports = [dict(view, sport="s" * 200 + str(n)) for n, view in enumerate(views(8))]
-    result = processor.process(records(stream_of(long_sports, ARRIVAL_S)))
+    stream = stream_of(long_sports, ARRIVAL_S)
+    processor, table, sink = build()
+    result = processor.process(records(stream))
 
     assert result.failed_sequence_numbers == [] and result.items_too_large == 1
-    assert ("user#u1", "user_affinity") not in table.items  # not written: over the limit
-    assert features(processor)["views_1h"] == 8  # the other groups took the events
-    lines = [json.loads(line) for key, body in sink.objects.items()
-             if key.startswith("quarantine/") for line in body.decode().splitlines()]
-    routed = [line for line in lines if line["reason"] == "item_too_large"]
-    assert len(routed) == 8 and all(line["groups"] == ["user_affinity"] for line in routed)
+    key = ("user#u1", "user_affinity")
+    state = table.items[key]["state"]["S"]
+    assert len(state) <= item_size.state_limit(key, {}, SHARD)
+    assert features(processor)["views_1h"] == 8  # the other groups took every event
+    routed = _quarantined(sink, "item_too_large")
+    assert 0 < len(routed) < 8 and all(line["groups"] == ["user_affinity"] for line in routed)
     assert "user#u1 / user_affinity" in routed[0]["message"]
+    # One event per batch: the same events applied, the same ones refused.
+    alone, alone_table, alone_sink = build()
+    for record in stream:
+        assert alone.process(records([record])).failed_sequence_numbers == []
+    assert alone_table.items[key]["state"]["S"] == state
+    assert [line["sequence_number"] for line in _quarantined(alone_sink, "item_too_large")] == [
+        line["sequence_number"] for line in routed
+    ]
 
 
 def test_an_item_that_gains_lifetime_state_loses_its_old_ttl() -> None:
@@ -382,3 +403,138 @@ def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_or
         (section, start): state for section, tiles in stored.items()
         for start, state in tiles.items()
     }
+
+
+# ---- identity and the dedup memory ------------------------------------------------------------
+def _remembered(table: MemoryDynamoDB) -> set[int]:
+    held: set[int] = set()
+    for (pk, _), item in table.items.items():
+        if pk.startswith(DEDUP_PREFIX):
+            held |= unpack(item["state"]["B"])
+    return held
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-batch", "two-batches"])
+def test_an_event_id_reused_with_another_event_time_is_another_event(split: bool) -> None:
+    first, second = views(1)[0], dict(views(1)[0], event_time=format_ms(T0 + 30_000))
+    stream = stream_of([first, second], ARRIVAL_S)
+    processor, table, _ = build()
+    results = [processor.process(records(part)) for part in
+               ([stream[:1], stream[1:]] if split else [stream])]
+    assert sum(result.duplicate_events for result in results) == 0
+    assert features(processor)["views_1h"] == 2
+    assert _remembered(table) == {identity_hash(first["event_id"], T0),
+                                  identity_hash(first["event_id"], T0 + 30_000)}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-batch", "two-batches"])
+def test_copies_of_an_event_too_late_for_every_group_are_each_routed_not_remembered(
+    split: bool,
+) -> None:
+    late = views(1, offset_ms=-3 * 3_600_000)[0]  # 3 h: later than every group allows
+    stream = stream_of([late, late], ARRIVAL_S)
+    processor, table, sink = build()
+    results = [processor.process(records(part)) for part in
+               ([stream[:1], stream[1:]] if split else [stream])]
+    assert [r.duplicate_events for r in results] == [0] * len(results)
+    assert sum(r.late_events for r in results) == 2
+    assert len(_quarantined(sink, "too_late")) == 2 and _remembered(table) == set()
+
+
+def _refuse_items_over_400_kb(operation: str, request: dict[str, Any]) -> None:
+    """DynamoDB's own rule: an item over 400 KB (names and values) is refused."""
+    if operation != "UpdateItem":
+        return
+    values = request["ExpressionAttributeValues"]
+    state = values[":state"].get("B") or values[":state"]["S"].encode()
+    size = len(state) + sum(len(v["S"]) for v in request["Key"].values()) + 200
+    if size > 400 * 1024:
+        raise client_error("ValidationException", "UpdateItem")
+
+
+def test_a_frozen_clock_splits_the_dedup_memory_and_every_item_stays_under_400_kb() -> None:
+    # 70,000 events with one event time: one dedup item of their hashes would be 560 KB.
+    documents = [dict(view, event_time=format_ms(T0)) for view in (
+        views(1, user=f"u{n % 500}", start=n)[0] for n in range(70_000)
+    )]
+    stream = stream_of(documents, ARRIVAL_S)
+    table = MemoryDynamoDB()
+    table.fault = _refuse_items_over_400_kb
+    processor, _, _ = build(table)
+    dedup_writes = []
+    for start in range(0, len(stream), 10_000):
+        result = processor.process(records(stream[start : start + 10_000]))
+        assert result.failed_sequence_numbers == []
+        dedup_writes.append(result.dedup_writes)
+    memory = {sk: item for (pk, sk), item in table.items.items() if pk.startswith(DEDUP_PREFIX)}
+    assert len(memory) == 17 and memory[f"{T0 // 1000:011d}"]["state"]["B"] == SPLIT_MARKER
+    assert max(len(item["state"]["B"]) for item in memory.values()) <= LEAF_CAPACITY * 8
+    # one write a batch while the bucket is one item; the split: 16 children and the marker
+    assert dedup_writes == [1, 1, 1, 17, 16, 16, 16]
+    copies = stream_of(documents[::70], ARRIVAL_S, start=70_000)
+    again = processor.process(records(copies))
+    assert again.duplicate_events == 1000 and again.writes.writes == 0
+    assert features(processor, key="u0")["views_1h"] == 140
+
+
+def test_a_crash_between_the_split_children_and_the_marker_loses_no_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dedup, "LEAF_CAPACITY", 4)
+    documents = [dict(view, event_time=format_ms(T0)) for view in views(8)]
+    stream = stream_of(documents, ARRIVAL_S)
+    table = MemoryDynamoDB()
+    processor, _, _ = build(table)
+    processor.process(records(stream[:3]))
+    root = ("_dedup#shardId-000000000000", f"{T0 // 1000:011d}")
+
+    def die_on_the_marker(operation: str, request: dict[str, Any]) -> None:
+        key = (request["Key"]["pk"]["S"], request["Key"]["sk"]["S"]) if "Key" in request else None
+        if key == root and request["ExpressionAttributeValues"][":state"].get("B") == SPLIT_MARKER:
+            raise client_error("InternalServerError", operation)  # retried, then given up
+
+    table.fault = die_on_the_marker
+    processor.store.retry = RetryPolicy(max_attempts=1, sleep=lambda _: None)
+    failed = processor.process(records(stream[3:]))
+    assert failed.failed_sequence_numbers == [r.sequence_number for r in stream[3:]]
+    children = [sk for pk, sk in table.items if pk == root[0] and sk != root[1]]
+    assert children and len(unpack(table.items[root]["state"]["B"])) == 3  # the root is whole
+    assert processor.process(records(stream_of(documents[:3], ARRIVAL_S, start=100))
+                             ).duplicate_events == 3
+    table.fault = None
+    assert processor.process(records(stream[3:])).failed_sequence_numbers == []
+    assert table.items[root]["state"]["B"] == SPLIT_MARKER
+    copies = processor.process(records(stream_of(documents, ARRIVAL_S, start=200)))
+    assert copies.duplicate_events == 8 and copies.writes.writes == 0
+    assert features(processor)["views_1h"] == 8
+    assert _remembered(table) == {identity_hash(d["event_id"], T0) for d in documents}
+
+
+def _states(table: MemoryDynamoDB) -> dict[tuple[str, str], Any]:
+    return {key: json.loads(item["state"]["S"]) for key, item in table.items.items()
+            if not key[0].startswith(DEDUP_PREFIX)}
+
+
+def test_an_item_keeps_the_same_tiles_in_one_batch_or_two() -> None:
+    # 100 minutes apart: the first event's one-minute tile has expired once the second is in.
+    documents = [*views(1, offset_ms=-100 * 60_000), *views(1, start=1)]
+    stream = stream_of(documents, ARRIVAL_S)
+    whole, whole_table, _ = build()
+    whole.process(records(stream))
+    parts, parts_table, _ = build()
+    parts.process(records(stream[:1]))
+    parts.process(records(stream[1:]))
+    assert _states(whole_table) == _states(parts_table)
+    engagement = _states(whole_table)[("user#u1", "user_engagement")]
+    assert list(engagement["60"]) == [f"{(T0 // 1000):011d}"]  # the old one was pruned
+
+
+def test_a_copy_later_than_some_groups_is_a_duplicate_and_not_also_late() -> None:
+    # The first copy arrives 29:50 after its event time (content_trending allows 30 min), the
+    # copy two minutes later.
+    first = views(1, offset_ms=-28 * 60_000 - 50_000)[0]
+    processor, _, sink = build()
+    processor.process(records(stream_of([first], ARRIVAL_S)))
+    copy = processor.process(records(stream_of([first], ARRIVAL_S + 120, start=1)))
+    assert (copy.duplicate_events, copy.late_events) == (1, 0)
+    assert _quarantined(sink, "too_late") == []

@@ -168,13 +168,18 @@ def test_kinesis_records_decode_plain_and_kpl_payloads_with_positions() -> None:
         lambda r: r.pop("kinesis"),
         lambda r: r["kinesis"].pop("sequenceNumber"),
         lambda r: r["kinesis"].update(sequenceNumber="12a"),
-        lambda r: r["kinesis"].update(sequenceNumber="9" * 129),
+        lambda r: r["kinesis"].update(sequenceNumber="9" * 130),
+        lambda r: r["kinesis"].update(sequenceNumber="012"),
         lambda r: r["kinesis"].update(sequenceNumber=""),
         lambda r: r["kinesis"].update(sequenceNumber=" 12"),
         lambda r: r["kinesis"].update(sequenceNumber="\u0663"),  # a digit, but not an ASCII one
         lambda r: r["kinesis"].update(sequenceNumber=12),
         lambda r: r.update(eventID=None),
         lambda r: r.update(eventID="no-colon"),
+        lambda r: r.update(eventID=":5"),
+        lambda r: r.update(eventID="shard/one:5"),  # would become a folder of the S3 key
+        lambda r: r.update(eventID="shard=1,x:5"),  # the separators of the hw text
+        lambda r: r.update(eventID="shard\ud800:5"),  # cannot be encoded into any key
         lambda r: r["kinesis"].update(approximateArrivalTimestamp="now"),
         lambda r: r["kinesis"].update(data=7),
     ],
@@ -187,7 +192,10 @@ def test_malformed_lambda_records_are_refused(mutate: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arrival", "arrival_ms"), [(1.5, 1500), (2, 2000), (True, None), (None, None), ("1", None)]
+    ("arrival", "arrival_ms"),
+    [(1.5, 1500), (2, 2000), (True, None), (None, None), ("1", None), (float("inf"), None),
+     (float("-inf"), None), (float("nan"), None), (-1.0, None), (1e300, None), (10**400, None),
+     (253_402_300_799.5, 253_402_300_799_500)],
 )
 def test_the_arrival_time_is_a_number_of_seconds_and_not_a_bool(
     arrival: Any, arrival_ms: int | None,
@@ -199,6 +207,20 @@ def test_the_arrival_time_is_a_number_of_seconds_and_not_a_bool(
         assert isinstance(outcome, Rejection) and outcome.reason is Reason.BAD_KINESIS_RECORD
     else:
         assert isinstance(outcome, SourceRecord) and outcome.arrival_ms == arrival_ms
+
+
+@pytest.mark.parametrize("digits", [1, 56, 128, 129])
+def test_sequence_numbers_of_up_to_129_digits_are_positions(digits: int) -> None:
+    sequence_number = "0" if digits == 1 else "9" * digits  # 0|([1-9]\d{0,128})
+    source = read_source(lambda_record(StreamRecord(sequence_number, "u1", b"{}", 1.0)), 0)
+    assert isinstance(source, SourceRecord) and source.sequence == int(sequence_number)
+
+
+def test_a_kpl_aggregate_with_no_user_record_is_refused_not_consumed() -> None:
+    source = read_source(lambda_record(StreamRecord("5", "u1", aggregate("u1", []), 1.0)), 0)
+    assert isinstance(source, SourceRecord)
+    outcome = user_records(source)
+    assert isinstance(outcome, Rejection) and outcome.reason is Reason.KPL_EMPTY
 
 
 def test_a_record_keeps_its_partition_key_as_text_and_its_index_in_the_batch() -> None:

@@ -72,7 +72,7 @@ class ItemFold:
     is a measurable share of the hot path).
     """
 
-    __slots__ = ("grown", "newest_ms", "tile_keys", "tiles", "touched")
+    __slots__ = ("newest_ms", "tile_keys", "tiles", "touched")
 
     def __init__(
         self, tiles: Tiles, newest_ms: int = 0, tile_keys: dict[int, str] | None = None
@@ -82,7 +82,6 @@ class ItemFold:
         self.tile_keys = tile_keys if tile_keys is not None else {}
         # (section, tile start) -> the tile's slots as live states, for the tiles folded into
         self.touched: dict[tuple[str, int], dict[str, State]] = {}
-        self.grown: set[str] = set()  # sections that gained a tile: prune those
 
     def fold(self, contributions: Iterable[Contribution]) -> None:
         """Fold events in the order given (a shard's position order: ``add`` is sequential
@@ -113,7 +112,6 @@ class ItemFold:
             section_tiles = self.tiles[kind.section] = {}
         data = section_tiles.get(start_key)
         if data is None:
-            self.grown.add(kind.section)
             states: dict[str, State] = {}
         else:
             states = load_tile(kind, data)
@@ -122,7 +120,8 @@ class ItemFold:
 
     def finish(self, group: GroupPlan, stored: bool, future_tolerance_s: int) -> None:
         """Dump the touched tiles, prune what no window can read any more, and drop tile sizes
-        the catalog no longer uses. ``stored``: the item existed before this fold."""
+        the catalog no longer uses. ``stored`` (the item existed before this fold) no longer
+        changes what is pruned."""
         kind_of_section = group.kind_of_section
         for (section, _), states in self.touched.items():
             dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
@@ -130,12 +129,16 @@ class ItemFold:
         # may be dated up to that far ahead of the clock that readers use.
         prune_s = self.newest_ms // 1000 - future_tolerance_s
         tiles = self.tiles
-        for section in self.grown:
-            kind = kind_of_section[section]
-            # A new item holds only this fold's tiles: prune it only when late events gave it
-            # more than its windows keep.
-            if stored or len(tiles[section]) > kind.tiles_kept:
-                prune(kind, tiles[section], prune_s)
+        # Every section, new item or not, whichever tiles this fold touched: what an item keeps
+        # then depends on its newest event time alone, so it is the same however its events
+        # were batched (a tile expired at one newest time is expired at every later one).
+        for section, section_tiles in tiles.items():
+            kind = kind_of_section.get(section)
+            if kind is None or kind.tile_seconds == LIFETIME or not section_tiles:
+                continue
+            expires = kind.tile_expires_at(int(min(section_tiles)))  # of the oldest tile
+            if expires is not None and expires <= prune_s:  # usually nothing has expired
+                prune(kind, section_tiles, prune_s)
         if len(tiles) > len(kind_of_section):
             for section in [section for section in tiles if section not in kind_of_section]:
                 del tiles[section]

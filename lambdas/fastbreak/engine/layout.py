@@ -9,7 +9,8 @@ grows with the hours of audience sketches a game accumulates. Readers merge what
     pk = "{entity}#{entity key}", sk = "{group}"                                 group item
     pk = "{entity}#{entity key}", sk = "{group}#{shard}#t{tile s}#{tile start}"  tile partial
     pk = "{entity}#{entity key}", sk = "{group}#{shard id}#life"                 lifetime partial
-    pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      seen event ids
+    pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      applied events
+    pk = "_dedup#{shard id}",     sk = "{bucket start}/{hex prefix}"             ... once split
 
 The shard comes before the time in a partial's sort key: a live game's partials share one
 partition key, and at any moment every shard writes its own current tile, so the writes spread
@@ -29,10 +30,11 @@ from fastbreak.engine.records import Position
 ItemKey = tuple[str, str]
 
 DEDUP_PREFIX = "_dedup#"
-# Event ids are remembered per (shard, 2 s of event time), 8 bytes each. A shard takes at most
-# 1 MB/s; with KPL aggregation that is about 8,000 events/s of 120 bytes, the smallest event
-# the envelope allows: 2 s of them is 130 KB, well inside the 400 KB item limit (10 s, the
-# first choice, could pass it).
+# Applied events are remembered per (shard, 2 s of event time), 8 bytes each. A shard takes at
+# most 1 MB/s; with KPL aggregation that is about 8,000 events/s of 120 bytes, the smallest
+# event the envelope allows: 2 s of them is 130 KB, one item. Events that share an event time
+# (a frozen producer clock) can fill a bucket past that: it then splits by id hash
+# (``fastbreak.engine.dedup``).
 DEDUP_BUCKET_SECONDS = 2
 TILE_START_DIGITS = 11  # epoch seconds, zero-padded so that text order is time order
 
@@ -78,12 +80,18 @@ def dedup_key(shard_id: str, bucket_start: int) -> ItemKey:
     return f"{DEDUP_PREFIX}{shard_id}", f"{bucket_start:011d}"
 
 
+def dedup_node_key(root: ItemKey, prefix: str) -> ItemKey:
+    """The item of a split bucket's memory that holds the id hashes starting with ``prefix``
+    (hex digits); the root itself for ``""``."""
+    return (root[0], f"{root[1]}/{prefix}") if prefix else root
+
+
 def dedup_bucket(time_ms: int) -> int:
     return time_ms // 1000 // DEDUP_BUCKET_SECONDS * DEDUP_BUCKET_SECONDS
 
 
 def encode_position(position: Position) -> str:
-    # Sequence numbers have up to 128 digits: stored as a string, compared as ints in Python.
+    # Sequence numbers have up to 129 digits: stored as a string, compared as ints in Python.
     return f"{position[0]}.{position[1]}"
 
 

@@ -4,16 +4,17 @@ For each shard in the batch (a Lambda batch holds one):
 
 1. decode and validate every record; invalid ones go to the quarantine object, never blocking
    the shard;
-2. drop producer duplicates (same event id and event-time bucket) seen in this batch or
-   remembered in the shard's dedup items;
+2. drop producer duplicates (same event id and event time: an event's identity) seen in this
+   batch or remembered in the shard's dedup memory (``fastbreak.engine.dedup``);
 3. route each event to the items it feeds (late beyond a group's allowed lateness: routed to
    the quarantine object with reason ``too_late``, not applied);
 4. read every touched item once (consistent), fold in only the events past the item's
    high-water mark for this shard, and write the absolute new state with a condition on the
    marks that were read: one write per touched item, idempotent under any re-delivery
    (an item is a user's group item, or one tile partial of a game or content group, see
-   ``fastbreak.engine.layout``);
-5. write the feature log, then remember the ids of the events now fully applied.
+   ``fastbreak.engine.layout``); an event that would take an item past DynamoDB's item limit
+   is not applied to it (``fastbreak.engine.item_size``, the sequential rule);
+5. write the feature log, then remember the identities of the events now fully applied.
 
 Anything that fails makes the batch report its lowest affected sequence number and every
 later one; Lambda re-delivers from there and step 4 skips what was already applied.
@@ -23,17 +24,18 @@ later one; Lambda re-delivers from there and step 4 skips what was already appli
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from json.encoder import encode_basestring
 from typing import Any
 
 from fastbreak.definitions.model import Catalog
+from fastbreak.engine import item_size
 from fastbreak.engine.admission import Admission
+from fastbreak.engine.dedup import DedupMemory, identity_hash
 from fastbreak.engine.fold import ItemFold, Tiles
-from fastbreak.engine.hll import hash64
 from fastbreak.engine.layout import (
     DEDUP_BUCKET_SECONDS,
     ItemKey,
@@ -71,12 +73,7 @@ from fastbreak.engine.timestamps import format_ms
 from fastbreak.engine.validation import Event
 
 _NOTHING_APPLIED: Position = (-1, -1)
-# DynamoDB's item limit (names and values, UTF-8). Group items are sized at synth to stay far
-# below it; values much longer than the estimate can still push one over, and a refused write
-# would fail the batch on every retry: such an item is not written, its events are routed.
-MAX_ITEM_BYTES = 400 * 1024
 _CONFLICT_ROUNDS = 3
-_ID = struct.Struct(">Q")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # What JSONEncoder.encode builds on every call (two thirds of its cost on the small states of
 # the hot path), built once: same output. No cycle check: states are trees. CPython has had
@@ -159,12 +156,16 @@ class _Routed:
         return line
 
 
+# (event, the route sections it feeds in an item)
+_Contribution = tuple[Event, tuple[FoldSection, ...]]
+
+
 class _Pending:
     """Everything this batch contributes to one item (contributions in position order)."""
 
     __slots__ = (
-        "contributions", "entity_key", "first_new", "group", "log_head", "new", "position",
-        "tile", "touched",
+        "contributions", "entity_key", "first_new", "group", "growth", "log_head", "new",
+        "position", "refused", "tile", "touched",
     )
 
     def __init__(
@@ -176,9 +177,12 @@ class _Pending:
         self.log_head = log_head  # the feature-log line's constant middle, see _log_line
         self.tile = tile  # (kind, tile start) of a tile partial; None for a group item
         # (event, the route sections it feeds in this item), in position order
-        self.contributions: list[tuple[Event, tuple[FoldSection, ...]]] = []
+        self.contributions: list[_Contribution] = []
+        # what the contributions can add to the item's value-keeping slots, at most (bytes)
+        self.growth = 0
         self.first_new: Position = _NOTHING_APPLIED
-        self.new: list[tuple[Event, tuple[FoldSection, ...]]] = []  # of the last computed write
+        self.new: list[_Contribution] = []  # applied by the last computed write
+        self.refused: list[_Contribution] = []  # too large for the item, in the last computation
         # What the last computed write changed: its tiles (None: all of them) and this
         # shard's new high-water mark.
         self.touched: dict[str, dict[str, Any]] | None = None
@@ -202,6 +206,21 @@ class StreamProcessor:
         # tile start (epoch s) -> its key in an item's state; refilled per batch
         self._tile_keys: dict[int, str] = {}
         self.clock_ms = clock_ms
+        # event type -> the longest allowed lateness of the groups it feeds: an event later
+        # than that is applied nowhere, so it has no identity to remember
+        self._max_lateness = {
+            event_type: max(route.lateness_ms for route in routes)
+            for event_type, routes in self.plan.routes.items()
+        }
+        # group -> section -> the most a touched tile's value-free slots hold (item_size)
+        self._tile_bytes = {
+            name: {kind.section: item_size.tile_bytes(kind) for kind in group.kinds.values()}
+            for name, group in self.plan.groups.items()
+        }
+        self._max_tile_bytes = {name: max(sections.values(), default=0)
+                                for name, sections in self._tile_bytes.items()}
+        # id of a contribution's sections tuple -> its value_growth; refilled per batch
+        self._growth_of: dict[int, tuple[int, int]] = {}
 
     # ---- the batch -----------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> BatchResult:
@@ -222,7 +241,7 @@ class StreamProcessor:
         if unattributed:
             # These records cannot be retried by sequence number; a failed put only loses
             # the copy in S3 (the record itself stays in the stream until it expires).
-            self._put_lines("unattributed", unattributed, _put_ok_anyway=True)
+            self._put_lines("unattributed", [], unattributed, _put_ok_anyway=True)
         for shard_id, (sources, events, routed) in by_shard.items():
             lowest_failed = self._process_shard(shard_id, sources, events, routed, result)
             if lowest_failed is not None:
@@ -263,32 +282,41 @@ class StreamProcessor:
         """Apply the shard's events; return the lowest position that must be re-delivered."""
         first: Position = (sources[0].sequence, 0)
         events.sort(key=_position)
-        events, ids = _first_copies(shard_id, events, result)
-        pending = self._route(shard_id, events, routed, result)
-        lowest: Position | None = None
-        dedup_keys = {key for key, _ in ids.values()}
-        try:
-            stored = self.store.get_many([*pending, *dedup_keys])
+        events, ids = self._first_copies(shard_id, events, result)
+        late: list[tuple[Event, list[str]]] = []
+        pending = self._route(shard_id, events, late)
+        wanted: dict[ItemKey, set[int]] = {}
+        for key, hashed in ids.values():
+            wanted.setdefault(key, set()).add(hashed)
+        memory = DedupMemory()
+        try:  # the feature items and the dedup memory in one read; split buckets need more
+            stored = self.store.get_many([*pending, *wanted])
+            memory.learn(wanted, stored)
+            while unread := memory.unread(wanted):
+                memory.learn(unread, self.store.get_many(unread))
         except StoreUnavailable:
             return first
-        duplicates = _remembered(ids, stored)
+        duplicates = {event for event, (key, hashed) in ids.items()
+                      if memory.contains(key, hashed)}
         result.duplicate_events += len(duplicates)
+        for event, groups in late:  # a copy is a duplicate, not late: as within a batch
+            if event not in duplicates:
+                result.late_events += 1
+                routed.append(_late(event, groups))
         self._tile_keys.clear()
-        outcome = self._write_items(shard_id, pending, stored, duplicates, result)
+        outcome = self._write_items(shard_id, sources, pending, stored, duplicates, result)
         if outcome is None:
             return first
-        failed_at, log_lines, too_large = outcome
-        lowest = _lower(lowest, failed_at)
-        routed.extend(too_large)
-        if routed and not self._put_lines(shard_id, routed):
+        lowest, log_lines = outcome
+        if routed and not self._put_lines(shard_id, sources, routed):
             lowest = _lower(lowest, min((r.source.sequence, 0) for r in routed if r.source))
         if log_lines and not self._put_feature_log(shard_id, sources, log_lines):
             return first
         applied = [
             event for event in events
-            if event.event_id not in duplicates and (lowest is None or event.position < lowest)
+            if event not in duplicates and (lowest is None or event.position < lowest)
         ]
-        lowest = _lower(lowest, self._remember(shard_id, applied, ids, stored, result))
+        lowest = _lower(lowest, self._remember(applied, ids, memory, result))
         applied_arrivals = [e.record.source.arrival_ms for e in applied]
         if applied_arrivals:
             result.freshness_lag_ms = max(
@@ -296,9 +324,48 @@ class StreamProcessor:
             )
         return lowest
 
+    def _first_copies(
+        self, shard_id: str, events: list[Event], result: BatchResult
+    ) -> tuple[list[Event], dict[Event, tuple[ItemKey, int]]]:
+        """Keep the first copy of each event identity in this batch; map each event to remember
+        once applied -> (its dedup bucket's root item, its identity hash).
+
+        An event's identity is (event_id, event_time): a producer retry re-sends the same event
+        under a new sequence number, and the copy with the lowest position is the one applied.
+        The dedup memory is keyed by event time, so identity must include it for the outcome to
+        be the same in every batching. An event later than every group it feeds is applied
+        nowhere: it is neither remembered nor a copy's reason to be dropped (each copy is
+        routed as too late), which keeps a frozen clock from filling the memory forever.
+        """
+        kept: list[Event] = []
+        ids: dict[Event, tuple[ItemKey, int]] = {}
+        seen: set[int] = set()  # identity hashes: as the memory compares them
+        keys: dict[int, ItemKey] = {}  # dedup bucket -> its root item
+        max_lateness = self._max_lateness
+        for event in events:
+            time_ms = event.time_ms
+            limit = max_lateness.get(event.event_type)
+            if limit is None or event.record.source.arrival_ms - time_ms > limit:
+                kept.append(event)
+                continue
+            hashed = identity_hash(event.event_id, time_ms)
+            if hashed in seen:
+                result.duplicate_events += 1
+                continue
+            seen.add(hashed)
+            bucket = dedup_bucket(time_ms)
+            key = keys.get(bucket)
+            if key is None:
+                key = keys[bucket] = dedup_key(shard_id, bucket)
+            ids[event] = (key, hashed)
+            kept.append(event)
+        return kept, ids
+
     def _route(
-        self, shard_id: str, events: list[Event], routed: list[_Routed], result: BatchResult
+        self, shard_id: str, events: list[Event], late: list[tuple[Event, list[str]]]
     ) -> dict[ItemKey, _Pending]:
+        """The items each event feeds, and in ``late`` the events later than some group's
+        allowed lateness, with those groups."""
         pending: dict[ItemKey, _Pending] = {}
         table = self._route_table(shard_id)
         for event in events:
@@ -307,8 +374,9 @@ class StreamProcessor:
                 continue
             lateness = event.record.source.arrival_ms - event.time_ms
             payload = event.payload
+            payload_bytes = len(event.record.payload)
             late_groups: list[str] | None = None
-            for route, pk_prefix, sk, log_head, partials in routes:
+            for route, pk_prefix, sk, log_head, partials, growth in routes:
                 if lateness > route.lateness_ms:
                     group = route.group.group.name
                     if late_groups is None:
@@ -324,9 +392,11 @@ class StreamProcessor:
                     if item is None:
                         item = pending[key] = _Pending(route.group, entity_key, log_head)
                     item.contributions.append((event, route.fold))
+                    if growth[0]:
+                        item.growth += growth[0] * payload_bytes + growth[1]
                     continue
                 time_s = event.time_ms // 1000
-                for fold, sk_head, tile_starts in partials:  # one tile partial per section
+                for fold, sk_head, tile_starts, (count, fixed) in partials:  # one per section
                     kind = fold[0][0]
                     tile_seconds = kind.tile_seconds
                     start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
@@ -342,91 +412,104 @@ class StreamProcessor:
                             route.group, entity_key, log_head, (kind, start)
                         )
                     item.contributions.append((event, fold))
+                    if count:
+                        item.growth += count * payload_bytes + fixed
             if late_groups is not None:
-                result.late_events += 1
-                routed.append(
-                    _Routed(
-                        Reason.TOO_LATE,
-                        f"arrived {lateness // 1000} s after its event time, beyond the "
-                        "allowed lateness of these groups",
-                        event.record.source, event.record.sub_index, event.record.payload,
-                        event.event_id, tuple(late_groups),
-                    )
-                )
+                late.append((event, late_groups))
         return pending
 
     def _route_table(self, shard_id: str) -> dict[str, tuple[_RouteEntry, ...]]:
         """Event type -> where its events go, for one shard's batch (built per batch: the
         entries cache the batch's tile sort keys)."""
-        return {
+        table = {
             event_type: tuple(_route_entry(route, shard_id) for route in routes)
             for event_type, routes in self.plan.routes.items()
         }
+        growth_of = self._growth_of
+        growth_of.clear()
+        for entries in table.values():
+            for route, _, _, _, partials, growth in entries:
+                growth_of[id(route.fold)] = growth
+                for fold, _, _, partial_growth in partials:
+                    growth_of[id(fold)] = partial_growth
+        return table
 
     def _write_items(
-        self, shard_id: str, pending: dict[ItemKey, _Pending], stored: dict[ItemKey, StoredItem],
-        duplicates: set[str], result: BatchResult,
-    ) -> tuple[Position | None, list[str], list[_Routed]] | None:
-        """Write every item with something new; return the lowest failed position (if any),
-        the feature log lines and the events routed away from items too large to write, or
-        None if the store could not even be re-read."""
+        self, shard_id: str, sources: list[SourceRecord], pending: dict[ItemKey, _Pending],
+        stored: dict[ItemKey, StoredItem], duplicates: set[Event], result: BatchResult,
+    ) -> tuple[Position | None, list[str]] | None:
+        """Write every item with something new; return the lowest failed position (if any)
+        and the feature log lines; None if the store could not even be re-read."""
         log_lines: list[str] = []
-        too_large: list[_Routed] = []
         lowest: Position | None = None
         todo: list[tuple[ItemKey, _Pending]] = list(pending.items())
         next_state, log_line, written = self._next_state, self._log_line, WriteOutcome.WRITTEN
         for _ in range(_CONFLICT_ROUNDS):
             writes: list[ItemWrite] = []
             items: list[_Pending] = []
+            refusing: list[tuple[ItemKey, _Pending]] = []
             for key, item in todo:
                 before = stored.get(key)
                 write = next_state(key, item, before, duplicates, shard_id)
+                if item.refused:
+                    refusing.append((key, item))
                 if write is None:
-                    if before is not None:  # already applied: log it again (at-least-once)
-                        log_lines.append(log_line(before, item, shard_id, False))
-                    continue
-                if _item_bytes(write) > MAX_ITEM_BYTES:
-                    result.items_too_large += 1
-                    too_large.extend(_routed_away(item, key))
+                    if before is not None and not item.refused:
+                        # already applied: log it again (at-least-once)
+                        log_lines.append(log_line(before, item, shard_id, False, None))
                     continue
                 writes.append(write)
                 items.append(item)
+            if refusing:
+                result.items_too_large += len(refusing)
+                # Refused events are quarantined before the writes that pass their positions:
+                # a re-delivery skips those positions, and would not refuse them again.
+                lines = [line for key, item in refusing for line in _routed_away(item, key)]
+                if not self._put_lines(shard_id, sources, lines):
+                    held = {id(item) for _, item in refusing}
+                    for _, item in refusing:
+                        lowest = _lower(lowest, item.first_new)
+                    kept = [(w, i) for w, i in zip(writes, items, strict=True)
+                            if id(i) not in held]
+                    writes, items = [w for w, _ in kept], [i for _, i in kept]
             outcomes, stats = self.store.write_many(writes)
+            visible_ms = self.clock_ms()  # every write below has succeeded by now
             result.writes.add(stats)
             conflicts: list[tuple[ItemKey, _Pending]] = []
             for write, item in zip(writes, items, strict=True):
                 outcome = outcomes[write.key]
                 if outcome is written:
-                    log_lines.append(log_line(write, item, shard_id, True))
+                    log_lines.append(log_line(write, item, shard_id, True, visible_ms))
                 elif outcome is WriteOutcome.CONFLICT:
                     conflicts.append((write.key, item))
                 else:
                     lowest = _lower(lowest, item.first_new)
             if not conflicts:
-                return lowest, log_lines, too_large
+                return lowest, log_lines
             # Another writer moved these items on (ParallelizationFactor > 1, or a zombie), or
             # TTL deleted one: read what is there now and fold ours on top.
             try:
                 fresh = self.store.get_many(key for key, _ in conflicts)
             except StoreUnavailable:
                 return None
-            stored = {key: item for key, item in stored.items() if key not in fresh}
             for key, _ in conflicts:
                 stored.pop(key, None)
             stored.update(fresh)
             todo = conflicts
         for _, item in todo:
             lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
-        return lowest, log_lines, too_large
+        return lowest, log_lines
 
     def _next_state(
-        self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[str],
+        self, key: ItemKey, item: _Pending, stored: StoredItem | None, duplicates: set[Event],
         shard_id: str,
     ) -> ItemWrite | None:
-        """The item's new absolute state, or None when nothing in this batch is new to it;
-        sets ``item.first_new``, the lowest new position (reported if the write fails), and
-        ``item.touched``, the tiles the write changes (for the feature log)."""
+        """The item's new absolute state, or None when nothing in this batch is new to it (or
+        every new event is too large for it, see ``item.refused``); sets ``item.first_new``,
+        the lowest new position (reported if the write fails), and ``item.touched``, the tiles
+        the write changes (for the feature log)."""
         new = item.contributions
+        item.refused = []
         redelivered = False
         if stored is not None:
             marks = decode_hw(stored.hw)
@@ -435,7 +518,7 @@ class StreamProcessor:
             redelivered = new[0][0].position <= applied
             new = [
                 (event, sections) for event, sections in new
-                if event.position > applied and event.event_id not in duplicates
+                if event.position > applied and event not in duplicates
             ]
             if not new:
                 return None
@@ -444,27 +527,52 @@ class StreamProcessor:
         else:
             if duplicates:
                 new = [(event, sections) for event, sections in new
-                       if event.event_id not in duplicates]
+                       if event not in duplicates]
                 if not new:
                     return None
             marks = {}
             tiles = {}
             newest = 0
+        group = item.group
+        group_name = group.group.name
+        tolerance_s = self.settings.future_tolerance_ms // 1000
         fold = ItemFold(tiles, newest, self._tile_keys)
         fold.fold(new)
-        group = item.group
-        fold.finish(group, stored is not None, self.settings.future_tolerance_ms // 1000)
-        newest = fold.newest_ms
-        newest_s = newest // 1000
-        state = _encode(tiles)
-        # Every tile is this batch's, or part of the batch was applied before and its
-        # feature-log line may have been lost: the line carries the whole state.
-        item.touched = None if stored is None or redelivered else fold.changed()
+        fold.finish(group, stored is not None, tolerance_s)
         # Contributions are in position order: the first new one is the lowest, the last
         # one the highest.
-        item.new = new
         item.first_new = new[0][0].position
-        marks[shard_id] = item.position = encode_position(new[-1][0].position)
+        position = encode_position(new[-1][0].position)
+        # The usual item is far below the limit: a coarse bound (every touched tile at the
+        # group's largest) against a smaller limit (the key at 4 bytes a character, every mark)
+        # settles it; the exact bound and limit are computed only near it.
+        state_chars = len(stored.state) if stored is not None else 2
+        bound = state_chars + item.growth + len(fold.touched) * self._max_tile_bytes[group_name]
+        limit = item_size.MAX_ITEM_BYTES - item_size.FIXED_BYTES - 4 * (
+            len(key[0]) + len(key[1])
+        ) - (len(stored.hw) + 1 if stored is not None else 0)
+        if bound > limit or (stored is not None and not stored.state.isascii()):
+            bound = item_size.text_bytes(stored.state) if stored is not None else 2
+            bound += item.growth
+            tile_bytes = self._tile_bytes[group_name]
+            for section, _ in fold.touched:
+                bound += tile_bytes[section]
+            limit = item_size.state_limit(key, marks, shard_id)
+        if bound <= limit:  # no state on the way can pass the limit: every event is applied
+            state = _encode(tiles)
+            newest = fold.newest_ms
+            # Every tile is this batch's, or part of the batch was applied before and its
+            # feature-log line may have been lost: the line carries the whole state.
+            item.touched = None if stored is None or redelivered else fold.changed()
+            item.new = new
+        else:
+            within = self._fold_within(item, stored, new, limit)
+            if within is None:
+                return None  # every new event is too large for the item
+            state, newest = within
+            item.touched = None  # folded in parts: the line carries the whole state
+        marks[shard_id] = item.position = position
+        newest_s = newest // 1000
         if item.tile is None:
             expires = group.expires_at(newest_s)
         else:
@@ -475,53 +583,123 @@ class StreamProcessor:
             expires, newest, stored.version + 1 if stored is not None else 1,
         )
 
+    def _fold_within(
+        self, item: _Pending, stored: StoredItem | None, new: list[_Contribution], limit: int,
+    ) -> tuple[str, int] | None:
+        """The sequential rule where the cheap bound does not hold for the whole batch: fold
+        ``new`` in position order, in parts small enough for the bound to hold, down to single
+        events, whose fold is measured; an event that takes the item past ``limit`` is refused.
+        Sets ``item.new`` and ``item.refused``; returns the state and its newest event time,
+        or None when every event is refused."""
+        group = item.group
+        tolerance_s = self.settings.future_tolerance_ms // 1000
+        tile_bytes, growth_of = self._tile_bytes[group.group.name], self._growth_of
+        text: str | bytes | None = stored.state if stored is not None else None
+        size = item_size.text_bytes(text) if text is not None else 2
+        newest = stored.event_time_ms if stored is not None else 0
+        item.new, item.refused = [], []
+        parts = [new]  # a stack: the next part to fold is the last one
+        while parts:
+            part = parts.pop()
+            tiles: Tiles = json.loads(text) if text is not None else {}
+            fold = ItemFold(tiles, newest, self._tile_keys)
+            fold.fold(part)
+            fold.finish(group, text is not None, tolerance_s)
+            bound = size
+            for event, sections in part:
+                count, fixed = growth_of[id(sections)]
+                bound += count * len(event.record.payload) + fixed
+            for section, _ in fold.touched:
+                bound += tile_bytes[section]
+            if bound > limit and len(part) > 1:
+                half = len(part) // 2
+                parts += [part[half:], part[:half]]
+                continue
+            candidate = _encode(tiles)
+            candidate_size = item_size.text_bytes(candidate)
+            if bound <= limit or candidate_size <= limit:
+                text, size, newest = candidate, candidate_size, fold.newest_ms
+                item.new.extend(part)
+            else:
+                item.refused.extend(part)
+        if not item.new:
+            return None
+        assert isinstance(text, str)
+        return text, newest
+
     # ---- dedup memory --------------------------------------------------------------------
     def _remember(
-        self, shard_id: str, applied: list[Event], ids: dict[str, tuple[ItemKey, int]],
-        stored: dict[ItemKey, StoredItem], result: BatchResult,
+        self, applied: list[Event], ids: dict[Event, tuple[ItemKey, int]], memory: DedupMemory,
+        result: BatchResult,
     ) -> Position | None:
-        """Add the ids of fully applied events to the shard's dedup items."""
-        by_bucket: dict[ItemKey, list[Event]] = {}
+        """Add the identities of fully applied events to the shard's dedup memory."""
+        by_root: dict[ItemKey, tuple[set[int], list[Event]]] = {}
         for event in applied:
-            by_bucket.setdefault(ids[event.event_id][0], []).append(event)
-        writes: list[ItemWrite] = []
+            entry = ids.get(event)
+            if entry is not None:
+                hashes, events = by_root.setdefault(entry[0], (set(), []))
+                hashes.add(entry[1])
+                events.append(event)
         # A duplicate can only arrive while its event is within the largest allowed lateness
         # (later copies are too late anyway): that bounds how long ids are remembered.
         keep_s = (self.plan.max_lateness_ms + self.settings.future_tolerance_ms) // 1000 + 3600
-        for key, bucket_events in by_bucket.items():
-            writes.append(_dedup_write(key, bucket_events, ids, stored.get(key), keep_s))
         lowest: Position | None = None
+        todo = by_root
         for _ in range(_CONFLICT_ROUNDS):
-            outcomes, stats = self.store.write_many(writes)
-            result.dedup_writes += stats.writes
-            retry: list[ItemWrite] = []
-            for write in writes:
-                if outcomes[write.key] is WriteOutcome.CONFLICT:
-                    retry.append(write)
-                elif outcomes[write.key] is WriteOutcome.FAILED:
-                    lowest = _lower(lowest, min(e.position for e in by_bucket[write.key]))
-            if not retry:
+            # root -> its writes by depth; a root's deeper writes go first (children before the
+            # marker of the item they split), and a failure stops its shallower ones
+            planned = {}
+            for root, (hashes, events) in todo.items():
+                bucket = int(root[1])
+                planned[root] = memory.writes(
+                    root, hashes, max(event.position for event in events),
+                    bucket + DEDUP_BUCKET_SECONDS + keep_s,
+                    (bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
+                )
+            stopped: dict[ItemKey, WriteOutcome] = {}
+            conflicted: list[ItemKey] = []
+            for depth in sorted({d for by_depth in planned.values() for d in by_depth},
+                                reverse=True):
+                writes = [(root, write) for root, by_depth in planned.items()
+                          if root not in stopped for write in by_depth.get(depth, ())]
+                outcomes, stats = self.store.write_many([write for _, write in writes])
+                result.dedup_writes += stats.writes
+                for root, write in writes:
+                    outcome = outcomes[write.key]
+                    if outcome is WriteOutcome.WRITTEN:
+                        memory.wrote(write)
+                    else:
+                        if outcome is WriteOutcome.CONFLICT:
+                            conflicted.append(write.key)
+                        if stopped.get(root) is not WriteOutcome.FAILED:
+                            stopped[root] = outcome
+            for root, outcome in stopped.items():
+                if outcome is WriteOutcome.FAILED:
+                    lowest = _lower(lowest, min(e.position for e in todo[root][1]))
+            todo = {root: todo[root] for root, outcome in stopped.items()
+                    if outcome is WriteOutcome.CONFLICT}
+            if not todo:
                 return lowest
-            try:
-                fresh = self.store.get_many([w.key for w in retry])
+            try:  # what the other writer left, and the paths below any split it made
+                memory.learn(conflicted, self.store.get_many(conflicted))
+                wanted = {root: hashes for root, (hashes, _) in todo.items()}
+                while unread := memory.unread(wanted):
+                    memory.learn(unread, self.store.get_many(unread))
             except StoreUnavailable:
-                fresh = None
-            if fresh is None:
                 break
-            writes = [
-                _dedup_write(w.key, by_bucket[w.key], ids, fresh.get(w.key), keep_s)
-                for w in retry
-            ]
-        for write in writes:
-            lowest = _lower(lowest, min(e.position for e in by_bucket[write.key]))
+        for _, events in todo.values():
+            lowest = _lower(lowest, min(e.position for e in events))
         return lowest
 
     # ---- side outputs ------------------------------------------------------------------------
     def _log_line(
-        self, item: ItemWrite | StoredItem, pending: _Pending, shard_id: str, written: bool
+        self, item: ItemWrite | StoredItem, pending: _Pending, shard_id: str, written: bool,
+        visible_ms: int | None,
     ) -> str:
         """One feature-log line: the item's tiles this batch changed, each in its absolute
-        state as the online store was told it (the whole state for a re-logged item).
+        state as the online store was told it (the whole state for a re-logged item), and when
+        the write became visible (the processor's clock once it succeeded; null when the line
+        logs again a write of an earlier invocation, whose time is not known).
 
         Written out by hand, in the key order and the exact text of json.dumps with
         ``(",", ":")`` separators and ``ensure_ascii=False``: a line per written item.
@@ -536,31 +714,33 @@ class StreamProcessor:
             position = pending.position
         else:
             tiles, position = state, decode_hw(item.hw).get(shard_id, "")
+        visible = "null" if visible_ms is None else visible_ms
         return (
             f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
             f'{encode_basestring(pending.entity_key)},"shard_id":{encode_basestring(shard_id)}'
             f',"hw":"{position}","version":{item.version},"event_time_ms":{item.event_time_ms}'
-            f',"tiles":{tiles}}}'
+            f',"tiles":{tiles},"visible_ms":{visible}}}'
         )
 
     def _put_feature_log(
         self, shard_id: str, sources: list[SourceRecord], lines: list[str]
     ) -> bool:
-        key = _object_key(self.settings.feature_log_prefix, shard_id, sources)
-        body = "\n".join(lines) + "\n"
+        body = ("\n".join(lines) + "\n").encode()
         try:
-            self.sink.put(key, body.encode())
+            self.sink.put(_object_key(self.settings.feature_log_prefix, shard_id, sources, body),
+                          body)
         except Exception:
             return False
         return True
 
-    def _put_lines(self, shard_id: str, routed: list[_Routed], _put_ok_anyway: bool = False
-                   ) -> bool:
-        sources = [r.source for r in routed if r.source is not None]
-        key = _object_key(self.settings.quarantine_prefix, shard_id, sources)
-        body = "\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n"
+    def _put_lines(
+        self, shard_id: str, sources: list[SourceRecord], routed: list[_Routed],
+        _put_ok_anyway: bool = False,
+    ) -> bool:
+        body = ("\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n").encode()
         try:
-            self.sink.put(key, body.encode())
+            self.sink.put(_object_key(self.settings.quarantine_prefix, shard_id, sources, body),
+                          body)
         except Exception:
             return _put_ok_anyway
         return True
@@ -581,77 +761,11 @@ def _count_invalid(result: BatchResult, reason: Reason) -> None:
     result.invalid_by_reason[reason.value] = result.invalid_by_reason.get(reason.value, 0) + 1
 
 
-def _first_copies(
-    shard_id: str, events: list[Event], result: BatchResult
-) -> tuple[list[Event], dict[str, tuple[ItemKey, int]]]:
-    """Keep the first copy of each event in this batch; map event id -> (the dedup item that
-    remembers it, its id hash).
-
-    A producer retry re-sends the same event (same id, same event time) under a new sequence
-    number; the copy with the lowest position is the one applied.
-    """
-    kept: list[Event] = []
-    ids: dict[str, tuple[ItemKey, int]] = {}
-    keys: dict[int, ItemKey] = {}  # dedup bucket -> its item key
-    for event in events:
-        if event.event_id in ids:
-            result.duplicate_events += 1
-            continue
-        bucket = dedup_bucket(event.time_ms)
-        key = keys.get(bucket)
-        if key is None:
-            key = keys[bucket] = dedup_key(shard_id, bucket)
-        ids[event.event_id] = (key, hash64(event.event_id))
-        kept.append(event)
-    return kept, ids
-
-
-def _remembered(
-    ids: dict[str, tuple[ItemKey, int]], stored: dict[ItemKey, StoredItem]
-) -> set[str]:
-    """Event ids that the shard's dedup items say were already fully applied."""
-    seen: dict[ItemKey, set[int]] = {}
-    duplicates: set[str] = set()
-    for event_id, (key, hashed) in ids.items():
-        known = seen.get(key)
-        if known is None:
-            item = stored.get(key)
-            known = seen[key] = _unpack_ids(item.state) if item is not None else set()
-        if hashed in known:
-            duplicates.add(event_id)
-    return duplicates
-
-
-def _unpack_ids(state: str | bytes) -> set[int]:
-    data = state if isinstance(state, bytes) else state.encode()
-    return {value for (value,) in _ID.iter_unpack(data[: len(data) // 8 * 8])}
-
-
-def _dedup_write(
-    key: ItemKey, events: list[Event], ids: dict[str, tuple[ItemKey, int]],
-    stored: StoredItem | None, keep_s: int,
-) -> ItemWrite:
-    known = _unpack_ids(stored.state) if stored is not None else set()
-    known.update(ids[event.event_id][1] for event in events)
-    newest = max(event.position for event in events)
-    if stored is not None:
-        newest = max(newest, decode_position(stored.hw))
-    bucket = int(key[1])
-    return ItemWrite(
-        key=key,
-        state=b"".join(_ID.pack(value) for value in sorted(known)),
-        hw=encode_position(newest),
-        expected_hw=stored.hw if stored is not None else None,
-        expires_at=bucket + DEDUP_BUCKET_SECONDS + keep_s,
-        event_time_ms=(bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
-        version=stored.version + 1 if stored is not None else 1,
-    )
-
-
-# (sections fed, sort key head, sort key by tile start) of one tile partial of a route
-_Partial = tuple[tuple[FoldSection], str, dict[int, str]]
-# (route, pk prefix, group item sort key or None for tile partials, feature-log head, partials)
-_RouteEntry = tuple[Route, str, str | None, str, tuple[_Partial, ...]]
+# (sections fed, sort key head, sort key by tile start, value growth) of one tile partial
+_Partial = tuple[tuple[FoldSection], str, dict[int, str], tuple[int, int]]
+# (route, pk prefix, group item sort key or None for tile partials, feature-log head, partials,
+# value growth of the group item's sections)
+_RouteEntry = tuple[Route, str, str | None, str, tuple[_Partial, ...], tuple[int, int]]
 
 
 def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
@@ -661,44 +775,56 @@ def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
         ',"entity_key":'
     )
     if not route.group.sharded:
-        return route, group.entity + "#", group_sk(group.name), log_head, ()
+        return (route, group.entity + "#", group_sk(group.name), log_head, (),
+                item_size.value_growth(route.sections))
     partials: tuple[_Partial, ...] = tuple(
-        ((section,), tile_sk_head(group.name, section[2], shard_id), {})
-        for section in route.fold
+        ((fold,), tile_sk_head(group.name, fold[2], shard_id), {},
+         item_size.value_growth((section,)))
+        for fold, section in zip(route.fold, route.sections, strict=True)
     )
-    return route, group.entity + "#", None, log_head, partials
+    return route, group.entity + "#", None, log_head, partials, (0, 0)
 
 
-def _item_bytes(write: ItemWrite) -> int:
-    """The item's size as DynamoDB counts it, computed only when it could be near the limit
-    (a character is 1 to 4 bytes of UTF-8)."""
-    state = write.state
-    if len(state) * 4 < MAX_ITEM_BYTES - 4096:
-        return len(state)
-    size = len(state.encode()) if isinstance(state, str) else len(state)
-    return size + len(write.key[0].encode()) + len(write.key[1].encode()) + len(write.hw) + 128
+def _late(event: Event, groups: list[str]) -> _Routed:
+    lateness = event.record.source.arrival_ms - event.time_ms
+    return _Routed(
+        Reason.TOO_LATE,
+        f"arrived {lateness // 1000} s after its event time, beyond the allowed lateness of "
+        "these groups",
+        event.record.source, event.record.sub_index, event.record.payload, event.event_id,
+        tuple(groups),
+    )
 
 
 def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
-    """Quarantine lines for the events a too-large item did not take."""
+    """Quarantine lines for the events an item refused as too large."""
     group = item.group.group.name
     return [
         _Routed(
             Reason.ITEM_TOO_LARGE,
             f"not applied to group {group}: its item {key[0]} / {key[1]} would pass "
-            f"DynamoDB's {MAX_ITEM_BYTES // 1024} KB item limit",
+            f"DynamoDB's {item_size.MAX_ITEM_BYTES // 1024} KB item limit",
             event.record.source, event.record.sub_index, event.record.payload,
             event.event_id, (group,),
         )
-        for event, _ in item.new
+        for event, _ in item.refused
     ]
 
 
-def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord]) -> str:
+def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord], body: bytes) -> str:
+    """``{prefix}date={arrival date}/{shard}/{first seq}-{last seq}-{content hash}.jsonl``.
+
+    The content hash keeps what an earlier attempt at the same batch stored: a re-delivery may
+    write other lines (an item it finds applied is logged without its write time; an event its
+    own earlier attempt remembered is not routed again), and must not replace them. The same
+    lines make the same key, so a plain retry adds no copy.
+    """
     if not sources:
         return f"{prefix}unattributed/{time.time_ns()}.jsonl"
     first, last = sources[0], sources[-1]
     day = format_ms(first.arrival_ms)[:10]
-    return f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}.jsonl"
-
-
+    digest = blake2b(body, digest_size=4).hexdigest()
+    return (
+        f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}"
+        f"-{digest}.jsonl"
+    )

@@ -15,7 +15,11 @@ class Reason(StrEnum):
     BAD_KINESIS_RECORD = "bad_kinesis_record"  # the Lambda event itself is malformed
     BAD_BASE64 = "bad_base64"
     KPL_CORRUPT = "kpl_corrupt"  # KPL magic present, but checksum or protobuf is broken
+    KPL_EMPTY = "kpl_empty"  # a well-formed KPL aggregate that holds no user record
     BAD_JSON = "bad_json"
+    # a string holds a lone UTF-16 surrogate ("\\ud800", or the bytes ED A0 80): no UTF-8 store
+    # (DynamoDB, S3, Parquet) can keep it
+    UNENCODABLE_STRING = "unencodable_string"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_ENVELOPE_FIELD = "missing_envelope_field"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"

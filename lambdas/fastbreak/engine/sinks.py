@@ -1,8 +1,8 @@
 """Where records that are not applied (quarantine) and the feature log are written.
 
 The engine decides what to write and under which key; a sink only stores bytes. Keys are
-derived from the batch's shard and first/last sequence numbers, so a retried batch with the
-same boundaries overwrites its own objects instead of adding copies.
+derived from the batch's shard, first/last sequence numbers and content, so a retry that
+writes the same lines writes the same object, and one that writes other lines keeps the first.
 """
 
 from __future__ import annotations
