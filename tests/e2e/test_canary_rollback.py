@@ -77,7 +77,10 @@ def views_last_hour(platform: LocalPlatform, user: str) -> int:
     assert platform.api is not None
     with urllib.request.urlopen(f"{platform.api.url}/v1/features/user/{user}", timeout=10) as r:
         body = json.loads(r.read())
-    return int(body["features"]["user_engagement.views_1h"]["value"])
+    # A user the platform has not seen yet (this test may run first) has no features.
+    features = body.get("features") or {}
+    value = (features.get("user_engagement.views_1h") or {}).get("value")
+    return int(value or 0)
 
 
 def crash(event: Mapping[str, Any]) -> None:
