@@ -57,6 +57,7 @@ class PowertoolsFunction(Construct):
         log_key: kms.IKey,
         log_retention_days: int,
         removal_policy: RemovalPolicy,
+        reaches: str = "Kinesis, DynamoDB, S3 and X-Ray",
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group: logs.LogGroup = encrypted_log_group(
@@ -118,7 +119,7 @@ class PowertoolsFunction(Construct):
                     "function; a customer-managed policy would be attached to nothing else"
                 ),
                 "NIST.800.53.R5::NIST.800.53.R5-LambdaInsideVPC": (
-                    f"{service_name} reaches only Kinesis, DynamoDB, S3 and X-Ray through "
+                    f"{service_name} reaches only {reaches} through "
                     "IAM-authorized AWS endpoints; a VPC would add NAT cost and cold-start time "
                     "without shielding any private resource"
                 ),
