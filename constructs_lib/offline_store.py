@@ -69,7 +69,7 @@ class OfflineStore(Construct):
 
     Transformation: Firehose invokes the function with ``transform_buffer_size_mib`` (1-3) of
     records or after ``transform_buffer_interval``; 1 MiB of the smallest valid events makes
-    a response of about 4.8 MB, within Lambda's 6 MB (docs/architecture.md). Throttled or
+    a response of about 4.8 MiB, within Lambda's 6 MiB (docs/architecture.md). Throttled or
     failed invocations are retried ``transform_retries`` times, then the batch goes to
     ``raw-errors/processing-failed/``.
     """

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ import pytest
 
 from fastbreak.engine.kpl import aggregate
 from fastbreak.offline.raw import partition_of
+from localplatform.offline_export import REPOSITORY, export_offline_store
 from localplatform.platform import LocalPlatform, PlatformOptions
 
 pytestmark = pytest.mark.e2e
@@ -164,3 +166,30 @@ def test_the_transformation_ran_as_the_templates_function(platform: LocalPlatfor
     service = {"service": "raw-events-transform"}
     assert platform.metrics.total("Fastbreak", "RawRecordsIn", service) == 8
     assert platform.metrics.total("Fastbreak", "RawRowsRejected", service) == 3
+
+
+def documented_block() -> str:
+    """The Python block of docs/local-platform.md that opens the demo's files."""
+    text = (REPOSITORY / "docs" / "local-platform.md").read_text()
+    section = text.split("## The offline store's files after a run", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_files_kept_on_disk_open_as_the_docs_show(
+    platform: LocalPlatform, rows: list[dict[str, Any]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    destination = tmp_path / "demo-output" / "offline"
+    (destination / "raw").mkdir(parents=True)
+    (destination / "raw" / "from-the-last-run.parquet").write_bytes(b"stale")
+    (destination / "notes.txt").write_text("mine")
+    written = export_offline_store(platform.client("s3"), platform.offline_bucket(), destination)
+    assert written["raw/"] >= 1 and written["quarantine/"] >= 1 and written["features/"] >= 1
+    assert not (destination / "raw" / "from-the-last-run.parquet").exists()
+    assert (destination / "notes.txt").read_text() == "mine", "only the exported prefixes"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(documented_block(), "docs/local-platform.md", "exec"), {})
+    shown = capsys.readouterr().out
+    for expected in ("event_time_in_future", "bad_json", "wrong_type", "user_engagement",
+                     "content_view"):
+        assert expected in shown

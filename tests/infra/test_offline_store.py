@@ -122,7 +122,7 @@ def test_the_delivery_transforms_every_record_with_the_raw_table_lambda(
 ) -> None:
     parameters = transform_processor(dev)
     assert parameters["LambdaArn"] == {"Fn::GetAtt": [transform_function_id(dev), "Arn"]}
-    # 1 MiB of the smallest valid events answers about 4.8 MB: within Lambda's 6 MB.
+    # 1 MiB of the smallest valid events answers about 4.8 MiB: within Lambda's 6 MiB.
     assert (parameters["BufferSizeInMBs"], parameters["BufferIntervalInSeconds"],
             parameters["NumberOfRetries"]) == ("1", "60", "3")
 
