@@ -78,7 +78,7 @@ def test_prefixes_render_partition_keys_error_types_and_timestamps() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("2026-11-26T18:30:00.123Z", datetime(2026, 11, 26, 18, 30, 0, 123000, tzinfo=UTC)),
-    ("2017-02-07T15:13:01.39256Z", datetime(2017, 2, 7, 15, 13, 1, 392560, tzinfo=UTC)),
+    ("2017-02-07T15:13:01.39256Z", datetime(2017, 2, 7, 15, 13, 1, 392000, tzinfo=UTC)),
     ("2017-2-7 15:13:01.14", datetime(2017, 2, 7, 15, 13, 1, 140000, tzinfo=UTC)),
     (1518033528, datetime(2018, 2, 7, 19, 58, 48, tzinfo=UTC)),
     (1518033528123, datetime(2018, 2, 7, 19, 58, 48, 123000, tzinfo=UTC)),
@@ -87,7 +87,8 @@ def test_prefixes_render_partition_keys_error_types_and_timestamps() -> None:
 def test_timestamps_in_the_forms_the_openx_serde_reads_convert(
     value: object, expected: datetime,
 ) -> None:
-    assert openx_value(value, arrow_schema([("t", "timestamp")]).field("t").type) == expected
+    epoch_ms = openx_value(value, arrow_schema([("t", "timestamp")]).field("t").type)
+    assert epoch_ms == round(expected.timestamp() * 1000)
 
 
 @pytest.mark.parametrize(("value", "glue_type"), [

@@ -22,6 +22,7 @@ from fastbreak.engine.validation import Event
 from fastbreak.offline.raw import (
     PARTITION_KEYS,
     RawTableTransform,
+    _size,
     partition_of,
     raw_columns,
 )
@@ -304,3 +305,13 @@ def test_payload_timestamps_are_rewritten_to_the_form_openx_reads() -> None:
 def test_partition_keys_are_the_tables_partition_columns() -> None:
     assert tuple(partition_of(ARRIVAL_MS)) == PARTITION_KEYS
     assert partition_of(-1) == {"event_date": "1969-12-31", "event_hour": "23"}
+
+
+@pytest.mark.parametrize("answer", [
+    {"recordId": "r-1", "result": "ProcessingFailed"},
+    {"recordId": 'r"\\é', "result": "Ok", "data": "eyJhIjoxfQo=",
+     "metadata": {"partitionKeys": {"event_date": "2026-11-26", "event_hour": "18"}}},
+    {"recordId": "r-2", "result": "Ok", "data": "", "metadata": {"partitionKeys": {}}},
+])
+def test_an_answers_counted_size_is_its_size_in_the_response(answer: dict[str, Any]) -> None:
+    assert _size(answer) == len(json.dumps(answer)) + len(", ")

@@ -111,7 +111,8 @@ def _rejected_row(position: dict[str, Any], rejection: Rejection,
 def _schema_version(payload: bytes) -> int | None:
     """The version the producer wrote (the payload columns hold the upcast event)."""
     try:
-        version = json.loads(payload).get("schema_version")
+        # A valid event's payload is UTF-8 JSON: decoding first skips json's encoding sniffing.
+        version = json.loads(payload.decode()).get("schema_version")
     except (ValueError, AttributeError, RecursionError):
         return None
     return version if type(version) is int else None
@@ -264,7 +265,20 @@ def _failed(record_id: str) -> dict[str, Any]:
 
 
 def _size(answer: dict[str, Any]) -> int:
-    return len(json.dumps(answer)) + 2  # the ", " that joins it to the next
+    """Bytes of the answer in the response's JSON (``json.dumps``' separators), and the ", "
+    that joins it to the next; only its strings are encoded, the structure is counted."""
+    size = len('{"recordId": , "result": ""}, ') + _quoted(answer["recordId"]) + len(
+        answer["result"])
+    if "data" in answer:
+        keys = answer["metadata"]["partitionKeys"]
+        size += len(', "data": "", "metadata": {"partitionKeys": {}}') + len(answer["data"])
+        size += sum(_quoted(key) + _quoted(value) + len(": , ") for key, value in keys.items())
+        size -= len(", ") if keys else 0
+    return size
+
+
+def _quoted(text: str) -> int:
+    return len(json.dumps(text))
 
 
 def _encode(row: dict[str, Any]) -> str:
