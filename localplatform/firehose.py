@@ -378,17 +378,13 @@ class FirehoseDelivery:
         the demo calls before reading the offline store. False if the readers did not reach
         the end of every shard in time."""
         since = time.monotonic()
-        deadline = since + timeout
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                if all(self._read_to_end.get(shard, -1.0) >= since for shard in self._shards):
-                    break
+        read = False
+        while not read and not self._stop.is_set() and time.monotonic() < since + timeout:
             time.sleep(0.05)
-        else:
-            self.flush(force=True)
-            return False
+            with self._lock:
+                read = all(self._read_to_end.get(shard, -1.0) >= since for shard in self._shards)
         self.flush(force=True)
-        return True
+        return read
 
     def _spawn(self, target: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, name="firehose",
