@@ -247,13 +247,14 @@ class RawTableTransform:
     def _within_budget(self, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The answers, the last rows turned ``ProcessingFailed`` while the response would pass
         the budget (Firehose then keeps those records under the error prefix)."""
-        sizes = [_size(answer) for answer in answers]
-        fallbacks = [_size(_failed(answer["recordId"])) for answer in answers]
+        quoted_ids = [len(json.dumps(answer["recordId"])) for answer in answers]
+        fallbacks = [_FAILED_SIZE + quoted for quoted in quoted_ids]
         total, reserve = 0, sum(fallbacks)
         kept = []
-        for answer, size, fallback in zip(answers, sizes, fallbacks, strict=True):
+        for answer, fallback in zip(answers, fallbacks, strict=True):
             reserve -= fallback
-            if answer["result"] == OK and total + size + reserve > self.response_budget_bytes:
+            size = _size(answer) if answer["result"] == OK else fallback
+            if total + size + reserve > self.response_budget_bytes:
                 answer, size = _failed(answer["recordId"]), fallback
             kept.append(answer)
             total += size
@@ -266,19 +267,17 @@ def _failed(record_id: str) -> dict[str, Any]:
 
 def _size(answer: dict[str, Any]) -> int:
     """Bytes of the answer in the response's JSON (``json.dumps``' separators), and the ", "
-    that joins it to the next; only its strings are encoded, the structure is counted."""
-    size = len('{"recordId": , "result": ""}, ') + _quoted(answer["recordId"]) + len(
-        answer["result"])
-    if "data" in answer:
-        keys = answer["metadata"]["partitionKeys"]
-        size += len(', "data": "", "metadata": {"partitionKeys": {}}') + len(answer["data"])
-        size += sum(_quoted(key) + _quoted(value) + len(": , ") for key, value in keys.items())
-        size -= len(", ") if keys else 0
-    return size
+    that joins it to the next. The base64 ``data`` needs no escaping: it is counted, not
+    encoded again."""
+    data = answer.get("data")
+    if data is None:
+        return len(json.dumps(answer)) + 2
+    return len(json.dumps({**answer, "data": ""})) + len(data) + 2
 
 
-def _quoted(text: str) -> int:
-    return len(json.dumps(text))
+# The size of a ProcessingFailed answer, and its ", ", but for its quoted record id.
+_FAILED_SIZE = len(json.dumps({"recordId": "", "result": PROCESSING_FAILED})) - len('""') + len(
+    ", ")
 
 
 def _encode(row: dict[str, Any]) -> str:
