@@ -273,6 +273,8 @@ def _timestamp(value: Any) -> Any:
     return _REFUSED if epoch_ms is None else epoch_ms
 
 
+# The Python type a column takes unconverted (a bigint's range is still checked).
+_AS_IS: dict[pa.DataType, type] = {pa.string(): str, pa.float64(): float, pa.bool_(): bool}
 _CONVERTERS: dict[pa.DataType, Callable[[Any], Any]] = {
     pa.string(): _string, pa.int64(): _integer, pa.int32(): _integer, pa.float64(): _double,
     pa.bool_(): _boolean, _GLUE_TYPES["timestamp"]: _timestamp,
@@ -354,7 +356,8 @@ class FirehoseDelivery:
         self._threads: list[threading.Thread] = []
         self._read_to_end: dict[str, float] = {}  # shard -> start of its last poll at the end
         self._shards: list[str] = []
-        self._columns = {field.name.lower(): (field.name, _CONVERTERS[field.type])
+        self._columns = {field.name.lower(): (field.name, _AS_IS.get(field.type),
+                                              _CONVERTERS[field.type])
                          for field in spec.schema}
 
     def start(self) -> None:
@@ -503,6 +506,9 @@ class FirehoseDelivery:
     ) -> None:
         unpartitioned: list[FirehoseRecord] = []
         unconverted: list[tuple[FirehoseRecord, bytes, str]] = []
+        Keys = tuple[tuple[str, str], ...]
+        prefixes: dict[tuple[Keys, Keys], str | None] = {}
+        now = datetime.now(UTC)
         with self._lock:
             for record, data, lambda_keys in items:
                 try:
@@ -514,9 +520,12 @@ class FirehoseDelivery:
                     continue
                 query = self.spec.partition_query
                 query_keys = (query(document) if query else None) or {}
-                prefix = render_prefix(self.spec.prefix,
-                                       {"Lambda": lambda_keys, "Query": query_keys},
-                                       datetime.now(UTC))
+                # Records of a batch share a few partitions: render each prefix once.
+                partition = (tuple(lambda_keys.items()), tuple(query_keys.items()))
+                if partition not in prefixes:
+                    prefixes[partition] = render_prefix(
+                        self.spec.prefix, {"Lambda": lambda_keys, "Query": query_keys}, now)
+                prefix = prefixes[partition]
                 if prefix is None:
                     unpartitioned.append(record)
                     continue
@@ -541,7 +550,10 @@ class FirehoseDelivery:
             column = columns.get(key) or columns.get(key.lower())
             if column is None or value is None:
                 continue
-            name, convert = column
+            name, exact, convert = column
+            if type(value) is exact:  # the common case: nothing to convert
+                row[name] = value
+                continue
             converted = convert(value)
             if converted is _REFUSED:
                 raise ConversionError(f"{name}: {value!r:.60} is not a "
