@@ -52,6 +52,7 @@ METADATA_COLUMNS: tuple[tuple[str, FieldType], ...] = (
     ("raw_payload", STR),
 )
 PARTITION_KEYS = ("event_date", "event_hour")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def raw_columns(catalog: Catalog) -> list[tuple[str, FieldType]]:
@@ -117,8 +118,6 @@ def _schema_version(payload: bytes) -> int | None:
         return None
     return version if type(version) is int else None
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # ---- the Firehose transformation -------------------------------------------------------------
 OK, PROCESSING_FAILED = "Ok", "ProcessingFailed"
