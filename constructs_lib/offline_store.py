@@ -1,9 +1,14 @@
 """The offline store: an S3 data lake of raw events, the feature log and quarantined records,
 with a Glue catalog, Firehose delivery from the events stream and an Athena workgroup.
 
+The delivery's data-transformation Lambda (``fastbreak.handlers.raw_events_transform``) makes
+each stream record a row of the raw table: the stream processor's own verdict on the record,
+its Kinesis position and arrival time, and its hour as dynamic partitioning keys.
+
 Prefixes of the data bucket:
-- ``raw/event_date=YYYY-MM-DD/event_hour=HH/``: every event, Parquet, from Firehose.
-- ``raw-errors/``: what Firehose could not convert or partition, kept for replay.
+- ``raw/event_date=YYYY-MM-DD/event_hour=HH/``: every record of the stream, Parquet, from
+  Firehose (the hour of the event time; of the arrival time for a refused record).
+- ``raw-errors/``: what Firehose could not read, convert or partition, kept for replay.
 - ``features/``: the feature log (what the online store was told, with event time).
 - ``quarantine/``: invalid records with the reason, written by the processor.
 - ``athena-results/``: query results of the workgroup.
@@ -16,14 +21,18 @@ from collections.abc import Sequence
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kinesisfirehose as firehose
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from constructs_lib.nag import acknowledge, iam5_resource_finding
+from constructs_lib.powertools_function import PowertoolsFunction
+from constructs_lib.props import ConstructPropsError
 from constructs_lib.secure_defaults import (
     access_log_bucket,
     customer_managed_key,
@@ -37,12 +46,12 @@ FEATURE_LOG_PREFIX = "features/"
 QUARANTINE_PREFIX = "quarantine/"
 ATHENA_RESULTS_PREFIX = "athena-results/"
 
-# Firehose's jq reads the partition from the event's own time, not from arrival time, so a
-# late event lands in the partition of the hour it happened in.
-PARTITION_QUERY = "{event_date: .event_time[0:10], event_hour: .event_time[11:13]}"
-RAW_OBJECT_PREFIX = (
-    f"{RAW_PREFIX}event_date=!{{partitionKeyFromQuery:event_date}}/"
-    "event_hour=!{partitionKeyFromQuery:event_hour}/"
+TRANSFORM_HANDLER = "fastbreak.handlers.raw_events_transform.handler"
+# The transformation Lambda returns these keys (``fastbreak.offline.raw.PARTITION_KEYS``): the
+# hour of the event's own time, so a late event lands in the partition of the hour it happened.
+PARTITION_KEYS = ("event_date", "event_hour")
+RAW_OBJECT_PREFIX = RAW_PREFIX + "".join(
+    f"{key}=!{{partitionKeyFromLambda:{key}}}/" for key in PARTITION_KEYS
 )
 RAW_ERROR_OBJECT_PREFIX = (
     RAW_ERROR_PREFIX + "!{firehose:error-output-type}/!{timestamp:yyyy-MM-dd}/"
@@ -51,12 +60,18 @@ RAW_ERROR_OBJECT_PREFIX = (
 
 class OfflineStore(Construct):
     """Exposes ``bucket``, ``access_log_bucket``, ``key``, ``database``, ``raw_table``,
-    ``feature_log_table``,
-    ``delivery_stream``, ``delivery_log_group`` and ``workgroup``.
+    ``feature_log_table``, ``delivery_stream``, ``delivery_log_group``, ``transform_function``
+    (with ``transform_role`` and ``transform_log_group``) and ``workgroup``.
 
     ``columns`` are the raw table's (name, Glue type) pairs, derived by the stack from the
-    feature definitions so that the table cannot drift from the event schemas;
-    ``feature_log_columns`` those of the processor's feature log lines (JSON).
+    feature definitions (``fastbreak.offline.raw.raw_columns``) so that the table cannot drift
+    from the event schemas; ``feature_log_columns`` those of the processor's feature log lines.
+
+    Transformation: Firehose invokes the function with ``transform_buffer_size_mib`` (1-3) of
+    records or after ``transform_buffer_interval``; 1 MiB of the smallest valid events makes
+    a response of about 4.8 MiB, within Lambda's 6 MiB (docs/architecture.md). Throttled or
+    failed invocations are retried ``transform_retries`` times, then the batch goes to
+    ``raw-errors/processing-failed/``.
     """
 
     def __init__(
@@ -69,8 +84,15 @@ class OfflineStore(Construct):
         feature_log_columns: Sequence[tuple[str, str]],
         database_name: str,
         log_key: kms.IKey,
+        environment: dict[str, str] | None = None,
         buffer_size_mib: int = 64,
         buffer_interval: Duration = Duration.seconds(300),
+        transform_buffer_size_mib: int = 1,
+        transform_buffer_interval: Duration = Duration.seconds(60),
+        transform_retries: int = 3,
+        transform_memory_mb: int = 1024,
+        transform_timeout: Duration = Duration.seconds(60),
+        transform_reserved_concurrency: int = 20,
         raw_infrequent_access_after: Duration = Duration.days(30),
         raw_glacier_after: Duration = Duration.days(90),
         quarantine_expiry: Duration = Duration.days(30),
@@ -79,6 +101,7 @@ class OfflineStore(Construct):
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
     ) -> None:
         super().__init__(scope, construct_id)
+        _check_transform_props(transform_buffer_size_mib, transform_retries)
         stack = Stack.of(self)
         self.key = customer_managed_key(
             self,
@@ -120,7 +143,10 @@ class OfflineStore(Construct):
             database_name=database_name,
             table_input=glue.CfnTable.TableInputProperty(
                 name="raw_events",
-                description="Every event as delivered by Firehose, partitioned by event time",
+                description=(
+                    "Every record of the events stream with the stream processor's verdict, "
+                    "Kinesis position and arrival time, partitioned by event hour"
+                ),
                 table_type="EXTERNAL_TABLE",
                 parameters={
                     "classification": "parquet",
@@ -137,8 +163,7 @@ class OfflineStore(Construct):
                     ),
                 },
                 partition_keys=[
-                    glue.CfnTable.ColumnProperty(name="event_date", type="string"),
-                    glue.CfnTable.ColumnProperty(name="event_hour", type="string"),
+                    glue.CfnTable.ColumnProperty(name=key, type="string") for key in PARTITION_KEYS
                 ],
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
                     columns=_glue_columns(columns),
@@ -201,6 +226,26 @@ class OfflineStore(Construct):
             retention_days=log_retention_days,
             removal_policy=removal_policy,
         )
+        transform = PowertoolsFunction(
+            self,
+            "RawTransform",
+            handler=TRANSFORM_HANDLER,
+            service_name="raw-events-transform",
+            reaches="X-Ray",
+            environment=dict(environment or {}),
+            defaults={
+                "description": "Fastbreak: makes each events stream record a row of the raw table",
+                "memory_size": transform_memory_mb,
+                "timeout": transform_timeout,
+                "reserved_concurrent_executions": transform_reserved_concurrency,
+            },
+            log_key=log_key,
+            log_retention_days=log_retention_days,
+            removal_policy=removal_policy,
+        )
+        self.transform_function: lambda_.Function = transform.function
+        self.transform_role: iam.Role = transform.role
+        self.transform_log_group: logs.ILogGroup = transform.log_group
         destination = firehose.S3Bucket(
             self.bucket,
             data_output_prefix=RAW_OBJECT_PREFIX,
@@ -209,16 +254,16 @@ class OfflineStore(Construct):
             buffering_size=Size.mebibytes(buffer_size_mib),
             encryption_key=self.key,
             logging_config=firehose.EnableLogging(self.delivery_log_group),
+            # Firehose de-aggregates KPL records of a Kinesis source by itself, before this
+            # processor; no multi-record de-aggregation, which would split a record the stream
+            # processor sees as one (and refuses) into several.
             processors=[
-                # Producers may send KPL-aggregated records; Firehose must see single events.
-                firehose.RecordDeAggregationProcessor(sub_record_type=firehose.SubRecordType.JSON),
-                firehose.MetadataExtractionProcessor(
-                    firehose.MetadataExtractionProcessorOptions(
-                        json_parsing_engine=firehose.JsonParsingEngine.JQ_1_6,
-                        metadata_extraction_query=PARTITION_QUERY,
-                    ),
-                    ["event_date", "event_hour"],
-                ),
+                firehose.LambdaFunctionProcessor(
+                    self.transform_function,
+                    buffer_size=Size.mebibytes(transform_buffer_size_mib),
+                    buffer_interval=transform_buffer_interval,
+                    retries=transform_retries,
+                )
             ],
             dynamic_partitioning=firehose.DynamicPartitioningProps(
                 enabled=True, retry_duration=Duration.seconds(300)
@@ -281,6 +326,11 @@ class OfflineStore(Construct):
                     "Firehose writes objects under partition prefixes computed per record "
                     "(raw/event_date=.../event_hour=...), so the object ARN must end in a wildcard"
                 ),
+                iam5_resource_finding(self, f"{self.transform_function.function_arn}:*"): (
+                    "lambda:InvokeFunction granted by the Firehose L2 on the raw table's "
+                    "transformation function and its versions and aliases (ARN:*), no other "
+                    "function"
+                ),
                 "AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": (
                     "Firehose encrypts each delivered object with the offline store's CMK only"
                 ),
@@ -296,6 +346,18 @@ class OfflineStore(Construct):
                     "the Firehose L2 generates one inline policy per role, used by this delivery "
                     "stream only; a customer-managed policy would be attached nowhere else"
                 ),
+            },
+        )
+        synchronous = (
+            "Firehose invokes the transformation synchronously; a function DLQ covers only "
+            "async invocations, and records of an invocation that fails after its retries are "
+            "kept under raw-errors/processing-failed/"
+        )
+        acknowledge(
+            self.transform_function,
+            {
+                "Serverless::Serverless-LambdaDLQ": synchronous,
+                "NIST.800.53.R5::NIST.800.53.R5-LambdaDLQ": synchronous,
             },
         )
         acknowledge(
@@ -329,6 +391,17 @@ class OfflineStore(Construct):
                 ),
             },
         )
+
+
+def _check_transform_props(buffer_size_mib: int, retries: int) -> None:
+    if not 1 <= buffer_size_mib <= 3:
+        raise ConstructPropsError(
+            "OfflineStore: prop 'transform_buffer_size_mib' must be within 1..3: Firehose buffers "
+            "at most 3 MB for a Lambda, and the rows must fit Lambda's 6 MB response"
+        )
+    if not 1 <= retries <= 300:
+        # The L2 leaves a 0 out of the template, which Firehose then reads as its default, 3.
+        raise ConstructPropsError("OfflineStore: prop 'transform_retries' must be within 1..300")
 
 
 def _glue_columns(pairs: Sequence[tuple[str, str]]) -> list[glue.CfnTable.ColumnProperty]:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from localplatform.offline_export import DEFAULT_DESTINATION
+
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
@@ -40,6 +42,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None,
                       help="keep the cloud assembly and function logs here "
                       "(default: a temporary folder)")
+    demo.add_argument("--offline-output", type=Path, default=DEFAULT_DESTINATION,
+                      help="copy the offline store's raw/, features/ and quarantine/ files here "
+                      "after the run (default: demo-output/offline in the repository, "
+                      "git-ignored)")
     return root
 
 
@@ -55,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run_demo(
         DemoOptions(duration_s=args.duration, rate=args.rate, games=args.games, seed=args.seed,
                     aggregate=args.aggregate, serve=args.serve, fault_drill=args.fault_drill,
-                    summary_json=args.summary_json, workdir=args.workdir),
+                    summary_json=args.summary_json, workdir=args.workdir,
+                    offline_output=args.offline_output),
         console,
     )
     lost = summary["producer_failed"] or not summary["caught_up"]

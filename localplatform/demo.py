@@ -26,6 +26,7 @@ from fastbreak_producer.simulator import Emission, Kind, LiveGameSimulator, Simu
 from localplatform.fault_drill import FaultDrill
 from localplatform.freshness import FreshnessTracker
 from localplatform.mapping_emulator import MappingHooks
+from localplatform.offline_export import EXPORTED_PREFIXES, export_offline_store
 from localplatform.platform import LocalPlatform, PlatformOptions
 
 # Local pacing (docs/local-platform.md): 60 s alarm periods last 10 s, Firehose buffers 10 s,
@@ -48,6 +49,8 @@ class DemoOptions:
     fault_drill: bool = False
     summary_json: Path | None = None
     workdir: Path | None = None
+    # Where the offline store's files are copied after the run (moto's S3 vanishes with it).
+    offline_output: Path | None = None
 
 
 class _Progress:
@@ -83,9 +86,13 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         console.print(f"[green]platform up[/] in {time.monotonic() - started:.1f}s: "
                       f"{_deployment_line(platform)}")
         summary = _run(platform, options, tracker, console)
+        if options.offline_output is not None:
+            summary["offline_files"] = _keep_offline_files(platform, options.offline_output)
         if options.summary_json is not None:
             options.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
         console.print(_summary_table(summary))
+        if "offline_files" in summary:
+            console.print(_offline_files_line(summary["offline_files"]))
         if options.serve:
             _serve(platform, console)
         return summary
@@ -137,8 +144,7 @@ def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracke
     sender.join()
     with console.status("waiting for the pipeline to catch up"):
         caught_up = platform.wait_until_processed(timeout=120)
-        for delivery in platform.deliveries:
-            delivery.flush(force=True)
+        platform.drain_deliveries(timeout=60)
         time.sleep(1.5)  # one more alarm evaluation over the final metrics
         for page in platform.drain_pages():
             progress.pages.append(page)
@@ -296,6 +302,21 @@ def _offline(platform: LocalPlatform) -> dict[str, int]:
         "feature_log_objects": counts["features"],
         "quarantine_objects": counts["quarantine"],
     }
+
+
+def _keep_offline_files(platform: LocalPlatform, destination: Path) -> dict[str, Any]:
+    written = export_offline_store(platform.client("s3"), platform.offline_bucket(), destination)
+    shown = destination.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    return {"path": str(shown), "files": {prefix.rstrip("/"): written[prefix]
+                                          for prefix in EXPORTED_PREFIXES}}
+
+
+def _offline_files_line(kept: dict[str, Any]) -> str:
+    counts = ", ".join(f"{prefix}/ {count}" for prefix, count in kept["files"].items() if count)
+    return (f"offline store kept on disk in [bold]{kept['path']}/[/] ({counts or 'no files'}); "
+            "docs/local-platform.md shows how to open it with DuckDB or pandas")
 
 
 def _queue_depth(platform: LocalPlatform, url: str) -> int:

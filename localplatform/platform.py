@@ -23,7 +23,7 @@ from localplatform.api_gateway import LocalApiGateway
 from localplatform.assembly import synthesize
 from localplatform.aws_env import REGION, client, point_sdk_at
 from localplatform.codedeploy import DeploymentGroupSpec, LocalDeployment
-from localplatform.deploy import Deployment, deploy
+from localplatform.deploy import Deployment, DeploymentError, deploy
 from localplatform.embedded_aws import embedded_aws
 from localplatform.event_source_mapping import KinesisEventSourceMapping, destination_sender
 from localplatform.firehose import DeliverySpec, FirehoseDelivery
@@ -41,7 +41,8 @@ class PlatformOptions:
     workdir: Path | None = None  # logs and the cloud assembly; a temporary folder if None
     # Local time compression for alarm periods (see alarms.py); 1 is CloudWatch's own pace.
     alarm_time_scale: float = 1.0
-    # Firehose buffering interval override; None keeps the template's.
+    # Firehose buffering interval override (its Lambda's and its destination's); None keeps
+    # the template's.
     firehose_buffer_seconds: float | None = None
     # Wait before the first retry of a failed batch (the emulator's, not the template's).
     retry_backoff_s: float = 1.0
@@ -174,14 +175,24 @@ class LocalPlatform:
 
     def _start_deliveries(self, deployment: Deployment) -> None:
         for stack, logical_id, _ in deployment.each("AWS::KinesisFirehose::DeliveryStream"):
+            spec = DeliverySpec.from_template(stack, logical_id)
+            transform = (None if spec.transform is None
+                         else self._function_of(spec.transform.lambda_arn))
             delivery = FirehoseDelivery(
-                DeliverySpec.from_template(stack, logical_id), self.client("kinesis"),
-                self.client("s3"), self.metrics,
+                spec, self.client("kinesis"), self.client("s3"), self.metrics,
+                invoke=None if transform is None else transform.invoke,
                 buffer_seconds=self.options.firehose_buffer_seconds,
             )
             delivery.start()
             self._exit.callback(delivery.stop)
             self.deliveries.append(delivery)
+
+    def _function_of(self, arn: str) -> LocalFunction:
+        """The function an ARN names, qualified (version or alias) or not."""
+        for function in self.functions.values():
+            if arn == function.spec.arn or arn.startswith(function.spec.arn + ":"):
+                return function
+        raise DeploymentError(f"no function in the templates has the ARN {arn}")
 
     def _start_api(self, deployment: Deployment) -> None:
         for stack in deployment.stacks:
@@ -267,3 +278,7 @@ class LocalPlatform:
 
     def wait_until_processed(self, timeout: float = 60.0) -> bool:
         return all(mapping.wait_until_caught_up(timeout) for mapping in self.mappings)
+
+    def drain_deliveries(self, timeout: float = 60.0) -> bool:
+        """Deliver what the stream holds now to the offline store (Firehose's buffers flushed)."""
+        return all([delivery.drain(timeout) for delivery in self.deliveries])

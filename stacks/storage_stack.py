@@ -15,6 +15,7 @@ from constructs_lib import EventStream, OfflineStore, OnlineStore
 from constructs_lib.secure_defaults import encrypted_log_group, log_encryption_key
 from constructs_lib.stream_processor import FailedBatchQueue
 from fastbreak.definitions import Catalog
+from fastbreak.offline.raw import raw_columns
 from stacks.settings import Settings
 
 # The keys of a feature log line (``fastbreak.engine.processor``); a functional test runs the
@@ -65,11 +66,13 @@ class StorageStack(Stack):
             self,
             "OfflineStore",
             events=self.events.stream,
+            # The raw table's rows are built by the transformation from the same catalog.
             columns=[(name, field_type.glue_type) for name, field_type in
-                     catalog.offline_columns()],
+                     raw_columns(catalog)],
             feature_log_columns=FEATURE_LOG_COLUMNS,
             database_name=f"fastbreak_{settings.env_name}",
             log_key=self.log_key,
+            environment={"FASTBREAK_ENV": settings.env_name},
             buffer_size_mib=offline["firehose_buffer_mb"],
             buffer_interval=Duration.seconds(offline["firehose_buffer_seconds"]),
             raw_infrequent_access_after=Duration.days(offline["raw_infrequent_access_days"]),
