@@ -1,4 +1,4 @@
-"""Pack records into PutRecords requests within Kinesis's limits (500 records, 5 MiB, 1 MiB each)."""
+"""Pack records into PutRecords requests within Kinesis's limits (500 records, 5 MiB)."""
 
 from __future__ import annotations
 

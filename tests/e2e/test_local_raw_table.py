@@ -163,7 +163,7 @@ def test_the_transformation_ran_as_the_templates_function(platform: LocalPlatfor
     (delivery,) = platform.deliveries
     assert delivery.spec.transform is not None
     assert delivery.stats.invocations >= 1 and delivery.stats.failed_invocations == 0
-    service = {"service": "raw-events-transform"}
+    service = {"service": "raw-events-transform", "environment": "dev"}
     assert platform.metrics.total("Fastbreak", "RawRecordsIn", service) == 8
     assert platform.metrics.total("Fastbreak", "RawRowsRejected", service) == 3
 

@@ -24,6 +24,8 @@ from fastbreak.offline.raw import RawTableTransform, TransformReport
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fastbreak"))
+# Alarms select their environment's metrics only: dev and prod may share an account.
+metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "local"))
 
 _transform: RawTableTransform | None = None
 
@@ -60,6 +62,7 @@ def _publish(report: TransformReport) -> None:
     metrics.add_metric("RawRowsOverResponseLimit", count, report.over_limit)
     for reason, rejected in report.rejected.items():
         with single_metric(
-            name="RawRowsRejected", unit=count, value=rejected, namespace=metrics.namespace
+            name="RawRowsRejected", unit=count, value=rejected, namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
         ) as metric:
             metric.add_dimension(name="reason", value=reason)
