@@ -135,14 +135,19 @@ class PartialsSink:
         self.retry = retry or RetryPolicy()
         self.records_put = 0
         self.retries = 0
+        self.refusals = 0
 
     def put(self, records: Sequence[tuple[str, bytes]]) -> bool:
-        """Every record accepted by the stream (True), or not all of them after the retries
-        (False; some may have been accepted)."""
+        """Every record accepted by the stream (True), or not all of them after the retries,
+        or an error a retry would not change (False; some may have been accepted)."""
         pending = list(records)
         attempt = 0
         while pending:
-            failed = self._put_chunks(pending)
+            try:
+                failed = self._put_chunks(pending)
+            except Exception:  # refused for good (access, a deleted stream, a KMS key)
+                self.refusals += 1
+                return False
             if not failed:
                 return True
             self.retries += len(failed)

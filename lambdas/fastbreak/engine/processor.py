@@ -414,25 +414,29 @@ class StreamProcessor:
 
     def _complete(self, emission: Emission, memory: DedupMemory, result: BatchResult) -> bool:
         """Remember the emission's identities, put its records, delete its entry: each step
-        idempotent, so any batch may do it again."""
+        idempotent, so any batch may do it again. False when a step failed (the entry stays)."""
         additions: Additions = {
             dedup_key(emission.shard_id, bucket): (hashes, newest, newest)
             for bucket, (hashes, newest) in emission.identities.items()
         }
-        read_roots(self.store, memory, {root: hashes for root, (hashes, _, _) in
-                                        additions.items()})
-        failed, writes = remember(self.store, memory, additions, self._keep_s)
-        result.dedup_writes += writes
-        if failed is not None:
-            return False
-        if emission.records:
-            assert self.partials is not None
-            if not self.partials.put(emission.records):
+        try:
+            read_roots(self.store, memory,
+                       {root: hashes for root, (hashes, _, _) in additions.items()})
+            failed, writes = remember(self.store, memory, additions, self._keep_s)
+            result.dedup_writes += writes
+            if failed is not None:
                 return False
-            result.partials_emitted += len(emission.records)
-        self.outbox.delete(emission)
-        result.outbox_writes = self.outbox.writes
-        return True
+            if emission.records:
+                assert self.partials is not None
+                if not self.partials.put(emission.records):
+                    return False
+                result.partials_emitted += len(emission.records)
+            self.outbox.delete(emission)
+            return True
+        except StoreUnavailable:
+            return False
+        finally:
+            result.outbox_writes = self.outbox.writes
 
     def _emission(
         self, shard_id: str, sources: list[SourceRecord], audience: dict[str, _Audience],
