@@ -460,7 +460,8 @@ class StreamProcessor:
                 folded.append((entity, groups))
         if first_audience is None:
             return None, _NOTHING_APPLIED
-        covered = [s for s in sources if lowest is None or s.sequence < lowest[0]]
+        # every record with an event below the lowest failure (a KPL aggregate may be cut)
+        covered = [s for s in sources if lowest is None or (s.sequence, 0) < lowest]
         emission = Emission(
             shard_id, sources[0].sequence, covered[-1].sequence, self.clock_ms(), [],
             {int(root[1]): (hashes, newest) for root, (hashes, newest, _) in additions.items()},
