@@ -15,7 +15,7 @@ import pytest
 
 from fastbreak.engine.layout import audience_sk, tile_key
 from fastbreak.engine.timestamps import format_ms as _iso
-from tests.fixtures.kinesis import SHARD
+from tests.fixtures.memory_dynamodb import state_text
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,
@@ -31,6 +31,7 @@ __all__ = ["world"]
 DAY = T0_MS // DAY_MS * DAY_MS  # 2026-11-18T00:00:00Z: tiles of every size start here
 SECOND_MS = 1000
 OTHER_SHARD = "shardId-000000000003"
+
 
 
 def _view(user: str, time_ms: int) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def _stored_state(world: ServingWorld, pk: str, sk: str) -> dict[str, Any]:
     item = world.dynamodb.get_item(
         TableName=TABLE, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
     )["Item"]
-    state: dict[str, Any] = json.loads(item["state"]["S"])
+    state: dict[str, Any] = json.loads(state_text(item))
     return state
 
 

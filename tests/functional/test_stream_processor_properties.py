@@ -42,12 +42,13 @@ from tests.fixtures.kinesis import (
     json_bytes,
     lambda_record,
 )
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
+from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error, state_text
 from tests.fixtures.memory_kinesis import MemoryKinesis
 
 ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1",
        "PARTIALS_STREAM_NAME": "partials"}
 ARRIVAL_S = 1_795_717_900.0
+
 
 
 class RecordingS3:
@@ -366,7 +367,7 @@ def _run(stream: list[StreamRecord], sizes: list[int], faults: _Faults | None,
 
 
 def _outcome(table: MemoryDynamoDB, sink: MemorySink) -> tuple[Any, ...]:
-    state = {key: (json.loads(item["state"]["S"]), item["t"]["N"])
+    state = {key: (json.loads(state_text(item)), item["t"]["N"])
              for key, item in table.items.items()
              if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))}
     remembered: set[int] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from typing import Any
@@ -50,8 +51,8 @@ def _events(seed: int, count: int) -> list[_Event]:
 
 
 def _contributions(group: str, events: list[_Event]) -> list[tuple[_Event, Any]]:
-    return [(event, route.fold) for event in events for route in PLAN.routes.get(event.event_type, ())
-            if route.group.group.name == group]
+    return [(event, route.fold) for event in events
+            for route in PLAN.routes.get(event.event_type, ()) if route.group.group.name == group]
 
 
 @settings(max_examples=60, deadline=None)
@@ -66,7 +67,7 @@ def test_merging_partials_in_any_grouping_and_order_equals_one_fold(
     whole, _ = fold_partial(plan, _contributions(group, events))
     bounds = [0, *sorted(set(cuts)), len(events)]
     partials = [fold_partial(plan, _contributions(group, events[low:high]))[0]
-                for low, high in zip(bounds, bounds[1:], strict=False)]
+                for low, high in itertools.pairwise(bounds)]
     random.Random(seed).shuffle(partials)
     merge = ItemMerge(plan, {})
     for index, partial in enumerate(partials):

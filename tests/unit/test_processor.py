@@ -20,11 +20,12 @@ from fastbreak.engine.dedup import LEAF_CAPACITY, SPLIT_MARKER, identity_hash, u
 from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
 from fastbreak.engine.timestamps import format_ms
 from tests.fixtures.kinesis import SHARD, StreamRecord, lambda_record, stream_of
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
+from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error, state_text
 from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
 ARRIVAL_S = T0 / 1000 + 60
+
 
 
 def views(count: int, user: str = "u1", start: int = 0, offset_ms: int = 0) -> list[dict[str, Any]]:
@@ -87,7 +88,7 @@ def test_a_user_group_is_one_item_and_an_audience_group_one_item_per_tile() -> N
                                         shard_id="shardId-000000000001")))
     user_items = {sk for pk, sk in table.items if pk == "user#u1"}
     assert user_items == {"user_engagement", "user_affinity"}
-    engagement = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    engagement = json.loads(state_text(table.items[("user#u1", "user_engagement")]))
     assert sorted(engagement) == ["3600", "60", "86400"] and len(engagement["60"]) == 2
     # content c0 was viewed in both minutes, from two shards: one item per tile whatever the
     # shards, a 1-minute one per minute and one for the hour
@@ -293,7 +294,7 @@ def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
         tiles = document["tiles"]
         assert document["visible_ms"] == T0 + 120_000  # the processor's clock after the write
         item = table.items[(document["pk"], document["sk"])]
-        assert json.loads(item["state"]["S"]) == tiles  # a new item: every tile is new
+        assert json.loads(state_text(item)) == tiles  # a new item: every tile is new
         assert item["hw"]["S"] == f"{document['shard_id']}={document['hw']}"
     assert {json.loads(line)["entity_key"] for line in lines} >= {odd}
 
@@ -330,7 +331,7 @@ def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest
 
     assert result.failed_sequence_numbers == [] and result.items_too_large == 1
     key = ("user#u1", "user_affinity")
-    state = table.items[key]["state"]["S"]
+    state = state_text(table.items[key])
     assert len(state) <= item_size.state_limit(key, {}, SHARD)
     assert features(processor)["views_1h"] == 8  # the other groups took every event
     routed = _quarantined(sink, "item_too_large")
@@ -340,7 +341,7 @@ def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest
     alone, alone_table, alone_sink = build()
     for record in stream:
         assert alone.process(records([record])).failed_sequence_numbers == []
-    assert alone_table.items[key]["state"]["S"] == state
+    assert state_text(alone_table.items[key]) == state
     assert [line["sequence_number"] for line in _quarantined(alone_sink, "item_too_large")] == [
         line["sequence_number"] for line in routed
     ]
@@ -408,7 +409,7 @@ def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_or
                             found = newest.get((line["sk"], section, start))
                             if found is None or found[0] < line["version"]:
                                 newest[(line["sk"], section, start)] = (line["version"], state)
-    stored = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    stored = json.loads(state_text(table.items[("user#u1", "user_engagement")]))
     assert {(s, t): v[1] for (_, s, t), v in newest.items()} == {
         (section, start): state for section, tiles in stored.items()
         for start, state in tiles.items()
@@ -523,7 +524,7 @@ def test_a_crash_between_the_split_children_and_the_marker_loses_no_identity(
 
 
 def _states(table: MemoryDynamoDB) -> dict[tuple[str, str], Any]:
-    return {key: json.loads(item["state"]["S"]) for key, item in table.items.items()
+    return {key: json.loads(state_text(item)) for key, item in table.items.items()
             if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))}
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from fastbreak.engine.fold import ItemMerge, Tiles
 from fastbreak.engine.layout import (
     ItemKey,
     audience_sk,
+    compact_state,
     decode_hw,
     decode_position,
     dedup_bucket,
@@ -44,6 +45,7 @@ from fastbreak.engine.layout import (
     encode_position,
     entity_pk,
     partials_memory,
+    state_json,
 )
 from fastbreak.engine.online_store import (
     ItemWrite,
@@ -150,6 +152,7 @@ class _Item:
     refused: list[_Received] = field(default_factory=list)
     changed: Tiles | None = None  # the tiles of the last computed write (None: every tile)
     position: str = ""
+    text: str = ""  # the JSON state of the last computed write (stored compacted)
 
 
 class AudienceMerger:
@@ -241,6 +244,7 @@ class AudienceMerger:
             read_roots(self.store, memory, wanted)
         except StoreUnavailable:
             return first
+        _as_text(stored, items)
         duplicates = {id(partial) for partial in kept
                       if memory.contains(*ids[id(partial)])}
         result.duplicate_partials += len(duplicates)
@@ -351,6 +355,7 @@ class AudienceMerger:
             for key, _ in conflicts:
                 stored.pop(key, None)
             stored.update(fresh)
+            _as_text(stored, fresh)
             todo = conflicts
         for _, item in todo:
             lowest = _lower(lowest, item.contributions[0][0].position)
@@ -411,8 +416,9 @@ class AudienceMerger:
         tile_seconds, start = item.tile
         kind = item.group.kinds[tile_seconds]
         expires = None if tile_seconds == LIFETIME else kind.tile_expires_at(start)
+        item.text = state
         return ItemWrite(
-            key, state, encode_hw(marks), stored.hw if stored is not None else None,
+            key, compact_state(state), encode_hw(marks), stored.hw if stored is not None else None,
             expires, newest, stored.version + 1 if stored is not None else 1,
         )
 
@@ -424,13 +430,11 @@ class AudienceMerger:
         if isinstance(item, ItemWrite):
             pk, sk = item.key
             position = pending.position
-            state = item.state if isinstance(item.state, str) else item.state.decode()
-            tiles = json.loads(state) if pending.changed is None else pending.changed
-        else:
+            tiles = json.loads(pending.text) if pending.changed is None else pending.changed
+        else:  # read and made text by _as_text
             pk, sk = item.pk, item.sk
             position = decode_hw(item.hw).get(shard_id, "")
-            state = item.state if isinstance(item.state, str) else item.state.decode()
-            tiles = json.loads(state)
+            tiles = json.loads(state_json(item.state))
         group = pending.group.group
         return _ENCODE({
             "pk": pk, "sk": sk, "group": group.name, "entity": group.entity,
@@ -470,6 +474,14 @@ def _refused(item: _Item, key: ItemKey) -> list[dict[str, Any]]:
         }
         for received in item.refused
     ]
+
+
+def _as_text(stored: dict[ItemKey, StoredItem], keys: Iterable[ItemKey]) -> None:
+    """The states of the items read, as JSON text (``compact_state`` compresses some)."""
+    for key in keys:
+        item = stored.get(key)
+        if item is not None and type(item.state) is bytes:
+            item.state = state_json(item.state)
 
 
 def _position_of(received: _Received) -> Position:

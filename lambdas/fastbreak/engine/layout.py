@@ -27,6 +27,8 @@ folded in (``hw``, see ``encode_hw``): that is what makes a write idempotent.
 
 from __future__ import annotations
 
+import zlib
+
 from fastbreak.engine.records import MAX_SEQUENCE_DIGITS, Position
 
 ItemKey = tuple[str, str]
@@ -122,6 +124,27 @@ def dedup_node_key(root: ItemKey, prefix: str) -> ItemKey:
 
 def dedup_bucket(time_ms: int) -> int:
     return time_ms // 1000 // DEDUP_BUCKET_SECONDS * DEDUP_BUCKET_SECONDS
+
+
+# ---- the state attribute: JSON text, or that text compressed ---------------------------------
+# DynamoDB bills a write by the KB of the larger of the item before and after, so a user item
+# of 2-12 KB (an active fan's day and week of tiles) costs that many write units on every batch
+# that touches it. Its JSON (digits, repeated slot names) compresses three to four times; items
+# that fit one write unit stay text. The state of a feature item is text (S) or zlib (B): readers
+# call ``state_json`` (the dedup memory's binary state is never read through it).
+COMPACT_ABOVE = 700  # characters of JSON: with the key, marks and attributes, about 1 KB
+
+
+def compact_state(text: str) -> str | bytes:
+    """A feature item's state as stored."""
+    if len(text) <= COMPACT_ABOVE:
+        return text
+    return zlib.compress(text.encode(), 6)
+
+
+def state_json(state: str | bytes) -> str:
+    """A feature item's state as JSON text, however it was stored."""
+    return state if isinstance(state, str) else zlib.decompress(state).decode()
 
 
 def encode_position(position: Position) -> str:

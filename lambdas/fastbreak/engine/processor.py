@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
@@ -50,6 +50,7 @@ from fastbreak.engine.dedup import (
 from fastbreak.engine.fold import ItemFold, Tiles, fold_partial
 from fastbreak.engine.layout import (
     ItemKey,
+    compact_state,
     decode_hw,
     decode_position,
     dedup_bucket,
@@ -57,6 +58,7 @@ from fastbreak.engine.layout import (
     encode_hw,
     encode_position,
     group_sk,
+    state_json,
 )
 from fastbreak.engine.online_store import (
     ItemWrite,
@@ -184,7 +186,7 @@ class _Pending:
 
     __slots__ = (
         "contributions", "entity_key", "first_new", "group", "growth", "log_head", "new",
-        "position", "refused", "touched",
+        "position", "refused", "text", "touched",
     )
 
     def __init__(self, group: GroupPlan, entity_key: str, log_head: str) -> None:
@@ -202,6 +204,7 @@ class _Pending:
         # shard's new high-water mark.
         self.touched: dict[str, dict[str, Any]] | None = None
         self.position = ""
+        self.text = ""  # the JSON state of the last computed write (stored compacted)
 
 
 class _Audience:
@@ -346,6 +349,7 @@ class StreamProcessor:
             read_roots(self.store, memory, wanted)
         except StoreUnavailable:
             return first
+        _as_text(stored, pending)
         duplicates = {event for event, (key, hashed) in ids.items()
                       if memory.contains(key, hashed)}
         result.duplicate_events += len(duplicates)
@@ -648,6 +652,7 @@ class StreamProcessor:
             for key, _ in conflicts:
                 stored.pop(key, None)
             stored.update(fresh)
+            _as_text(stored, fresh)
             todo = conflicts
         for _, item in todo:
             lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
@@ -726,8 +731,9 @@ class StreamProcessor:
             item.touched = None  # folded in parts: the line carries the whole state
         marks[shard_id] = item.position = position
         expires = group.expires_at(newest // 1000)
+        item.text = state
         return ItemWrite(
-            key, state, encode_hw(marks), stored.hw if stored is not None else None,
+            key, compact_state(state), encode_hw(marks), stored.hw if stored is not None else None,
             expires, newest, stored.version + 1 if stored is not None else 1,
         )
 
@@ -801,12 +807,12 @@ class StreamProcessor:
             pk, sk = item.key
         else:
             pk, sk = item.pk, item.sk
-        state = item.state if isinstance(item.state, str) else item.state.decode()
         if written:
-            tiles = state if pending.touched is None else _encode(pending.touched)
+            tiles = pending.text if pending.touched is None else _encode(pending.touched)
             position = pending.position
-        else:
-            tiles, position = state, decode_hw(item.hw).get(shard_id, "")
+        else:  # read and made text by _as_text
+            assert isinstance(item.state, str)
+            tiles, position = item.state, decode_hw(item.hw).get(shard_id, "")
         visible = "null" if visible_ms is None else visible_ms
         return (
             f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
@@ -840,6 +846,14 @@ class StreamProcessor:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _as_text(stored: dict[ItemKey, StoredItem], keys: Iterable[ItemKey]) -> None:
+    """The states of the group items read, as JSON text (``compact_state`` compresses some)."""
+    for key in keys:
+        item = stored.get(key)
+        if item is not None and type(item.state) is bytes:
+            item.state = state_json(item.state)
+
+
 def _position(event: Event) -> Position:
     return event.position
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 
 from fastbreak.engine.fold import FeatureValue, ItemState, merge_items
-from fastbreak.engine.layout import belongs_to, entity_pk, group_sk, partials_prefix
+from fastbreak.engine.layout import belongs_to, entity_pk, group_sk, partials_prefix, state_json
 from fastbreak.engine.online_store import OnlineStore, StoredItem
 from fastbreak.engine.plan import GroupPlan, Plan
 
@@ -23,7 +23,7 @@ def merge_group(
     (or its tile and lifetime partials): ``fastbreak.engine.fold.merge_items`` on their state."""
     name = plan.group.name
     states = [
-        ItemState(item.sk, item.expires_at, json.loads(item.state))
+        ItemState(item.sk, item.expires_at, json.loads(state_json(item.state)))
         for item in items if belongs_to(name, item.sk)
     ]
     return merge_items(plan, states, as_of_ms, now_ms)
