@@ -10,7 +10,7 @@ stream: no partial of one stage-1 batch is merged with another's, the least coal
 deployment sees), against the in-process DynamoDB, which counts capacity units as DynamoDB bills
 them: an UpdateItem or PutItem costs 1 write unit per KB of the larger of the item before and
 after, a DeleteItem 1 per KB of the item deleted, a strongly consistent read 1 read unit per
-4 KB. Reports the second half (items have grown to steady state by then): write units per
+4 KB (and 1 for a key with no item). Reports the second half (items have grown to steady state by then): write units per
 event, in all and by stage and item kind, read units, and the largest item. Item sizes follow
 DynamoDB's rule: attribute names plus values (strings and binaries by length, numbers about one
 byte per two digits).
@@ -114,8 +114,10 @@ class MeteredDynamoDB(MemoryDynamoDB):
 
     def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         response = super().batch_get_item(RequestItems)
-        for items in response["Responses"].values():
+        for table, items in response["Responses"].items():
             self.read_units += sum(math.ceil(item_bytes(item) / 4096) for item in items)
+            # A key with no item still costs a read's minimum (one unit, strongly consistent).
+            self.read_units += len(RequestItems[table]["Keys"]) - len(items)
         return response
 
     def query(self, **request: Any) -> dict[str, Any]:
