@@ -88,6 +88,7 @@ _NOTHING_APPLIED: Position = (-1, -1)
 _CONFLICT_ROUNDS = 3
 # How long an identity is remembered beyond the largest allowed lateness and future tolerance.
 _REMEMBER_MARGIN_S = 3600
+_TILE_KEYS_KEPT = 1 << 14
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # What JSONEncoder.encode builds on every call (two thirds of its cost on the small states of
 # the hot path), built once: same output. No cycle check: states are trees. CPython has had
@@ -251,7 +252,8 @@ class StreamProcessor:
             + _REMEMBER_MARGIN_S
         )
         self.admission = Admission(catalog, self.settings.future_tolerance_ms)
-        # tile start (epoch s) -> its key in an item's state; refilled per batch
+        # tile start (epoch s) -> its key in an item's state: a cache, replaced (never cleared:
+        # concurrent batches of one execution environment may hold it) once it grows large
         self._tile_keys: dict[int, str] = {}
         self.clock_ms = clock_ms
         # event type -> the longest allowed lateness of the groups it feeds: an event later
@@ -363,7 +365,8 @@ class StreamProcessor:
                     else:
                         result.mismatched_events += 1
                 routed.append(_not_applied(event, groups, reason))
-        self._tile_keys.clear()
+        if len(self._tile_keys) > _TILE_KEYS_KEPT:
+            self._tile_keys = {}
         outcome = self._write_items(shard_id, sources, pending, stored, duplicates, result)
         if outcome is None:
             return first
