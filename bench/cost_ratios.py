@@ -14,8 +14,9 @@ decode, validation, fold or merge, JSON, metrics), DynamoDB write requests and w
 both stages, their strongly consistent read units, feature-log bytes and objects, the partials
 stream's billed KB (each record rounded up to 1 KB), the event's JSON bytes, its Kinesis billing
 size and its Parquet bytes (the raw table's format). Per read: read units (eventually
-consistent: half a unit per 4 KB) and reader CPU seconds. The baseline of each ratio is the unit it is counted against, so that
-``ratio`` says, e.g., write units per write request (the item-size effect).
+consistent: half a unit per 4 KB) and reader CPU seconds. The baseline of each ratio is the
+unit it is counted against, so that ``ratio`` says, e.g., write units per write request (the
+item-size effect).
 
 GB-seconds per event follow from the CPU time: Lambda gives a function one vCPU per 1,769 MB,
 so CPU-bound work takes ``cpu_s * 1769 / memory_mb`` seconds at ``memory_mb`` and costs

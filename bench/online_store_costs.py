@@ -10,10 +10,10 @@ stream: no partial of one stage-1 batch is merged with another's, the least coal
 deployment sees), against the in-process DynamoDB, which counts capacity units as DynamoDB bills
 them: an UpdateItem or PutItem costs 1 write unit per KB of the larger of the item before and
 after, a DeleteItem 1 per KB of the item deleted, a strongly consistent read 1 read unit per
-4 KB (and 1 for a key with no item). Reports the second half (items have grown to steady state by then): write units per
-event, in all and by stage and item kind, read units, and the largest item. Item sizes follow
-DynamoDB's rule: attribute names plus values (strings and binaries by length, numbers about one
-byte per two digits).
+4 KB (and 1 for a key with no item). Reports the second half (items have grown to steady state
+by then): write units per event, in all and by item kind, read units, and the largest item.
+Item sizes follow DynamoDB's rule: attribute names plus values (strings and binaries by length,
+numbers about one byte per two digits).
 
 ``make bench`` runs it (``run``) against the target of at most 1.0 write unit per event;
 ``docs/online-store-layout.md`` ("Costs") quotes it.

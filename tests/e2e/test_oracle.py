@@ -417,11 +417,13 @@ class FaultyS3:
 
 
 class FaultyKinesis:
-    """Stage 1's view of the partials stream: entries throttled (the others land), and crashes
-    after some records landed."""
+    """Stage 1's view of the partials stream: entries throttled (the others land), crashes
+    after some records landed, and on every fifth call the invocation dies right after the
+    stream took its records (they reach the audience stage twice)."""
 
     def __init__(self, real: Any, faults: Faults) -> None:
         self.real, self.faults = real, faults
+        self.calls = itertools.count(1)
 
     def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
         self.faults.maybe_die()
@@ -431,6 +433,9 @@ class FaultyKinesis:
         answers = iter(self.real.put_records(StreamName=StreamName, Records=sent)["Records"]
                        if sent else [])
         self.faults.landed()  # the records landed; a crash may come right after
+        if next(self.calls) % 5 == 0:
+            self.faults.count("crash")
+            raise SimulatedCrash
         return {"Records": [
             {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"}
             if n in throttled else next(answers)
