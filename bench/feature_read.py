@@ -37,8 +37,9 @@ from fastbreak.engine.plan import compile_plan
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.embedded_aws import HOST, client, free_port
+from localplatform.kinesis_events import lambda_event, stream_of
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
-from tests.fixtures.kinesis import FakeContext, lambda_event, stream_of
 
 TABLE, BUCKET = "fastbreak-bench-online", "fastbreak-bench-offline"
 NOW_MS = 1_795_000_000_000
@@ -92,7 +93,7 @@ def _load(rng: random.Random) -> None:
                             shard_id=f"shardId-00000000000{shard}")
         sequence[shard] += len(batch)
         with contextlib.redirect_stdout(io.StringIO()):
-            result = stream_processor.handler(lambda_event(records), FakeContext())
+            result = stream_processor.handler(lambda_event(records), LambdaContext())
         assert result == {"batchItemFailures": []}, result
         batches[shard] = []
 
@@ -202,7 +203,7 @@ def _timed(calls: list[Callable[[], Any]], runs: int) -> list[list[float]]:
 def _api(event: dict[str, Any]) -> Callable[[], Any]:
     def call() -> Any:
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
-            response = feature_api.handler(event, FakeContext())
+            response = feature_api.handler(event, LambdaContext())
         assert response["statusCode"] == 200, response
         return response
 

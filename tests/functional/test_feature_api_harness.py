@@ -18,8 +18,9 @@ import pytest
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.embedded_aws import client, embedded_aws
+from localplatform.kinesis_events import SHARD, lambda_event, stream_of
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
-from tests.fixtures.kinesis import SHARD, FakeContext, lambda_event, stream_of
 
 TABLE = "fastbreak-online"
 BUCKET = "fastbreak-offline"
@@ -27,10 +28,6 @@ T0_MS = 1_795_000_000_000  # 2026-11-18T11:06:40Z: a fixed "now" so windows are 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
-
-
-class ApiContext(FakeContext):
-    function_name = "fastbreak-feature-api"
 
 
 @dataclass
@@ -60,7 +57,7 @@ class ServingWorld:
         newest = max(event["time_ms"] for event in events)
         records = stream_of(documents, (newest + delay_ms) / 1000, start=start,
                             shard_id=shard_id)
-        result = stream_processor.handler(lambda_event(records), FakeContext())
+        result = stream_processor.handler(lambda_event(records), LambdaContext())
         assert result == {"batchItemFailures": []}
 
     def document(self, event_type: str, time_ms: int, event_id: str | None = None,
@@ -91,7 +88,7 @@ class ServingWorld:
 
     def call(self, event: dict[str, Any], at_ms: int | None = None) -> tuple[int, Any]:
         self.clock.now_ms = T0_MS if at_ms is None else at_ms
-        response = feature_api.handler(event, ApiContext())
+        response = feature_api.handler(event, LambdaContext("fastbreak-feature-api"))
         assert response["multiValueHeaders"]["Content-Type"] == ["application/json"]
         return response["statusCode"], json.loads(response["body"])
 

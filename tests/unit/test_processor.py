@@ -11,8 +11,8 @@ import pytest
 from fastbreak.definitions import CATALOG, Aggregation, Feature, Window
 from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, read_group
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error
+from localplatform.kinesis_events import StreamRecord, lambda_record, stream_of
+from localplatform.memory_dynamodb import MemoryDynamoDB, client_error
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
 ARRIVAL_S = T0 / 1000 + 60
