@@ -12,8 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from fastbreak.engine import OnlineStore, read_group
+from fastbreak.definitions import CATALOG
 from fastbreak.handlers import stream_processor
+from fastbreak.serving import FeatureClient
 from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
 
@@ -43,9 +44,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
 
 
 def read(dynamodb: Any, group: str, key: str) -> dict[str, Any]:
-    processor = stream_processor._current()
-    values = read_group(OnlineStore(dynamodb, TABLE), processor.plan, group, key, AS_OF)
-    return {name: value.value for name, value in values.items()}
+    """One group's served values, read as the API reads them (None: no event in the window)."""
+    served = FeatureClient(dynamodb, TABLE, clock_ms=lambda: AS_OF).get(
+        CATALOG.group(group).entity, key, [group]).features
+    return {name.split(".", 1)[1]: None if value is None else value.value
+            for name, value in served.items()}
 
 
 def objects(s3: Any, prefix: str) -> list[dict[str, Any]]:
