@@ -57,11 +57,7 @@ def feast_python() -> str:
 
 def _our_values(users: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """What our API serves: user -> group -> feature -> value (None where it has none)."""
-    event = fr._rest_event("POST", "/v1/features/batch-get", json.dumps({
-        "entities": [{"entity_type": "user", "entity_id": user} for user in users],
-        "features": list(fr.GROUPS),
-    }))
-    body = json.loads(fr._api(event)()["body"])
+    body = json.loads(fr._api(fr.batch_event(users))()["body"])
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for entity in body["entities"]:
         groups: dict[str, dict[str, Any]] = {group: {} for group in fr.GROUPS}
@@ -176,12 +172,8 @@ def run() -> list[BenchResult]:
         print(f"Feast online store loaded, {feast.checked} values read back equal",
               file=sys.stderr)
         try:
-            single = fr._rest_event("GET", f"/v1/features/user/{fr.USERS[0]}",
-                                    params={"entity_type": "user", "entity_id": fr.USERS[0]})
-            batch = fr._rest_event("POST", "/v1/features/batch-get", json.dumps({
-                "entities": [{"entity_type": "user", "entity_id": u} for u in fr.USERS],
-                "features": list(fr.GROUPS),
-            }))
+            single = fr.single_event(fr.USERS[0])
+            batch = fr.batch_event(fr.USERS)
             shapes = [
                 ("feast_peer_single", "1 user x 3 groups", single, [fr.USERS[0]],
                  fr.SINGLE_RUNS),

@@ -36,6 +36,7 @@ from fastbreak.engine.online_store import BATCH_GET_LIMIT
 from fastbreak.engine.plan import compile_plan
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
+from localplatform.api_gateway import Route, proxy_event
 from localplatform.embedded_aws import HOST, client, free_port
 from localplatform.kinesis_events import lambda_event, stream_of
 from localplatform.lambda_context import LambdaContext
@@ -106,19 +107,6 @@ def _load(rng: random.Random) -> None:
     for shard in batches:
         if batches[shard]:
             flush(shard)
-
-
-def _rest_event(method: str, path: str, body: str | None = None,
-                params: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "resource": path, "path": path, "httpMethod": method,
-        "headers": {}, "multiValueHeaders": {},
-        "queryStringParameters": None, "multiValueQueryStringParameters": None,
-        "pathParameters": params, "stageVariables": None,
-        "requestContext": {"requestId": "bench", "stage": "prod", "httpMethod": method,
-                           "resourcePath": path, "path": path},
-        "body": body, "isBase64Encoded": False,
-    }
 
 
 class _BareReads:
@@ -200,6 +188,21 @@ def _timed(calls: list[Callable[[], Any]], runs: int) -> list[list[float]]:
     return samples
 
 
+GET_ROUTE = Route("/v1/features/{entity_type}/{entity_id}", "GET")
+BATCH_ROUTE = Route("/v1/features/batch-get", "POST")
+
+
+def single_event(user: str) -> dict[str, Any]:
+    """``GET`` of one user's three groups, as API Gateway hands it to the handler."""
+    return proxy_event(GET_ROUTE, f"/v1/features/user/{user}", "")
+
+
+def batch_event(users: list[str]) -> dict[str, Any]:
+    body = json.dumps({"entities": [{"entity_type": "user", "entity_id": user} for user in users],
+                       "features": list(GROUPS)})
+    return proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", (), body.encode())
+
+
 def _api(event: dict[str, Any]) -> Callable[[], Any]:
     def call() -> Any:
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
@@ -247,12 +250,8 @@ def run() -> list[BenchResult]:
         feature_api.configure(dynamodb, env, clock_ms=lambda: NOW_MS)
         bare = _BareReads(dynamodb)
 
-        single = _rest_event("GET", f"/v1/features/user/{USERS[0]}",
-                             params={"entity_type": "user", "entity_id": USERS[0]})
-        batch = _rest_event("POST", "/v1/features/batch-get", json.dumps({
-            "entities": [{"entity_type": "user", "entity_id": user} for user in USERS],
-            "features": list(GROUPS),
-        }))
+        single = single_event(USERS[0])
+        batch = batch_event(USERS)
         shapes = [
             ("feature_read_single", "1 user x 3 groups", single, [USERS[0]], SINGLE_RUNS),
             ("feature_read_batch50", "50 users x 3 groups", batch, USERS, BATCH_RUNS),

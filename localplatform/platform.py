@@ -157,8 +157,8 @@ class LocalPlatform:
     def _start_api(self, deployment: Deployment) -> None:
         for stack in deployment.stacks:
             if stack.resources("AWS::ApiGateway::RestApi"):
-                self.api = LocalApiGateway(stack, self.functions, self.metrics,
-                                           self.options.api_port)
+                self.api = LocalApiGateway.from_template(stack, self.functions, self.metrics,
+                                                         self.options.api_port)
                 self.api.start()
                 self._exit.callback(self.api.stop)
 
