@@ -55,9 +55,9 @@ GROUPS = ("user_engagement", "user_affinity", "user_experiments")
 # kept small. Reads of user groups are BatchGetItem (point look-ups), which does not scan.
 EVENTS_PER_USER = 8
 CONCURRENCY = 16
-# Samples per repeat: a p99 resting on the 5 (single) or 3 (batch) slowest samples of each
+# Samples per repeat: a p99 resting on the 5 (single) or 2 (batch) slowest samples of each
 # repeat, and the median over the repeats (``bench.sampling``).
-SINGLE_RUNS, BATCH_RUNS, REPEATS = 500, 300, 5
+SINGLE_RUNS, BATCH_RUNS, REPEATS = 500, 200, 5
 TARGET_RATIO = 1.5
 
 

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -65,6 +66,11 @@ class Route:
     # content type -> JSON schema of the method's model, when its request validator checks
     # bodies
     body_schemas: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def body_validators(self) -> dict[str, jsonschema.Draft4Validator]:
+        return {content_type: jsonschema.Draft4Validator(schema)
+                for content_type, schema in self.body_schemas.items()}
 
     def match(self, raw_path: str) -> dict[str, str] | None:
         """The path parameters of ``raw_path`` (still percent-encoded), or None."""
@@ -122,7 +128,6 @@ def routes_from_template(stack: DeployedStack) -> list[Route]:
 def proxy_event(
     route: Route, raw_path: str, raw_query: str = "", headers: Headers = (),
     body: bytes | None = None, *, stage: str = "live", source_ip: str = HOST,
-    request_time_ms: int | None = None,
 ) -> dict[str, Any]:
     """The REST proxy event API Gateway hands the function for this request.
 
@@ -151,7 +156,6 @@ def proxy_event(
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             text, encoded = base64.b64encode(body).decode("ascii"), True
-    now_ms = int(time.time() * 1000) if request_time_ms is None else request_time_ms
     return {
         "resource": route.resource,
         "path": raw_path,
@@ -170,7 +174,7 @@ def proxy_event(
             "stage": stage,
             "accountId": ACCOUNT,
             "requestId": str(uuid.uuid4()),
-            "requestTimeEpoch": now_ms,
+            "requestTimeEpoch": int(time.time() * 1000),
             "protocol": "HTTP/1.1",
             # An IAM-authorized caller's identity would be here; the local API checks no
             # signature, so it knows none.
@@ -386,14 +390,14 @@ def _valid_body(route: Route, headers: Headers, body: bytes | None) -> bool:
         return True
     content_type = next((value for name, value in headers if name.lower() == "content-type"),
                         "application/json")
-    schema = route.body_schemas.get(content_type.split(";", 1)[0].strip().lower())
-    if schema is None:
+    validator = route.body_validators.get(content_type.split(";", 1)[0].strip().lower())
+    if validator is None:
         return True
     try:
         document = json.loads(body or b"")
     except ValueError:
         return False
-    return bool(jsonschema.Draft4Validator(schema).is_valid(document))
+    return bool(validator.is_valid(document))
 
 
 def _proxy_response(response: Any) -> Answer:
