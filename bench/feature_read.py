@@ -114,7 +114,7 @@ def _load(rng: random.Random) -> None:
             flush(shard)
 
 
-class _BareReads:
+class BareReads:
     """The baseline: the calls the reader sends for the same keys, on a pool of the same size.
 
     BatchGetItem for the group items (100 keys a call, eventually consistent, the same
@@ -219,7 +219,11 @@ def _moto_process() -> Iterator[str]:
         yield f"http://{HOST}:{port}"
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:  # a kept-alive connection can hold it up
+            server.kill()
+            server.wait(10)
 
 
 @contextlib.contextmanager
@@ -264,7 +268,7 @@ def run() -> list[BenchResult]:
     results: list[BenchResult] = []
     with loaded_store() as endpoint, latency_proxy(endpoint) as modelled:
         for suffix, route in ROUTES:
-            bare = _BareReads(serve_from(modelled if suffix else endpoint))
+            bare = BareReads(serve_from(modelled if suffix else endpoint))
             for shape_name, shape, users, runs in SHAPES:
                 name = f"feature_read_{shape_name}{suffix}"
                 entities = [("user", user) for user in users]

@@ -110,7 +110,11 @@ def latency_proxy(upstream: str, delay_ms: float = MODEL_DELAY_MS) -> Iterator[s
         yield f"http://{HOST}:{port}"
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:  # a kept-alive connection can hold it up
+            process.kill()
+            process.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:

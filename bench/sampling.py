@@ -66,27 +66,43 @@ class Percentile:
         return min(self.ratios), max(self.ratios)
 
 
+def measure(sides: Sequence[Side], *, runs: int, repeats: int, warm: int = 5,
+            label: str = "") -> list[list[list[float]]]:
+    """``repeats`` interleaved measurements of ``runs`` samples of each side:
+    ``[repeat][side][sample]``, in ms."""
+    interleaved(sides, warm)  # pools, connections, caches
+    measured = []
+    for repeat in range(repeats):
+        measured.append(interleaved(sides, runs))
+        p99s = ", ".join(f"{percentile(samples, 99):.1f}" for samples in measured[-1])
+        print(f"{label}: repeat {repeat + 1}/{repeats}, {runs} samples each: p99 {p99s} ms",
+              file=sys.stderr)
+    return measured
+
+
+def percentiles(measured: list[list[list[float]]], q: int, ours: int = 0,
+                baseline: int = 1) -> Percentile:
+    """Percentile ``q`` of side ``ours`` and side ``baseline`` of a ``measure``."""
+    return Percentile(q, [percentile(repeat[ours], q) for repeat in measured],
+                      [percentile(repeat[baseline], q) for repeat in measured])
+
+
 def compare(ours: Side, baseline: Side, *, runs: int, repeats: int, warm: int = 5,
             label: str = "") -> tuple[Percentile, Percentile]:
     """p50 and p99 of ``ours`` and ``baseline`` over ``repeats`` interleaved measurements of
     ``runs`` samples each."""
-    interleaved([ours, baseline], warm)  # pools, connections, caches
-    p50s: list[tuple[float, float]] = []
-    p99s: list[tuple[float, float]] = []
-    for repeat in range(repeats):
-        our_ms, base_ms = interleaved([ours, baseline], runs)
-        p50s.append((percentile(our_ms, 50), percentile(base_ms, 50)))
-        p99s.append((percentile(our_ms, 99), percentile(base_ms, 99)))
-        print(f"{label}: repeat {repeat + 1}/{repeats}, {runs} samples each: p99 "
-              f"{p99s[-1][0]:.1f} ms vs {p99s[-1][1]:.1f} ms", file=sys.stderr)
-    return (Percentile(50, [o for o, _ in p50s], [b for _, b in p50s]),
-            Percentile(99, [o for o, _ in p99s], [b for _, b in p99s]))
+    measured = measure([ours, baseline], runs=runs, repeats=repeats, warm=warm, label=label)
+    return percentiles(measured, 50), percentiles(measured, 99)
 
 
 def result(name: str, unit: str, baseline: str, measured: Percentile, target: str,
-           met: Callable[[float], bool], runs: int) -> BenchResult:
-    """``met`` is judged on the median ratio (ours / baseline); p50 is informational."""
-    informational = "" if measured.q == 99 else " (informational: the target is on p99)"
+           met: Callable[[float], bool], runs: int, informational: str | None = None
+           ) -> BenchResult:
+    """``met`` is judged on the median ratio (ours / baseline). The target is on p99: a p50
+    result, or any result given ``informational`` (why), says it is informational."""
+    if informational is None and measured.q != 99:
+        informational = "the target is on p99"
+    informational = "" if informational is None else f" (informational: {informational})"
     return BenchResult(
         f"{name}_p{measured.q}", round(statistics.median(measured.ours), 2), unit,
         f"{baseline}, p{measured.q} ms", round(statistics.median(measured.baseline), 2),
