@@ -25,10 +25,7 @@ import functools
 import io
 import json
 import random
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,13 +33,14 @@ from typing import Any
 from bench.latency_proxy import MODEL_DELAY_MS, latency_proxy
 from bench.results_format import BenchResult
 from bench.sampling import compare, result, timed
+from bench.server_process import server_process
 from fastbreak.definitions import CATALOG
 from fastbreak.engine.online_store import BATCH_GET_LIMIT
 from fastbreak.engine.plan import compile_plan
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.api_gateway import Route, proxy_event
-from localplatform.embedded_aws import HOST, client, free_port
+from localplatform.embedded_aws import HOST, client
 from localplatform.kinesis_events import lambda_event, stream_of
 from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
@@ -201,29 +199,8 @@ def _api(event: dict[str, Any]) -> Callable[[], Any]:
     return call
 
 
-@contextlib.contextmanager
-def _moto_process() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
-                break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.1)
-        yield f"http://{HOST}:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:  # a kept-alive connection can hold it up
-            server.kill()
-            server.wait(10)
+def _moto_process() -> contextlib.AbstractContextManager[str]:
+    return server_process("moto.server", "-H", HOST)
 
 
 @contextlib.contextmanager

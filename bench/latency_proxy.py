@@ -14,8 +14,7 @@ and does not replace, moto's own time.
 
     python -m bench.latency_proxy --upstream http://127.0.0.1:5000 --delay-ms 3 --port 5001
 
-runs it in a process of its own (``LatencyProxy`` starts that process): in the benchmark's
-process, its threads would take the interpreter from the code being measured.
+runs it in a process of its own (``latency_proxy`` starts that process).
 """
 
 from __future__ import annotations
@@ -23,17 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from localplatform.embedded_aws import HOST, free_port
+from bench.server_process import server_process
+from localplatform.embedded_aws import HOST
 
 MODEL_DELAY_MS = 3.0
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te",
@@ -90,31 +87,11 @@ def serve(upstream: str, delay_ms: float, port: int) -> None:
     server.serve_forever()
 
 
-@contextlib.contextmanager
-def latency_proxy(upstream: str, delay_ms: float = MODEL_DELAY_MS) -> Iterator[str]:
+def latency_proxy(upstream: str, delay_ms: float = MODEL_DELAY_MS
+                  ) -> contextlib.AbstractContextManager[str]:
     """The proxy's URL, for the duration of the block, in a process of its own."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.latency_proxy", "--upstream", upstream,
-         "--delay-ms", str(delay_ms), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
-                break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the latency proxy did not start")
-            time.sleep(0.05)
-        yield f"http://{HOST}:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:  # a kept-alive connection can hold it up
-            process.kill()
-            process.wait(10)
+    return server_process("bench.latency_proxy", "--upstream", upstream,
+                          "--delay-ms", str(delay_ms))
 
 
 def main(argv: list[str] | None = None) -> int:
