@@ -41,7 +41,8 @@ from fastbreak.engine import hll
 from fastbreak.engine.reference import league_of
 from fastbreak.handlers import stream_processor
 from fastbreak.serving import FeatureClient
-from tests.fixtures.kinesis import SEQUENCE_BASE, FakeContext, StreamRecord, lambda_record
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
+from localplatform.lambda_context import LambdaContext
 
 BATCH = 1_000
 BATCHES = 120
@@ -108,7 +109,7 @@ def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
             sample.extend(payloads)
         began = time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
-            response = stream_processor.handler(event, FakeContext())
+            response = stream_processor.handler(event, LambdaContext())
         if batch >= half:
             cpu += time.process_time() - began
         assert response == {"batchItemFailures": []}, response

@@ -28,8 +28,8 @@ from fastbreak_producer.simulator import Emission, Kind, LiveGameSimulator, Simu
 from localplatform.freshness import FreshnessTracker
 from localplatform.kinesis_events import StreamRecord
 from localplatform.mapping_emulator import MappingHooks
+from localplatform.memory_dynamodb import MemoryDynamoDB
 from localplatform.platform import LocalPlatform, PlatformOptions
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
 
 TARGET_RATE = 2_000.0
 OFFERED_RATE = 2_100.0

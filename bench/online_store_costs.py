@@ -24,8 +24,8 @@ from typing import Any
 from bench import workload
 from fastbreak.definitions import CATALOG
 from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
-from tests.fixtures.kinesis import SEQUENCE_BASE, StreamRecord, lambda_record
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
+from localplatform.memory_dynamodb import MemoryDynamoDB
 
 BATCH = 5_000
 BATCH_SPAN_MS = 30_000

@@ -13,8 +13,8 @@ from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
 from fastbreak.engine.layout import dedup_bucket, dedup_key, entity_pk, group_sk, tile_sk
 from fastbreak.engine.plan import LIFETIME
 from fastbreak.engine.validation import Event
-from tests.fixtures.kinesis import StreamRecord, lambda_record
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
+from localplatform.kinesis_events import StreamRecord, lambda_record
+from localplatform.memory_dynamodb import MemoryDynamoDB
 
 EVENTS = 50_000
 BATCH = 5_000

@@ -170,8 +170,8 @@ def as_lambda_event(batch: FailedBatch, records: Sequence[dict[str, Any]],
     """The records as the mapping handed them to the function."""
     source = EventSource(batch.stream_arn, batch.function_arn, role_arn, region)
     return lambda_event(
-        [StreamRecord(batch.shard_id, record["SequenceNumber"], record["PartitionKey"],
-                      record["Data"], _epoch(record["ApproximateArrivalTimestamp"]))
+        [StreamRecord(record["SequenceNumber"], record["PartitionKey"], record["Data"],
+                      _epoch(record["ApproximateArrivalTimestamp"]), batch.shard_id)
          for record in records],
         source,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -151,8 +152,31 @@ def test_a_route_the_api_does_not_define_is_refused_as_api_gateway_does(
     platform: LocalPlatform,
 ) -> None:
     assert platform.api is not None
-    status, _, body = platform.api.handle("DELETE", "/v1/features/user/user-e2e", {}, None)
-    assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+    for method, path in (("DELETE", "/v1/features/user/user-e2e"),
+                         ("GET", "/v1/features/batch-get"), ("GET", "/v1/users")):
+        status, _, body = platform.api.handle(method, path, [], None)
+        assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+
+
+def test_the_local_api_validates_bodies_with_the_templates_model(platform: LocalPlatform) -> None:
+    assert platform.api is not None
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{platform.api.url}/v1/features/batch-get", {"entities": []})
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {"message": "Invalid request body"}
+
+
+def test_a_percent_encoded_id_reads_the_same_features(platform: LocalPlatform) -> None:
+    assert platform.api is not None
+    _, plain = get_json(f"{platform.api.url}/v1/features/user/user-e2e")
+    _, encoded = get_json(f"{platform.api.url}/v1/features/user/user%2De2e")
+    assert encoded["entity_id"] == "user-e2e"
+
+    def values(answer: dict[str, Any]) -> dict[str, Any]:
+        return {name: None if value is None else value["value"]
+                for name, value in answer["features"].items()}
+
+    assert values(encoded) == values(plain)
 
 
 def test_kpl_aggregated_events_are_each_counted(platform: LocalPlatform) -> None:

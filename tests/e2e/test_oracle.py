@@ -1,10 +1,10 @@
-"""The oracle test: the online store, read back through the engine's read path, must equal
+"""The oracle test: the online store, read back as the feature API reads it, must equal
 features computed in plain Python from the de-duplicated valid events, exactly.
 
 Real DynamoDB and S3 APIs (moto in server mode on 127.0.0.1, real boto3 serialization), the
-real Lambda handler, and an emulated Kinesis event source mapping that re-delivers the way
-Lambda does: partial batch failures resume at the lowest reported sequence number, function
-errors bisect the batch, and every retry picks new batch boundaries. On top of that: producer
+real Lambda handler, and the local platform's Kinesis event source mapping emulator, which
+re-delivers the way Lambda does: partial batch failures resume at the lowest reported sequence
+number and function errors bisect the batch, over batches of random sizes. On top of that: producer
 duplicates, out-of-order event times within the lateness, events later than it, poison
 records (lone surrogates among them), KPL aggregates, 129-digit sequence numbers, throttling,
 UnprocessedKeys, failing S3 puts, and crashes after part of the writes.
@@ -27,23 +27,20 @@ import pytest
 
 from fastbreak.definitions import CATALOG, WindowKind
 from fastbreak.definitions.model import Aggregation
-from fastbreak.engine import OnlineStore, RetryPolicy, compile_plan, read_group
+from fastbreak.engine import RetryPolicy
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.layout import DEDUP_PREFIX
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import stream_processor
+from fastbreak.serving import FeatureClient
 from localplatform.embedded_aws import client, embedded_aws
+from localplatform.kinesis_events import EXAMPLE_SOURCE, SEQUENCE_BASE, StreamRecord, json_bytes
+from localplatform.lambda_context import LambdaContext
+from localplatform.mapping_emulator import BatchDelivery, MappingSettings
+from localplatform.memory_dynamodb import client_error
 from localplatform.stores import create_feature_stores
-from tests.fixtures.kinesis import (
-    SEQUENCE_BASE,
-    FakeContext,
-    StreamRecord,
-    json_bytes,
-    lambda_event,
-)
-from tests.fixtures.memory_dynamodb import client_error
 
 pytestmark = pytest.mark.e2e
 
@@ -261,6 +258,8 @@ def _in_window(window: Any, time_s: int, as_of_s: int, kickoffs: list[int]) -> b
 
 
 def _aggregate(feature: Any, events: list[tuple[dict[str, Any], int]]) -> Any:
+    if not events:
+        return None  # what is served when no event falls in the window
     values = [(e[feature.field] if feature.field else None, t, e["event_id"]) for e, t in events]
     kind = feature.aggregation
     if kind is Aggregation.COUNT:
@@ -370,42 +369,44 @@ class FaultyS3:
 
 
 # ---- the event source mapping ------------------------------------------------------------------
-class EventSourceMapping:
-    """Lambda's Kinesis poller, for one shard: batches, partial failures, bisect, retries."""
+class Crashed(RuntimeError):
+    """What the Lambda service sees of a ``SimulatedCrash``: the invocation failed."""
 
-    def __init__(self, records: list[StreamRecord], faults: Faults, rng: random.Random) -> None:
-        self.records, self.faults, self.rng = records, faults, rng
-        self.invocations = 0
 
-    def drain(self) -> None:
-        position = 0
-        while position < len(self.records):
-            size = self.rng.randint(1_500, 6_000)  # new boundaries on every attempt
-            position += self.deliver(self.records[position : position + size])
+def drain(records: list[StreamRecord], faults: Faults, rng: random.Random) -> None:
+    """Lambda's Kinesis poller over one shard, as the local platform emulates it
+    (``localplatform.mapping_emulator``): partial failures resume at the lowest reported
+    sequence number, crashes bisect the batch, and every record is retried until it succeeds.
+    Batches are drawn at random sizes, so that retries meet other boundaries than first tries."""
+    invocations = 0
 
-    def deliver(self, batch: list[StreamRecord]) -> int:
-        """Invoke on ``batch``; return how many leading records are done (checkpointed)."""
-        self.invocations += 1
-        assert self.invocations < 400, "the processor is not making progress"
-        self.faults.arm()
+    def invoke(event: dict[str, Any]) -> Any:
+        nonlocal invocations
+        invocations += 1
+        if invocations >= 400:
+            pytest.fail("the processor is not making progress")
+        faults.arm()
         try:
-            response = stream_processor.handler(lambda_event(batch), FakeContext())
-        except SimulatedCrash:
-            if len(batch) == 1:
-                return 0  # retried as the next batch
-            half = len(batch) // 2  # BisectBatchOnFunctionError
-            done = self.deliver(batch[:half])
-            return done if done < half else half + self.deliver(batch[half:])
+            response = stream_processor.handler(event, LambdaContext())
+        except SimulatedCrash as crash:
+            raise Crashed("the execution environment died") from crash
+        sequence_numbers = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
         failures = [item["itemIdentifier"] for item in response["batchItemFailures"]]
-        if not failures:
-            return len(batch)
-        sequence_numbers = [record.sequence_number for record in batch]
-        lowest = min(failures, key=int)
-        assert all(failure in sequence_numbers for failure in failures)
-        assert failures == sequence_numbers[sequence_numbers.index(lowest) :], (
-            "report the lowest failed sequence number and every later one"
-        )
-        return sequence_numbers.index(lowest)
+        if failures and failures != sequence_numbers[-len(failures):]:
+            pytest.fail("report the lowest failed sequence number and every later one")
+        return response
+
+    delivery = BatchDelivery(
+        MappingSettings(bisect_on_error=True, report_batch_item_failures=True,
+                        retry_backoff_s=0.0),
+        EXAMPLE_SOURCE, invoke, destination=None, sleep=lambda seconds: None,
+    )
+    position = 0
+    while position < len(records):
+        size = rng.randint(1_500, 6_000)
+        report = delivery.deliver(records[position : position + size])
+        assert not report.discarded, report
+        position += size
 
 
 # ---- the test ----------------------------------------------------------------------------------
@@ -431,16 +432,16 @@ def test_online_store_equals_the_oracle_exactly_under_faults(
     monkeypatch.setattr(stream_processor, "_processor", processor)
 
     for shard in SHARDS:
-        EventSourceMapping(workload.shards[shard], faults, rng).drain()
+        drain(workload.shards[shard], faults, rng)
     assert all(count > 0 for count in faults.counts.values()), faults.counts
 
-    plan = compile_plan(CATALOG)
-    reader = OnlineStore(dynamodb, TABLE)
+    reader = FeatureClient(dynamodb, TABLE, clock_ms=lambda: AS_OF)  # as the API reads
     expected = oracle(workload.applied)
     actual = {
         (group, key): {
-            name: value.value
-            for name, value in read_group(reader, plan, group, key, AS_OF).items()
+            name.split(".", 1)[1]: None if value is None else value.value
+            for name, value in reader.get(
+                CATALOG.group(group).entity, key, [group]).features.items()
         }
         for group, key in expected
     }

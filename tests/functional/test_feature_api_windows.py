@@ -15,7 +15,7 @@ import pytest
 
 from fastbreak.engine.layout import tile_key, tile_sk
 from fastbreak.engine.timestamps import format_ms as _iso
-from tests.fixtures.kinesis import SHARD
+from localplatform.kinesis_events import SHARD
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,

@@ -12,10 +12,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from fastbreak.engine import OnlineStore, read_group
+from fastbreak.definitions import CATALOG
 from fastbreak.handlers import stream_processor
+from fastbreak.serving import FeatureClient
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
-from tests.fixtures.kinesis import FakeContext
 
 EVENTS = Path(__file__).parent.parent / "fixtures" / "events"
 TABLE, BUCKET = "fastbreak-online", "fastbreak-offline"
@@ -43,9 +44,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
 
 
 def read(dynamodb: Any, group: str, key: str) -> dict[str, Any]:
-    processor = stream_processor._current()
-    values = read_group(OnlineStore(dynamodb, TABLE), processor.plan, group, key, AS_OF)
-    return {name: value.value for name, value in values.items()}
+    """One group's served values, read as the API reads them (None: no event in the window)."""
+    served = FeatureClient(dynamodb, TABLE, clock_ms=lambda: AS_OF).get(
+        CATALOG.group(group).entity, key, [group]).features
+    return {name.split(".", 1)[1]: None if value is None else value.value
+            for name, value in served.items()}
 
 
 def objects(s3: Any, prefix: str) -> list[dict[str, Any]]:
@@ -71,7 +74,7 @@ def test_a_valid_batch_updates_every_group_and_logs_features(
     aws: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     dynamodb, s3 = aws
-    response = stream_processor.handler(fixture("kinesis_valid_batch.json"), FakeContext())
+    response = stream_processor.handler(fixture("kinesis_valid_batch.json"), LambdaContext())
     assert response == {"batchItemFailures": []}
     fan = read(dynamodb, "user_engagement", "fan-42")
     assert (fan["views_1h"], fan["clicks_1h"], fan["watch_seconds_1h"]) == (2, 1, 95.5)
@@ -93,7 +96,7 @@ def test_a_valid_batch_updates_every_group_and_logs_features(
 
 def test_kpl_aggregated_records_are_de_aggregated_and_applied(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
-    response = stream_processor.handler(fixture("kinesis_kpl_batch.json"), FakeContext())
+    response = stream_processor.handler(fixture("kinesis_kpl_batch.json"), LambdaContext())
     assert response == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-7")["watch_seconds_1h"] == 120.0
     assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["watch_seconds_5m"] == 132.5
@@ -104,7 +107,7 @@ def test_poison_records_are_quarantined_with_reasons_and_do_not_block_the_shard(
 ) -> None:
     dynamodb, s3 = aws
     event = fixture("kinesis_poison_batch.json")
-    response = stream_processor.handler(event, FakeContext())
+    response = stream_processor.handler(event, LambdaContext())
     assert response == {"batchItemFailures": []}
     quarantined = objects(s3, "quarantine/")
     assert [line["reason"] for line in quarantined] == [
@@ -122,9 +125,9 @@ def test_poison_records_are_quarantined_with_reasons_and_do_not_block_the_shard(
 def test_a_replayed_batch_changes_nothing(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
     event = fixture("kinesis_valid_batch.json")
-    stream_processor.handler(event, FakeContext())
+    stream_processor.handler(event, LambdaContext())
     before = dynamodb.scan(TableName=TABLE)["Items"]
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     assert sorted(map(str, dynamodb.scan(TableName=TABLE)["Items"])) == sorted(map(str, before))
 
 
@@ -143,7 +146,7 @@ def test_a_failing_item_reports_the_lowest_sequence_number_and_the_rest(
 
     client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", refuse_game_items)
     try:
-        response = stream_processor.handler(event, FakeContext())
+        response = stream_processor.handler(event, LambdaContext())
     finally:
         client.meta.events.unregister(
             "before-parameter-build.dynamodb.UpdateItem", refuse_game_items
@@ -152,6 +155,6 @@ def test_a_failing_item_reports_the_lowest_sequence_number_and_the_rest(
     # The first event feeding a game item is the video_play, the fourth record.
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == sequence_numbers[3:]
     retry = {"Records": event["Records"][3:]}
-    assert stream_processor.handler(retry, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(retry, LambdaContext()) == {"batchItemFailures": []}
     assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["follows_lifetime"] == 1
     assert read(dynamodb, "user_engagement", "fan-42")["views_1h"] == 2

@@ -9,7 +9,7 @@ from fastbreak.engine.fold import FeatureValue, ItemFold, ItemState, merge_items
 from fastbreak.engine.online_store import OnlineStore, RetryPolicy
 from fastbreak.engine.plan import Plan, compile_plan
 from fastbreak.engine.processor import BatchResult, ProcessorSettings, StreamProcessor
-from fastbreak.engine.read import merge_group, read_group
+from fastbreak.engine.read import merge_group
 from fastbreak.engine.rejections import Reason
 from fastbreak.engine.sinks import MemorySink, ObjectSink, S3Sink
 
@@ -30,5 +30,4 @@ __all__ = [
     "compile_plan",
     "merge_group",
     "merge_items",
-    "read_group",
 ]
