@@ -23,19 +23,24 @@ from localplatform.platform import LocalPlatform, PlatformOptions
 
 pytestmark = pytest.mark.e2e
 
-NOW = datetime.now(UTC)
-EVENT_TIME = NOW.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+# Events are dated when the module's platform sends them, not when pytest collected the module:
+# under xdist a module can start minutes later, past the 5-minute windows it reads.
+SENT_AT = [datetime.now(UTC)]
+
+
+def event_time() -> str:
+    return SENT_AT[0].strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def view(index: int, user: str) -> dict[str, Any]:
     return {"event_type": "content_view", "schema_version": 2, "event_id": f"view-{index}",
-            "event_time": EVENT_TIME, "user_id": user, "content_id": f"content-{index % 3}",
+            "event_time": event_time(), "user_id": user, "content_id": f"content-{index % 3}",
             "sport": "soccer", "surface": "home"}
 
 
 def play(index: int, user: str, game: str) -> dict[str, Any]:
     return {"event_type": "video_play", "schema_version": 1, "event_id": f"play-{index}",
-            "event_time": EVENT_TIME, "user_id": user, "content_id": "clip-1",
+            "event_time": event_time(), "user_id": user, "content_id": "clip-1",
             "game_id": game, "watch_seconds": 30.0}
 
 
@@ -43,6 +48,7 @@ def play(index: int, user: str, game: str) -> dict[str, Any]:
 def platform() -> Iterator[LocalPlatform]:
     with LocalPlatform(PlatformOptions(firehose_buffer_seconds=0.5)) as running:
         producer = Producer(running.client("kinesis"), running.stream_name)
+        SENT_AT[0] = datetime.now(UTC)
         for index in range(12):
             producer.send(view(index, "user-e2e"))
         for index in range(5):
@@ -119,7 +125,8 @@ def test_firehose_writes_parquet_partitions_with_the_glue_columns(
     s3 = platform.client("s3")
     keys = [item["Key"] for item in s3.list_objects_v2(
         Bucket=platform.offline_bucket(), Prefix="raw/")["Contents"]]
-    partition = f"raw/event_date={NOW:%Y-%m-%d}/event_hour={NOW:%H}/"
+    sent = SENT_AT[0]
+    partition = f"raw/event_date={sent:%Y-%m-%d}/event_hour={sent:%H}/"
     assert keys and all(key.startswith(partition) and key.endswith(".parquet") for key in keys)
     tables = [pq.read_table(io.BytesIO(body)) for body in objects(platform, "raw/")]
     # Every record is a row: the 17 events, and the two the processor quarantined.
