@@ -1,0 +1,133 @@
+"""The reference path of the training-set builder: per entity, the engine's own fold and merge.
+
+For one entity, its items are rebuilt as the online store holds them (``fastbreak.offline.replay``:
+one item per user, or one partial per (tile, shard) of an audience group), and at each spine time
+T every feature is ``fastbreak.engine.fold.merge_items`` of those items as of T: the feature
+API's own computation. The items hold
+
+- in event-time mode (the default), the applied events whose event time is at most T;
+- in ``as_served`` mode, those that had reached Kinesis by T (an event dated up to the future
+  tolerance ahead of its arrival included, as online).
+
+Spine times are answered in ascending order, folding in each one only what became included
+since the previous one (as the processor folds batch after batch; the fold's result does not
+depend on the batching). An item whose group has a ``top_k`` feature is folded again from its
+first event whenever newly included events come before already folded ones in position
+order, since ``top_k`` past its capacity depends on the order.
+
+A function of one entity's events and spine times, with no other state: the Spark job calls
+``entity_values`` inside ``applyInPandas`` grouped by entity, and the DuckDB path calls it for
+the features its SQL does not cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from fastbreak.engine.aggregations import TopK
+from fastbreak.engine.fold import FeatureValue, ItemFold, ItemState, Tiles, merge_items
+from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, LIFETIME, GroupPlan, Plan
+from fastbreak.offline.replay import ItemEvents, RawEvent, route
+
+# One row of features: "{group}.{feature}_{window}" -> value, or None where the window holds
+# no event (the feature API's null).
+FeatureRow = dict[str, FeatureValue | None]
+
+
+def entity_values(
+    plan: Plan, groups: Sequence[str], entity_key: str, events: Iterable[RawEvent],
+    times_ms: Sequence[int], *, as_served: bool = False,
+) -> list[FeatureRow]:
+    """Every served feature of ``groups`` (all keyed by one entity) for ``entity_key``, at
+    each of ``times_ms`` (any order; one row per time, in the order given).
+
+    ``events``: the entity's first copies (``replay.first_copies``, run over whole shards);
+    events of other entities are ignored.
+    """
+    events = list(events)
+    order = sorted(range(len(times_ms)), key=times_ms.__getitem__)
+    rows: list[FeatureRow] = [{} for _ in times_ms]
+    for name in groups:
+        group = plan.groups[name]
+        histories = [
+            _ItemHistory(item, as_served)
+            for item in route(plan, events, (name,)).values()
+            if item.ref.entity_key == entity_key
+        ]
+        previous: int | None = None
+        values: FeatureRow = {}
+        for index in order:
+            at = times_ms[index]
+            if at != previous:
+                values = _values_at(group, histories, at)
+                previous = at
+            rows[index].update(values)
+    return rows
+
+
+def _values_at(group: GroupPlan, histories: list[_ItemHistory], at_ms: int) -> FeatureRow:
+    states = [state for history in histories if (state := history.state_at(at_ms)) is not None]
+    merged = merge_items(group, states, at_ms)
+    prefix = group.group.name + "."
+    return {
+        prefix + name: value if value.event_time_ms is not None else None
+        for name, value in merged.items()
+    }
+
+
+class _ItemHistory:
+    """One item, folded up to a time."""
+
+    def __init__(self, item: ItemEvents, as_served: bool) -> None:
+        self.item = item
+        self.group = item.group
+        self.contributions = item.contributions  # fold order
+        self.keys = [
+            event.arrival_ms if as_served else event.time_ms for event, _ in self.contributions
+        ]
+        # indices in inclusion order (ties in fold order)
+        self.by_key = sorted(range(len(self.keys)), key=lambda i: (self.keys[i], i))
+        self.taken = 0  # how many of by_key are folded in
+        self.folded_max = -1  # the highest fold index folded in
+        self.tiles: Tiles = {}
+        self.newest_ms = 0
+        self.order_sensitive = any(
+            isinstance(slot.aggregator, TopK) for kind in self.group.kinds.values()
+            for slot in kind.slots
+        )
+        # a tile partial past its retention, or not begun yet, is read by no window
+        self.tile = item.ref.tile
+
+    def state_at(self, at_ms: int) -> ItemState | None:
+        if self.tile is not None and self.tile[0] != LIFETIME:
+            tile_seconds, start = self.tile
+            kind = self.group.kinds[tile_seconds]
+            expires = kind.tile_expires_at(start)
+            if start > at_ms // 1000 or (expires is not None and expires <= at_ms // 1000):
+                return None
+        self._fold_until(at_ms)
+        if self.taken == 0:
+            return None
+        if self.tile is None:
+            expires_at = self.group.expires_at(self.newest_ms // 1000)
+        else:
+            expires_at = self.group.kinds[self.tile[0]].tile_expires_at(self.tile[1])
+        return ItemState(self.item.ref.key[1], expires_at, self.tiles)
+
+    def _fold_until(self, at_ms: int) -> None:
+        end = self.taken
+        while end < len(self.by_key) and self.keys[self.by_key[end]] <= at_ms:
+            end += 1
+        if end == self.taken:
+            return
+        new = sorted(self.by_key[self.taken : end])
+        stored = self.taken > 0
+        if self.order_sensitive and new[0] < self.folded_max:
+            new = sorted(self.by_key[:end])  # an earlier event came in: fold again, in order
+            self.tiles, self.newest_ms, stored = {}, 0, False
+        fold = ItemFold(self.tiles, self.newest_ms)
+        fold.fold(self.contributions[i] for i in new)
+        fold.finish(self.group, stored, FUTURE_TOLERANCE_SECONDS)
+        self.newest_ms = fold.newest_ms
+        self.taken = end
+        self.folded_max = max(self.folded_max, new[-1])
