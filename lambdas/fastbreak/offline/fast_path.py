@@ -1,0 +1,560 @@
+"""The DuckDB path of the training-set builder: window aggregations in SQL and Arrow that equal
+the engine's fold and merge exactly, in event-time mode.
+
+A served feature's value at T merges the tiles of its window (``fold.window_tiles``): for a
+sliding window of size W over tiles of t, the events with an event time in ``[L, T]``, L the
+start of the tile ``W - t`` before the one holding T (the whole history for a lifetime
+window, T's tile for a tumbling one). In event-time mode every event counted at T has its
+event time at most T, so a window is an interval of event time, which SQL can compute for a
+million spine rows at once, with no per-entity Python:
+
+- **count, sum, mean**: prefix sums. The entity's events, a probe at each spine time and a
+  marker at each window's lower edge are sorted once by (entity, time); the value is the
+  running total at the probe less the one at the marker. Sums are exact, as the engine's
+  (``aggregations.Sum``): each value is an integer multiple of 2**Emin (Emin the smallest
+  exponent the values need), summed as 64-bit integers when the total provably fits and as
+  31-bit limbs otherwise; the total is rounded once, as ``Sum.result`` rounds it.
+- **the value's event time**: the newest event in the window is the last relevant event
+  before the probe, carried forward, where the window counts one.
+- **approx_distinct**: the engine's HyperLogLog of the window is a function of which
+  (register, rank) pairs its values reach (``hll.register_of``, computed once per distinct
+  value). A register at rank >= k is present at T exactly when T falls in one of the intervals
+  ``[first time in tile s, end of s + W)`` over the tiles s where it is seen; merged into runs,
+  each run is a +1 and a -1 on the timeline, and running totals give, per spine row, the count
+  of registers at each rank level, from which the empty registers and the exact sum of
+  ``2**-rank`` follow. ``hll.estimate_from`` turns them into the engine's estimate.
+- **min, max**: the window's full tiles (a RANGE window over tile aggregates) and the head
+  tile up to T (a running min/max inside the tile, joined ASOF).
+- **last**: the newest relevant event by (event time, event id), joined ASOF, if it lies in
+  the window; an exact tie goes to the first in fold order, as the fold decides it.
+
+``covered`` says which features this path computes; the builder sends the others (and every
+feature in as-served mode, where a window is no longer an interval of one column) through
+the reference path (``fastbreak.offline.reference``). A property test holds the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fastbreak.definitions.model import Aggregation, FieldType, WindowKind
+from fastbreak.engine.aggregations import Mean, Sum, exact
+from fastbreak.engine.hll import MAX_RANK, REGISTERS, estimate_from, register_of
+from fastbreak.engine.plan import LIFETIME, GroupPlan, ServedFeature
+
+COVERED_AGGREGATIONS = frozenset({
+    Aggregation.COUNT, Aggregation.SUM, Aggregation.MEAN, Aggregation.MIN, Aggregation.MAX,
+    Aggregation.LAST, Aggregation.APPROX_DISTINCT,
+})
+COVERED_WINDOWS = frozenset({WindowKind.SLIDING, WindowKind.TUMBLING, WindowKind.LIFETIME})
+# Limbs of a sum beyond 64 bits: each 31 bits, so a running total of 2**32 rows stays in int64.
+LIMB_BITS = 31
+MAX_LIMBS = 8
+_LIMB_MASK = (1 << LIMB_BITS) - 1
+# The register-count sums: sum over registers of 2**-rank, times 2**53, as A * 2**27 + B
+# (ranks 1..26 in A, 27..53 in B: each stays far inside int64).
+_SPLIT_RANK = 26
+_HARMONIC_SCALE = 1 << MAX_RANK
+_EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
+
+
+def covered(served: ServedFeature) -> bool:
+    return (served.feature.aggregation in COVERED_AGGREGATIONS
+            and served.window.kind in COVERED_WINDOWS)
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """Which events a feature's slot folds: its event types, carrying its field."""
+
+    events: tuple[str, ...]
+    field: str | None
+
+    def sql(self) -> str:
+        types = ", ".join(_literal(name) for name in self.events)
+        condition = f"event_type IN ({types})"
+        if self.field is None:
+            return condition
+        return f"{condition} AND {_ident(self.field)} IS NOT NULL"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A window's shape: what its lower edge is at a spine time."""
+
+    kind: WindowKind
+    tile_seconds: int
+    size_seconds: int
+
+    def lower_ms_sql(self, time_ms: str) -> str:
+        """The first event time (ms) the window holds at ``time_ms`` (>= 0); -1 for a lifetime
+        window (every event time the fast path takes is positive)."""
+        if self.kind is WindowKind.LIFETIME:
+            return "-1"
+        tile_ms = self.tile_seconds * 1000
+        below = 0 if self.kind is WindowKind.TUMBLING else (self.size_seconds - self.tile_seconds)
+        return f"(({time_ms}) // {tile_ms} * {tile_ms} - {below * 1000})"
+
+    @property
+    def end_after_ms(self) -> int | None:
+        """How long after its tile starts an event leaves the window; None: never."""
+        if self.kind is WindowKind.LIFETIME:
+            return None
+        size = self.tile_seconds if self.kind is WindowKind.TUMBLING else self.size_seconds
+        return size * 1000
+
+    def tile_sql(self, time_ms: str) -> str:
+        """The start (epoch s) of the tile holding ``time_ms``."""
+        if self.kind is WindowKind.LIFETIME:
+            return "0"
+        return f"(({time_ms}) // {self.tile_seconds * 1000} * {self.tile_seconds})"
+
+
+def relevance_of(group: GroupPlan, served: ServedFeature) -> Relevance:
+    events = served.feature.events or group.group.sources
+    return Relevance(tuple(sorted(events)), served.feature.field)
+
+
+def span_of(served: ServedFeature) -> Span:
+    tile = served.tile_seconds if served.tile_seconds != LIFETIME else 0
+    return Span(served.window.kind, tile, served.window.size_seconds)
+
+
+@dataclass
+class FeatureColumns:
+    """One feature over the spine, in spine row order: values and event times (epoch ms),
+    both null where the window holds no event."""
+
+    values: pa.Array
+    event_time_ms: pa.Array
+
+
+class GroupQuery:
+    """The covered features of one group, over DuckDB tables the builder prepared:
+
+    - ``{prefix}_ev``: the group's applied events for the spine's entities: ``key_id``,
+      ``t_ms``, ``event_type``, the payload fields, ``event_id``, ``shard``, ``seq``, ``sub``;
+    - ``{prefix}_probe``: one row per spine row: ``row``, ``key_id``, ``t`` (ms, >= 0).
+    """
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, group: GroupPlan, prefix: str, rows: int,
+        field_types: dict[str, FieldType],
+    ) -> None:
+        self.con = con
+        self.group = group
+        self.ev = f"{prefix}_ev"
+        self.probe = f"{prefix}_probe"
+        self.prefix = prefix
+        self.rows = rows
+        self.field_types = field_types
+        self.registered: set[str] = set()  # register tables already handed to DuckDB
+
+    # ---- entry -------------------------------------------------------------------------------
+    def compute(self, features: Sequence[ServedFeature]) -> dict[str, FeatureColumns]:
+        """The features this path computed (a sum too wide for ``MAX_LIMBS`` is left out)."""
+        sums = {s.feature.field for s in features
+                if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)}
+        scales = {name: self._scale(name) for name in sorted(f for f in sums if f is not None)}
+        features = [s for s in features if s.feature.aggregation not in (
+            Aggregation.SUM, Aggregation.MEAN) or scales[s.feature.field or ""] is not None]
+        if not features:
+            return {}
+        additive = self._additive(features, {k: v for k, v in scales.items() if v is not None})
+        out: dict[str, FeatureColumns] = {}
+        for served in features:
+            aggregation = served.feature.aggregation
+            rel, span = relevance_of(self.group, served), span_of(served)
+            count, times = additive.count(rel, span), additive.event_times(rel)
+            present = pc.greater(count, 0)
+            event_time = pc.if_else(present, times, pa.scalar(None, pa.int64()))
+            if aggregation is Aggregation.COUNT:
+                values: pa.Array = pc.if_else(present, count, pa.scalar(None, pa.int64()))
+            elif aggregation in (Aggregation.SUM, Aggregation.MEAN):
+                scale = scales[served.feature.field or ""]
+                assert scale is not None
+                total = additive.total(served.feature.field or "", rel, span)
+                values = _sums(served, scale, total, count, present)
+            elif aggregation is Aggregation.APPROX_DISTINCT:
+                values = self._distinct(rel, span, present)
+            elif aggregation is Aggregation.LAST:
+                values = self._last(rel, span, present)
+            else:
+                values = self._extreme(served, rel, span, present)
+            out[served.name] = FeatureColumns(values, event_time)
+        return out
+
+    # ---- exact sums ----------------------------------------------------------------------
+    def _scale(self, field: str) -> _Scale | None:
+        """How ``field``'s values become integers: ``value * 2**-emin``, in ``limbs`` columns."""
+        column = _ident(field)
+        rows = self.con.sql(
+            f"SELECT {column} AS v, count(*) AS n FROM {self.ev} WHERE {column} IS NOT NULL "
+            "GROUP BY ALL"
+        ).fetchall()
+        if not rows:
+            return _Scale(0, 1, None)
+        values = [value for value, _ in rows]
+        exacts = [exact(value) for value in values]
+        emin = min(e for _, e in exacts)
+        scaled = [m << (e - emin) for m, e in exacts]
+        # every running total of the timeline is bounded by the sum of all magnitudes
+        bound = sum(abs(v) * n for v, (_, n) in zip(scaled, rows, strict=True))
+        if bound < 1 << 62:
+            limbs = 1
+        else:
+            widest = max(abs(v) for v in scaled).bit_length() + 1
+            limbs = -(-widest // LIMB_BITS) + 1
+            if limbs > MAX_LIMBS:
+                return None
+        table = None
+        if self.field_types.get(field) is FieldType.DOUBLE or emin != 0 or limbs > 1:
+            columns: dict[str, list[Any]] = {"v": values}
+            for limb in range(limbs):
+                columns[f"l{limb}"] = [_limb(v, limb, limbs) for v in scaled]
+            table = f"{self.prefix}_scale_{field}"
+            self.con.register(table, pa.table(columns))
+        return _Scale(emin, limbs, table)
+
+    # ---- the prefix-sum timeline ---------------------------------------------------------------
+    def _additive(self, features: Sequence[ServedFeature], scales: dict[str, _Scale]
+                  ) -> _Additive:
+        relevances = sorted({relevance_of(self.group, s) for s in features},
+                            key=lambda r: (r.events, r.field or ""))
+        spans = sorted({span_of(s) for s in features},
+                       key=lambda s: (s.kind.value, s.tile_seconds, s.size_seconds))
+        summed = sorted({(s.feature.field, relevance_of(self.group, s)) for s in features
+                         if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)},
+                        key=lambda p: (p[0] or "", p[1].events))
+        mask = " | ".join(
+            f"(CASE WHEN {rel.sql()} THEN {1 << bit} ELSE 0 END)"
+            for bit, rel in enumerate(relevances)
+        )
+        joins, value_columns, names = [], [], []
+        for index, (field, rel) in enumerate(summed):
+            assert field is not None
+            scale = scales[field]
+            alias = f"s{index}"
+            for limb in range(scale.limbs):
+                name = f"x{index}_{limb}"
+                expr = _ident(field) if scale.table is None else f"{alias}.l{limb}"
+                value_columns.append(f"CASE WHEN {rel.sql()} THEN {expr} END AS {name}")
+                names.append(name)
+            if scale.table is not None:
+                joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
+        values_sql = "".join(", " + column for column in value_columns)
+        nulls_sql = "".join(f", NULL::BIGINT AS {name}" for name in names)
+        markers = "".join(
+            f" UNION ALL SELECT key_id, {span.lower_ms_sql('t')} AS pos, 0 AS ord, row, {m} AS m,"
+            f" 0 AS mask{nulls_sql} FROM {self.probe}"
+            for m, span in enumerate(spans)
+        )
+        query = f"""
+            SELECT key_id, pos, ord, row, m, mask{"".join(", " + name for name in names)}
+            FROM (
+                SELECT key_id, t_ms AS pos, 1 AS ord, NULL::BIGINT AS row, NULL::INTEGER AS m,
+                       ({mask})::INTEGER AS mask{values_sql}
+                FROM {self.ev} e {" ".join(joins)}
+                WHERE {" OR ".join(f"({rel.sql()})" for rel in relevances)}
+                UNION ALL
+                SELECT key_id, t AS pos, 2 AS ord, row, NULL::INTEGER AS m, 0 AS mask{nulls_sql}
+                FROM {self.probe}{markers}
+            )
+            ORDER BY key_id, pos, ord
+        """
+        table = self.con.sql(query).to_arrow_table()
+        return _Additive(table, self.rows, relevances, spans, summed, scales)
+
+    # ---- approx_distinct -----------------------------------------------------------------------
+    def _distinct(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
+        field = rel.field
+        assert field is not None
+        registers = f"{self.prefix}_registers_{field}"
+        if registers not in self.registered:
+            values = [v for (v,) in self.con.sql(
+                f"SELECT DISTINCT {_ident(field)} FROM {self.ev} WHERE {rel.sql()}").fetchall()]
+            pairs = [register_of(value) for value in values]
+            self.con.register(registers, pa.table({
+                "v": values, "reg": [p[0] for p in pairs], "rank": [p[1] for p in pairs],
+            }))
+            self.registered.add(registers)
+        end = span.end_after_ms
+        tile = span.tile_sql("t_ms")
+        ends = "" if end is None else f"""
+            UNION ALL
+            SELECT key_id, s * 1000 + {end} AS pos, k, -1 AS sign FROM runs
+            WHERE next_f IS NULL OR next_f > s * 1000 + {end}"""
+        starts = "prev_s IS NULL" if end is None else f"prev_s IS NULL OR f > prev_s * 1000 + {end}"
+        query = f"""
+            WITH firsts AS (
+                SELECT key_id, {tile} AS s, {_ident(field)} AS v, min(t_ms) AS f
+                FROM {self.ev} WHERE {rel.sql()} GROUP BY ALL
+            ), levels AS (
+                SELECT key_id, s, reg, unnest(range(1, rank + 1)) AS k, f
+                FROM firsts JOIN {registers} USING (v)
+            ), occ AS (
+                SELECT key_id, s, reg, k, min(f) AS f FROM levels GROUP BY ALL
+            ), runs AS (
+                SELECT key_id, s, k, f, lag(s) OVER w AS prev_s, lead(f) OVER w AS next_f
+                FROM occ WINDOW w AS (PARTITION BY key_id, reg, k ORDER BY s)
+            ), deltas AS (
+                SELECT key_id, f AS pos, k, 1 AS sign FROM runs WHERE {starts}
+                {ends}
+            )
+            SELECT key_id, pos, ord, row, n1, a, b FROM (
+                SELECT key_id, pos, 1 AS ord, NULL::BIGINT AS row,
+                       CASE WHEN k = 1 THEN sign ELSE 0 END AS n1,
+                       CASE WHEN k <= {_SPLIT_RANK}
+                            THEN sign * (1::BIGINT << ({_SPLIT_RANK} - k)) ELSE 0 END AS a,
+                       CASE WHEN k > {_SPLIT_RANK}
+                            THEN sign * (1::BIGINT << ({MAX_RANK} - k)) ELSE 0 END AS b
+                FROM deltas
+                UNION ALL
+                SELECT key_id, t, 2, row, 0, 0, 0 FROM {self.probe}
+            ) ORDER BY key_id, pos, ord
+        """
+        table = self.con.sql(query).to_arrow_table()
+        probes = pc.equal(table["ord"], 2)
+        rows = pc.filter(table["row"], probes)
+        order = pc.sort_indices(rows)
+        at = {name: pc.take(pc.filter(pc.cumulative_sum(table[name]), probes), order)
+              for name in ("n1", "a", "b")}
+        return _estimates(at["n1"], at["a"], at["b"], present)
+
+    # ---- last ------------------------------------------------------------------------------
+    def _last(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
+        field = rel.field
+        assert field is not None
+        query = f"""
+            WITH winners AS (
+                SELECT key_id, t_ms, {_ident(field)} AS x FROM {self.ev} WHERE {rel.sql()}
+                QUALIFY row_number() OVER (
+                    PARTITION BY key_id, t_ms
+                    ORDER BY event_id DESC, shard, length(seq), seq, sub) = 1
+            )
+            SELECT p.row, CASE WHEN w.t_ms >= {span.lower_ms_sql('p.t')} THEN w.x END AS x
+            FROM {self.probe} p ASOF LEFT JOIN winners w ON p.key_id = w.key_id AND p.t >= w.t_ms
+            ORDER BY p.row
+        """
+        values = self.con.sql(query).to_arrow_table()["x"]
+        return pc.if_else(present, values, pa.scalar(None, values.type))
+
+    # ---- min, max ----------------------------------------------------------------------------
+    def _extreme(self, served: ServedFeature, rel: Relevance, span: Span, present: pa.Array
+                 ) -> pa.Array:
+        pick = "min" if served.feature.aggregation is Aggregation.MIN else "max"
+        combine = "least" if pick == "min" else "greatest"
+        field = _ident(rel.field or "")
+        tile = span.tile_sql("t_ms")
+        if span.kind is WindowKind.LIFETIME:
+            head_window = "PARTITION BY key_id ORDER BY t_ms"
+        else:
+            head_window = "PARTITION BY key_id, s ORDER BY t_ms"
+        base = "NULL"
+        base_cte = ""
+        if span.kind is WindowKind.SLIDING and span.size_seconds > span.tile_seconds:
+            before = span.size_seconds - span.tile_seconds
+            base_cte = f""",
+            tiles AS (SELECT key_id, s, {pick}(x) AS x FROM rel GROUP BY ALL),
+            frame AS (
+                SELECT key_id, s, x, NULL::BIGINT AS row FROM tiles
+                UNION ALL SELECT key_id, {span.tile_sql('t')}, NULL, row FROM {self.probe}
+            ),
+            base AS (
+                SELECT row, {pick}(x) OVER (
+                    PARTITION BY key_id ORDER BY s
+                    RANGE BETWEEN {before} PRECEDING AND {span.tile_seconds} PRECEDING) AS x
+                FROM frame QUALIFY row IS NOT NULL
+            )"""
+            base = "b.x"
+        query = f"""
+            WITH rel AS (
+                SELECT key_id, t_ms, {tile} AS s, {field} AS x FROM {self.ev} WHERE {rel.sql()}
+            ), head AS (
+                SELECT key_id, t_ms, s, {pick}(x) OVER ({head_window}) AS x FROM rel
+            ){base_cte}
+            SELECT p.row, {combine}(
+                {base}, CASE WHEN h.s = {span.tile_sql('p.t')} THEN h.x END) AS x
+            FROM {self.probe} p
+            ASOF LEFT JOIN head h ON p.key_id = h.key_id AND p.t >= h.t_ms
+            {'LEFT JOIN base b ON b.row = p.row' if base_cte else ''}
+            ORDER BY p.row
+        """
+        values = self.con.sql(query).to_arrow_table()["x"]
+        return pc.if_else(present, values, pa.scalar(None, values.type))
+
+
+@dataclass(frozen=True)
+class _Scale:
+    emin: int
+    limbs: int
+    table: str | None  # value -> limbs, when the values are not their own integers
+
+
+def _limb(value: int, limb: int, limbs: int) -> int:
+    if limbs == 1:
+        return value
+    if limb == limbs - 1:
+        return value >> (LIMB_BITS * limb)  # the signed top limb
+    return (value >> (LIMB_BITS * limb)) & _LIMB_MASK
+
+
+class _Additive:
+    """Running totals of the sorted timeline, read at the probes and the window markers."""
+
+    def __init__(self, table: pa.Table, rows: int, relevances: list[Relevance],
+                 spans: list[Span], summed: list[tuple[str | None, Relevance]],
+                 scales: dict[str, _Scale]) -> None:
+        self.table = table
+        self.rows = rows
+        self.bits = {rel: bit for bit, rel in enumerate(relevances)}
+        self.markers = {span: m for m, span in enumerate(spans)}
+        self.summed = {pair: index for index, pair in enumerate(summed)}
+        self.scales = scales
+        ord_ = table["ord"]
+        self.probe_mask = pc.equal(ord_, 2)
+        self.probe_order = pc.sort_indices(pc.filter(table["row"], self.probe_mask))
+        self.marker_masks: dict[int, tuple[pa.Array, pa.Array]] = {}
+        self._cache: dict[Any, pa.Array] = {}
+
+    def _at(self, running: pa.Array, span: Span | None) -> pa.Array:
+        """``running`` at each probe (span None) or at the span's marker, in row order."""
+        if span is None:
+            return pc.take(pc.filter(running, self.probe_mask), self.probe_order)
+        m = self.markers[span]
+        found = self.marker_masks.get(m)
+        if found is None:
+            mask = pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m))
+            order = pc.sort_indices(pc.filter(self.table["row"], mask))
+            found = self.marker_masks[m] = (mask, order)
+        mask, order = found
+        return pc.take(pc.filter(running, mask), order)
+
+    def _window(self, column: pa.Array, span: Span, key: Any) -> pa.Array:
+        """The total of ``column`` over each row's window: the running total at the probe
+        less the one at the window's lower edge."""
+        running = self._cache.get(key)
+        if running is None:
+            running = self._cache[key] = pc.cumulative_sum(column)
+        return pc.subtract(self._at(running, None), self._at(running, span))
+
+    def count(self, rel: Relevance, span: Span) -> pa.Array:
+        key = ("count", rel, span)
+        found = self._cache.get(key)
+        if found is None:
+            bit = 1 << self.bits[rel]
+            column = pc.cast(pc.not_equal(pc.bit_wise_and(self.table["mask"], bit), 0),
+                             pa.int64())
+            found = self._cache[key] = self._window(column, span, ("count", rel))
+        return found
+
+    def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
+        """The window's scaled sum, one array per limb."""
+        index = self.summed[(field, rel)]
+        return [
+            self._window(pc.fill_null(self.table[f"x{index}_{limb}"], 0), span,
+                         ("sum", index, limb))
+            for limb in range(self.scales[field].limbs)
+        ]
+
+    def event_times(self, rel: Relevance) -> pa.Array:
+        key = ("times", rel)
+        found = self._cache.get(key)
+        if found is None:
+            bit = 1 << self.bits[rel]
+            relevant = pc.not_equal(pc.bit_wise_and(self.table["mask"], bit), 0)
+            times = pc.if_else(relevant, self.table["pos"], pa.scalar(None, pa.int64()))
+            found = self._cache[key] = self._at(pc.fill_null_forward(times), None)
+        return found
+
+
+def _sums(served: ServedFeature, scale: _Scale, limbs: list[pa.Array], count: pa.Array,
+          present: pa.Array) -> pa.Array:
+    """The engine's result of each window's exact sum (``Sum.result`` / ``Mean.result``)."""
+    aggregator = served.aggregator
+    is_mean = served.feature.aggregation is Aggregation.MEAN
+    floating = isinstance(aggregator, Sum) and aggregator.floating
+    if len(limbs) == 1 and not floating and not is_mean and scale.emin == 0:
+        return pc.if_else(present, limbs[0], pa.scalar(None, pa.int64()))
+    if len(limbs) == 1 and _vectorizable(scale, limbs[0], count, is_mean):
+        total = pc.cast(limbs[0], pa.float64(), safe=False)  # correctly rounded
+        if is_mean:
+            total = pc.divide(total, pc.cast(count, pa.float64()))  # both exact: one rounding
+        value = pc.multiply(total, pa.scalar(2.0**scale.emin))  # exact: no subnormal, no overflow
+        return pc.if_else(present, value, pa.scalar(None, pa.float64()))
+    # Python's own rounding, row by row, through the engine's result
+    totals = [
+        sum((value or 0) << (LIMB_BITS * limb) for limb, value in enumerate(parts))
+        for parts in zip(*(limb.to_pylist() for limb in limbs), strict=True)
+    ]
+    counts = count.to_pylist()
+    flags = present.to_pylist()
+    results: list[Any] = []
+    mean, summed = Mean(), aggregator
+    for total, n, flag in zip(totals, counts, flags, strict=True):
+        if not flag:
+            results.append(None)
+        elif is_mean:
+            results.append(mean.result([0, total, scale.emin, n]))
+        else:
+            results.append(summed.result([0, total, scale.emin]))
+    kind = pa.float64() if is_mean or floating or scale.emin != 0 else pa.int64()
+    if kind == pa.int64():
+        results = [r if r is None or -(1 << 63) <= r < 1 << 63 else None for r in results]
+    return pa.array(results, kind)
+
+
+def _vectorizable(scale: _Scale, total: pa.Array, count: pa.Array, is_mean: bool) -> bool:
+    """Arrow's float arithmetic rounds exactly as Python's int division here: every total and
+    count is a double exactly (below 2**53), and the scaled result is a normal double."""
+    if len(total) == 0:
+        return True
+    bounds = pc.min_max(pc.abs(total))
+    widest = bounds["max"].as_py() or 0
+    if widest >= 1 << 53:
+        return False
+    if is_mean and (pc.max(count).as_py() or 0) >= 1 << 53:
+        return False
+    return scale.emin > -900 and widest.bit_length() + scale.emin < 1000
+
+
+def _estimates(n1: pa.Array, a: pa.Array, b: pa.Array, present: pa.Array) -> pa.Array:
+    """``hll.estimate_from`` for each row's register counts."""
+    linear: dict[int, int] = {}
+    results: list[int | None] = []
+    for ones, high, low, flag in zip(n1.to_pylist(), a.to_pylist(), b.to_pylist(),
+                                     present.to_pylist(), strict=True):
+        if not flag:
+            results.append(None)
+            continue
+        zeros = REGISTERS - ones
+        known = linear.get(zeros)
+        if known is not None:
+            results.append(known)
+            continue
+        harmonic = _EMPTY_WEIGHT - ((high << (MAX_RANK - _SPLIT_RANK)) + low)
+        asked: list[bool] = []
+
+        def harmonic_sum(weight: int = harmonic, asked: list[bool] = asked) -> float:
+            asked.append(True)
+            return weight / _HARMONIC_SCALE
+
+        estimate = estimate_from(zeros, harmonic_sum)
+        if not asked:
+            linear[zeros] = estimate  # decided by the empty registers alone
+        results.append(estimate)
+    return pa.array(results, pa.int64())
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
