@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
@@ -81,7 +82,7 @@ class TrainingSetSummary:
     features: list[str]
     fast_features: list[str] = field(default_factory=list)
     reference_features: list[str] = field(default_factory=list)
-    applied_events: int = 0
+    duplicates_dropped: int = 0
     seconds: float = 0.0
 
 
@@ -119,6 +120,7 @@ def build_training_set(
     with duckdb.connect() as con:
         builder = _DuckDBBuild(con, catalog, plan, request, spine, groups, report, summary)
         columns = builder.run()
+        summary.duplicates_dropped = builder.duplicates
     table = spine.table
     for name in names:
         table = table.append_column(name, columns[name])
@@ -155,53 +157,87 @@ class _DuckDBBuild:
 
     # ---- inputs ----------------------------------------------------------------------------
     def _load(self) -> None:
+        self.con.execute("SET preserve_insertion_order = false")  # every read orders itself
         spine_columns: dict[str, Any] = {
             "__row": pa.array(range(self.rows), pa.int64()), "__t": self.spine.times_ms,
         }
         for entity, keys in self.spine.keys.items():
             spine_columns[f"__key_{entity}"] = keys
         self.con.register("spine_in", pa.table(spine_columns))
-        try:
-            raw = open_raw(self.request.raw, self.catalog, self.request.s3)
-        except (OSError, pa.ArrowException, ValueError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise TrainingSetError(f"cannot read raw table {self.request.raw}: {reason}") from error
-        self.con.register("raw", raw)
+        source, available = self._raw_source()
         low, high = self._event_time_bounds()
-        where = ["rejection IS NULL", f"epoch_ms(event_time) <= {high}"]
+        where = ["rejection IS NULL", f"epoch_ms(event_time) <= {high}",
+                 f"event_date <= '{_utc_date(high)}'"]
         if low is not None:
-            where.append(f"epoch_ms(event_time) >= {low}")
-            where.append(f"event_date >= '{_utc_date(low)}'")
-        where.append(f"event_date <= '{_utc_date(high)}'")
-        payload = sorted({
-            name for group in self.groups for name in self._payload_fields(group)
-        })
-        self.payload = payload
-        self.progress.stage("reading raw events")
+            where += [f"epoch_ms(event_time) >= {low}", f"event_date >= '{_utc_date(low)}'"]
+        payload = sorted({name for group in self.groups for name in self._payload_fields(group)})
+        columns = "".join(
+            f", {_ident(name)}" if name in available
+            else f", NULL::{_SQL_TYPES[self.field_types[name]]} AS {_ident(name)}"
+            for name in payload
+        )
+        # A view, not a table: each group reads the files once, taking only its columns.
         self.con.execute(f"""
-            CREATE TEMP TABLE admitted AS
+            CREATE TEMP VIEW admitted AS
             SELECT event_type, event_id, epoch_ms(event_time) AS t_ms,
                    epoch_ms(kinesis_arrival_time) AS a_ms, kinesis_shard_id AS shard,
-                   kinesis_sequence_number AS seq, coalesce(kinesis_sub_sequence, 0) AS sub,
-                   hash(kinesis_shard_id, event_id, epoch_ms(event_time)) AS identity
-                   {''.join(', ' + _ident(name) for name in payload)}
-            FROM raw WHERE {' AND '.join(where)}
+                   kinesis_sequence_number AS seq, coalesce(kinesis_sub_sequence, 0) AS sub
+                   {columns}
+            FROM {source} WHERE {' AND '.join(where)}
         """)
-        self.progress.stage("dropping duplicate copies")
+        self.progress.stage("finding duplicate copies")
+        # Identities seen twice: sorting 64-bit hashes and comparing neighbours is cheaper
+        # than a hash aggregate over millions of distinct keys. A collision only adds a
+        # candidate; candidates are then ranked on their exact identity.
+        hashes = self.con.sql(
+            "SELECT hash(shard, event_id, t_ms) AS identity FROM admitted ORDER BY identity"
+        ).to_arrow_table()["identity"].combine_chunks()
+        twice = pa.compute.equal(hashes[1:], hashes[:-1]) if len(hashes) > 1 else None
+        repeated = pa.table({"identity": pa.compute.unique(pa.compute.filter(
+            hashes[1:], twice)) if twice is not None else pa.array([], pa.uint64())})
+        self.con.register("repeated", repeated)
         self.con.execute("""
-            CREATE TEMP TABLE repeated AS
-            SELECT identity FROM admitted GROUP BY identity HAVING count(*) > 1
-        """)
-        self.con.execute("""
-            CREATE TEMP VIEW applied AS
-            SELECT * EXCLUDE (identity) FROM admitted ANTI JOIN repeated USING (identity)
-            UNION ALL
-            SELECT * EXCLUDE (identity) FROM (
-                SELECT * FROM admitted SEMI JOIN repeated USING (identity)
-                QUALIFY row_number() OVER (
-                    PARTITION BY shard, event_id, t_ms ORDER BY length(seq), seq, sub) = 1
+            CREATE TEMP TABLE duplicates AS
+            SELECT shard, seq, sub FROM (
+                SELECT shard, event_id, t_ms, seq, sub FROM admitted
+                WHERE hash(shard, event_id, t_ms) IN (SELECT identity FROM repeated)
             )
+            QUALIFY row_number() OVER (
+                PARTITION BY shard, event_id, t_ms ORDER BY length(seq), seq, sub) > 1
         """)
+        (count,), = self.con.sql("SELECT count(*) FROM duplicates").fetchall()
+        self.duplicates = int(count)
+        applied = "SELECT * FROM admitted"
+        if self.duplicates:
+            applied += " ANTI JOIN duplicates USING (shard, seq, sub)"
+        self.con.execute(f"CREATE TEMP VIEW applied AS {applied}")
+
+    def _raw_source(self) -> tuple[str, set[str]]:
+        """The raw table as DuckDB reads it, and the columns its files hold. Local files go
+        through DuckDB's own Parquet reader (parallel); S3 through pyarrow's filesystem."""
+        location = self.request.raw
+        try:
+            if location.startswith("s3://"):
+                dataset = open_raw(location, self.catalog, self.request.s3)
+                self.con.register("raw_dataset", dataset)
+                return "raw_dataset", set(dataset.schema.names)
+            root = Path(location)
+            if not root.is_dir():
+                raise TrainingSetError(f"cannot read raw table {location}: no such folder")
+            if next(root.rglob("*.parquet"), None) is None:
+                raise TrainingSetError(f"cannot read raw table {location}: no Parquet files")
+            source = (
+                f"read_parquet({_literal(str(root / '**' / '*.parquet'))}, "
+                "hive_partitioning = true, union_by_name = true, "
+                "hive_types = {'event_date': VARCHAR, 'event_hour': VARCHAR})"
+            )
+            names = {row[0] for row in self.con.sql(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            return source, names
+        except TrainingSetError:
+            raise
+        except (OSError, pa.ArrowException, duckdb.Error, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise TrainingSetError(f"cannot read raw table {location}: {reason}") from error
 
     def _event_time_bounds(self) -> tuple[int | None, int]:
         times = self.spine.times_ms
@@ -225,18 +261,7 @@ class _DuckDBBuild:
     # ---- one group ---------------------------------------------------------------------------
     def _group(self, index: int, group: SelectedGroup) -> dict[str, pa.Array]:
         prefix = f"g{index}"
-        name = group.name
-        entity = group.entity
-        sources = group.plan.group.sources
-        routes = [(event_type, route) for event_type in sources
-                  for route in self.plan.routes.get(event_type, ()) if route.group is group.plan]
-        key_of = " ".join(
-            f"WHEN {_literal(event_type)} THEN {_ident(route.key_field)}"
-            for event_type, route in routes
-        )
-        lateness = group.plan.group.allowed_lateness_seconds * 1000
-        arrived = (f" AND a.a_ms <= {self._latest()}" if self.request.as_served else "")
-        self.progress.stage(f"{name}: events of the spine's {entity}s")
+        name, entity = group.name, group.entity
         self.con.execute(f"""
             CREATE TEMP TABLE {prefix}_keys AS
             SELECT key, (row_number() OVER (ORDER BY key) - 1)::INTEGER AS key_id
@@ -247,46 +272,59 @@ class _DuckDBBuild:
             SELECT s.__row AS row, k.key_id, s.__t AS t
             FROM spine_in s JOIN {prefix}_keys k ON k.key = s."__key_{entity}"
         """)
-        self.con.execute(f"""
-            CREATE TEMP TABLE {prefix}_ev AS
-            SELECT k.key_id, a.* FROM applied a
-            JOIN {prefix}_keys k ON k.key = (CASE a.event_type {key_of} END)
-            WHERE a.event_type IN ({', '.join(_literal(et) for et in sources)})
-              AND a.a_ms - a.t_ms <= {lateness}{arrived}
-        """)
-        assert routes, name
+        columns: dict[str, pa.Array] = {}
         fast: list[ServedFeature] = []
-        if self.request.fast_path and not self.request.as_served and self._fast_safe(prefix):
+        if (self.request.fast_path and not self.request.as_served
+                and pa.compute.min(self.spine.times_ms).as_py() >= 0):
             fast = [s for s in group.features if fast_path.covered(s)
                     and field_type(self.catalog, group.plan, s) is not FieldType.TIMESTAMP]
-        columns: dict[str, pa.Array] = {}
         if fast:
             self.progress.stage(f"{name}: {len(fast)} features in SQL")
-            query = fast_path.GroupQuery(self.con, group.plan, prefix, self.rows,
-                                         self.field_types)
+            sources = ", ".join(_literal(event_type) for event_type in group.plan.group.sources)
+            query = fast_path.GroupQuery(
+                self.con, group.plan, prefix, self.rows,
+                events_sql=f"""
+                    SELECT k.key_id, a.* FROM applied a
+                    JOIN {prefix}_keys k ON k.key = ({self._key_of(group)})
+                    WHERE {self._routed(group)}""",
+                values_sql=lambda field: (
+                    f"SELECT DISTINCT {_ident(field)} FROM admitted "
+                    f"WHERE event_type IN ({sources}) AND {_ident(field)} IS NOT NULL"),
+            )
             for feature_name, computed in query.compute(fast).items():
                 served = next(s for s in fast if s.name == feature_name)
                 kind = value_type(self.catalog, group.plan, served)
                 columns[value_column(name, served)] = _typed(computed.values, kind)
                 columns[event_time_column(name, served)] = computed.event_time_ms.cast(TIMESTAMP)
                 self.summary.fast_features.append(f"{name}.{feature_name}")
+            self.con.execute(f"DROP TABLE IF EXISTS {prefix}_ev")
         rest = [s for s in group.features if value_column(name, s) not in columns]
         if rest:
             columns.update(self._reference(prefix, group, rest))
             self.summary.reference_features.extend(f"{name}.{s.name}" for s in rest)
-        self.summary.applied_events += self.con.sql(
-            f"SELECT count(*) FROM {prefix}_ev").fetchall()[0][0]
         return columns
+
+    def _key_of(self, group: SelectedGroup) -> str:
+        """The entity key of an applied event for ``group``: the field its type names."""
+        cases = " ".join(
+            f"WHEN {_literal(event_type)} THEN a.{_ident(route.key_field)}"
+            for event_type in group.plan.group.sources
+            for route in self.plan.routes.get(event_type, ()) if route.group is group.plan
+        )
+        return f"CASE a.event_type {cases} END"
+
+    def _routed(self, group: SelectedGroup) -> str:
+        """The group's events the processor applies: its sources, not later than its allowed
+        lateness (and in as-served mode, not after the spine's last time)."""
+        sources = ", ".join(_literal(event_type) for event_type in group.plan.group.sources)
+        lateness = group.plan.group.allowed_lateness_seconds * 1000
+        condition = f"a.event_type IN ({sources}) AND a.a_ms - a.t_ms <= {lateness}"
+        if self.request.as_served:
+            condition += f" AND a.a_ms <= {self._latest()}"
+        return condition
 
     def _latest(self) -> int:
         return int(pa.compute.max(self.spine.times_ms).as_py())
-
-    def _fast_safe(self, prefix: str) -> bool:
-        """The SQL path takes positive times only (the fold treats an event time of 0 or
-        less as none at all)."""
-        (low_event,), = self.con.sql(f"SELECT min(t_ms) FROM {prefix}_ev").fetchall()
-        low_probe: int = pa.compute.min(self.spine.times_ms).as_py()
-        return (low_event is None or low_event > 0) and low_probe >= 0
 
     # ---- the reference path ----------------------------------------------------------------
     def _reference(self, prefix: str, group: SelectedGroup, features: list[ServedFeature]
@@ -297,7 +335,7 @@ class _DuckDBBuild:
         wanted = [f"{group.name}.{s.name}" for s in features]
         found: dict[str, list[FeatureValue | None]] = {name: [None] * self.rows for name in wanted}
         times = self.spine.times_ms.to_pylist()
-        for key, events, rows in self._per_entity(prefix):
+        for key, events, rows in self._per_entity(prefix, group):
             values = entity_values(self.plan, [group.name], key, events,
                                    [times[row] for row in rows], as_served=self.request.as_served)
             for row, row_values in zip(rows, values, strict=True):
@@ -312,7 +350,8 @@ class _DuckDBBuild:
             columns[event_time_column(group.name, served)] = times_array
         return columns
 
-    def _per_entity(self, prefix: str) -> Iterator[tuple[str, list[RawEvent], list[int]]]:
+    def _per_entity(self, prefix: str, group: SelectedGroup
+                    ) -> Iterator[tuple[str, list[RawEvent], list[int]]]:
         """(entity key, its events in fold order, its spine rows) for each spine entity."""
         probes: dict[int, list[int]] = {}
         for key_id, row in self.con.sql(
@@ -323,9 +362,12 @@ class _DuckDBBuild:
                   for name in self.catalog.event_names}
         timestamps = {name for name, kind in self.field_types.items()
                       if kind is FieldType.TIMESTAMP}
-        reader = self.con.sql(
-            f"SELECT * FROM {prefix}_ev ORDER BY key_id, shard, length(seq), seq, sub"
-        ).to_arrow_reader(65_536)
+        reader = self.con.sql(f"""
+            SELECT k.key_id, a.* FROM applied a
+            JOIN {prefix}_keys k ON k.key = ({self._key_of(group)})
+            WHERE {self._routed(group)}
+            ORDER BY k.key_id, a.shard, length(a.seq), a.seq, a.sub
+        """).to_arrow_reader(65_536)
         current: int | None = None
         events: list[RawEvent] = []
         for batch in reader:
@@ -350,6 +392,10 @@ def _raw_event(row: dict[str, Any], fields: tuple[str, ...], timestamps: set[str
             payload[name] = value.isoformat().replace("+00:00", "Z")
     return RawEvent(row["event_type"], row["event_id"], row["t_ms"], payload, row["shard"],
                     (int(row["seq"]), row["sub"]), row["a_ms"])
+
+
+_SQL_TYPES = {FieldType.STRING: "VARCHAR", FieldType.INT: "BIGINT", FieldType.DOUBLE: "DOUBLE",
+              FieldType.BOOL: "BOOLEAN", FieldType.TIMESTAMP: "TIMESTAMPTZ"}
 
 
 def _typed(values: pa.Array, kind: pa.DataType) -> pa.Array:

@@ -35,7 +35,7 @@ the reference path (``fastbreak.offline.reference``). A property test holds the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fastbreak.definitions.model import Aggregation, FieldType, WindowKind
+from fastbreak.definitions.model import Aggregation, WindowKind
 from fastbreak.engine.aggregations import Mean, Sum, exact
 from fastbreak.engine.hll import MAX_RANK, REGISTERS, estimate_from, register_of
 from fastbreak.engine.plan import LIFETIME, GroupPlan, ServedFeature
@@ -75,13 +75,6 @@ class Relevance:
 
     events: tuple[str, ...]
     field: str | None
-
-    def sql(self) -> str:
-        types = ", ".join(_literal(name) for name in self.events)
-        condition = f"event_type IN ({types})"
-        if self.field is None:
-            return condition
-        return f"{condition} AND {_ident(self.field)} IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -136,16 +129,16 @@ class FeatureColumns:
 
 
 class GroupQuery:
-    """The covered features of one group, over DuckDB tables the builder prepared:
-
-    - ``{prefix}_ev``: the group's applied events for the spine's entities: ``key_id``,
-      ``t_ms``, ``event_type``, the payload fields, ``event_id``, ``shard``, ``seq``, ``sub``;
-    - ``{prefix}_probe``: one row per spine row: ``row``, ``key_id``, ``t`` (ms, >= 0).
+    """The covered features of one group. ``events_sql`` selects the group's applied events
+    for the spine's entities (``key_id``, ``t_ms``, ``event_type``, the payload fields,
+    ``event_id``, ``shard``, ``seq``, ``sub``); ``values_sql(field)`` a superset of a field's
+    values (a cheap scan, to map each value to its HyperLogLog register once); the table
+    ``{prefix}_probe`` holds one row per spine row: ``row``, ``key_id``, ``t`` (ms, >= 0).
     """
 
     def __init__(
         self, con: duckdb.DuckDBPyConnection, group: GroupPlan, prefix: str, rows: int,
-        field_types: dict[str, FieldType],
+        events_sql: str, values_sql: Callable[[str], str],
     ) -> None:
         self.con = con
         self.group = group
@@ -153,12 +146,74 @@ class GroupQuery:
         self.probe = f"{prefix}_probe"
         self.prefix = prefix
         self.rows = rows
-        self.field_types = field_types
-        self.registered: set[str] = set()  # register tables already handed to DuckDB
+        self.events_sql = events_sql
+        self.values_sql = values_sql
+        self.codes = {name: code for code, name in enumerate(sorted(group.group.sources))}
+        self._register_tables: dict[Relevance, pa.Table] = {}
+
+    def _where(self, rel: Relevance) -> str:
+        """The SQL condition for ``rel``'s events in ``{prefix}_ev``."""
+        codes = ", ".join(str(self.codes[name]) for name in rel.events)
+        condition = f"code IN ({codes})"
+        if rel.field is None:
+            return condition
+        return f"{condition} AND {self._present[rel.field]} IS NOT NULL"
+
+    def _prepare(self, features: Sequence[ServedFeature]) -> None:
+        """Materialize the few columns the features read: event types as small codes, and a
+        field that feeds an approx_distinct as its register and rank, not its text."""
+        plain: set[str] = set()
+        sketched: set[str] = set()
+        tie_break = False
+        for served in features:
+            field = served.feature.field
+            if field is None:
+                continue
+            if served.feature.aggregation is Aggregation.APPROX_DISTINCT:
+                sketched.add(field)
+            else:
+                plain.add(field)
+            tie_break |= served.feature.aggregation is Aggregation.LAST
+        self._present = {name: f"a.{_ident(name)}" for name in plain}
+        columns = ["a.key_id", "a.t_ms", "(CASE a.event_type " + " ".join(
+            f"WHEN {_literal(name)} THEN {code}" for name, code in self.codes.items()
+        ) + " END)::TINYINT AS code"]
+        columns += [f"a.{_ident(name)}" for name in sorted(plain)]
+        if tie_break:
+            columns += ["a.event_id", "a.shard", "a.seq", "a.sub"]
+        joins = []
+        for index, name in enumerate(sorted(sketched)):
+            values = [v for (v,) in self.con.sql(self.values_sql(name)).fetchall()]
+            pairs = [register_of(value) for value in values]
+            table = f"{self.prefix}_registers_{index}"
+            self.con.register(table, pa.table({
+                "v": values, "reg": pa.array([p[0] for p in pairs], pa.int16()),
+                "rank": pa.array([p[1] for p in pairs], pa.int8()),
+            }))
+            alias = f"r{index}"
+            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.v = a.{_ident(name)}")
+            columns += [f"{alias}.reg AS {_ident('reg_' + name)}",
+                        f"{alias}.rank AS {_ident('rank_' + name)}"]
+            self._present.setdefault(name, _ident("reg_" + name))
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {self.ev} AS
+            SELECT {', '.join(columns)} FROM ({self.events_sql}) a {' '.join(joins)}
+        """)
+        # the conditions read the table's own columns from now on
+        self._present = {name: column.removeprefix("a.") for name, column in self._present.items()}
+
+    def low_time_ms(self) -> int | None:
+        (low,), = self.con.sql(f"SELECT min(t_ms) FROM {self.ev}").fetchall()
+        return None if low is None else int(low)
 
     # ---- entry -------------------------------------------------------------------------------
     def compute(self, features: Sequence[ServedFeature]) -> dict[str, FeatureColumns]:
-        """The features this path computed (a sum too wide for ``MAX_LIMBS`` is left out)."""
+        """The features this path computed: none when an event time is 0 or less (the fold
+        takes such a time as none at all), and not a sum too wide for ``MAX_LIMBS``."""
+        self._prepare(features)
+        low = self.low_time_ms()
+        if low is not None and low <= 0:
+            return {}
         sums = {s.feature.field for s in features
                 if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)}
         scales = {name: self._scale(name) for name in sorted(f for f in sums if f is not None)}
@@ -214,7 +269,7 @@ class GroupQuery:
             if limbs > MAX_LIMBS:
                 return None
         table = None
-        if self.field_types.get(field) is FieldType.DOUBLE or emin != 0 or limbs > 1:
+        if limbs > 1 or any(type(value) is not int for value in values):
             columns: dict[str, list[Any]] = {"v": values}
             for limb in range(limbs):
                 columns[f"l{limb}"] = [_limb(v, limb, limbs) for v in scaled]
@@ -233,7 +288,7 @@ class GroupQuery:
                          if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)},
                         key=lambda p: (p[0] or "", p[1].events))
         mask = " | ".join(
-            f"(CASE WHEN {rel.sql()} THEN {1 << bit} ELSE 0 END)"
+            f"(CASE WHEN {self._where(rel)} THEN {1 << bit} ELSE 0 END)"
             for bit, rel in enumerate(relevances)
         )
         joins, value_columns, names = [], [], []
@@ -244,7 +299,7 @@ class GroupQuery:
             for limb in range(scale.limbs):
                 name = f"x{index}_{limb}"
                 expr = _ident(field) if scale.table is None else f"{alias}.l{limb}"
-                value_columns.append(f"CASE WHEN {rel.sql()} THEN {expr} END AS {name}")
+                value_columns.append(f"CASE WHEN {self._where(rel)} THEN {expr} END AS {name}")
                 names.append(name)
             if scale.table is not None:
                 joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
@@ -261,7 +316,7 @@ class GroupQuery:
                 SELECT key_id, t_ms AS pos, 1 AS ord, NULL::BIGINT AS row, NULL::INTEGER AS m,
                        ({mask})::INTEGER AS mask{values_sql}
                 FROM {self.ev} e {" ".join(joins)}
-                WHERE {" OR ".join(f"({rel.sql()})" for rel in relevances)}
+                WHERE {" OR ".join(f"({self._where(rel)})" for rel in relevances)}
                 UNION ALL
                 SELECT key_id, t AS pos, 2 AS ord, row, NULL::INTEGER AS m, 0 AS mask{nulls_sql}
                 FROM {self.probe}{markers}
@@ -273,59 +328,49 @@ class GroupQuery:
 
     # ---- approx_distinct -----------------------------------------------------------------------
     def _distinct(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
-        field = rel.field
-        assert field is not None
-        registers = f"{self.prefix}_registers_{field}"
-        if registers not in self.registered:
-            values = [v for (v,) in self.con.sql(
-                f"SELECT DISTINCT {_ident(field)} FROM {self.ev} WHERE {rel.sql()}").fetchall()]
-            pairs = [register_of(value) for value in values]
-            self.con.register(registers, pa.table({
-                "v": values, "reg": [p[0] for p in pairs], "rank": [p[1] for p in pairs],
-            }))
-            self.registered.add(registers)
-        end = span.end_after_ms
-        tile = span.tile_sql("t_ms")
-        ends = "" if end is None else f"""
-            UNION ALL
-            SELECT key_id, s * 1000 + {end} AS pos, k, -1 AS sign FROM runs
-            WHERE next_f IS NULL OR next_f > s * 1000 + {end}"""
-        starts = "prev_s IS NULL" if end is None else f"prev_s IS NULL OR f > prev_s * 1000 + {end}"
-        query = f"""
-            WITH firsts AS (
-                SELECT key_id, {tile} AS s, {_ident(field)} AS v, min(t_ms) AS f
-                FROM {self.ev} WHERE {rel.sql()} GROUP BY ALL
-            ), levels AS (
-                SELECT key_id, s, reg, unnest(range(1, rank + 1)) AS k, f
-                FROM firsts JOIN {registers} USING (v)
-            ), occ AS (
-                SELECT key_id, s, reg, k, min(f) AS f FROM levels GROUP BY ALL
-            ), runs AS (
-                SELECT key_id, s, k, f, lag(s) OVER w AS prev_s, lead(f) OVER w AS next_f
-                FROM occ WINDOW w AS (PARTITION BY key_id, reg, k ORDER BY s)
-            ), deltas AS (
-                SELECT key_id, f AS pos, k, 1 AS sign FROM runs WHERE {starts}
-                {ends}
-            )
-            SELECT key_id, pos, ord, row, n1, a, b FROM (
-                SELECT key_id, pos, 1 AS ord, NULL::BIGINT AS row,
-                       CASE WHEN k = 1 THEN sign ELSE 0 END AS n1,
-                       CASE WHEN k <= {_SPLIT_RANK}
-                            THEN sign * (1::BIGINT << ({_SPLIT_RANK} - k)) ELSE 0 END AS a,
-                       CASE WHEN k > {_SPLIT_RANK}
-                            THEN sign * (1::BIGINT << ({MAX_RANK} - k)) ELSE 0 END AS b
-                FROM deltas
-                UNION ALL
-                SELECT key_id, t, 2, row, 0, 0, 0 FROM {self.probe}
-            ) ORDER BY key_id, pos, ord
-        """
-        table = self.con.sql(query).to_arrow_table()
-        probes = pc.equal(table["ord"], 2)
-        rows = pc.filter(table["row"], probes)
-        order = pc.sort_indices(rows)
-        at = {name: pc.take(pc.filter(pc.cumulative_sum(table[name]), probes), order)
+        """The engine's estimate of each row's window, from the running count of registers
+        present at each rank level (see the module's docstring)."""
+        events = self._register_events(rel)
+        deltas = _register_runs(events, span)
+        table = f"{self.prefix}_runs"
+        self.con.register(table, deltas)
+        try:
+            timeline = self.con.sql(f"""
+                SELECT key_id, pos, ord, row, n1, a, b FROM (
+                    SELECT key_id, pos, 1 AS ord, NULL::BIGINT AS row, n1, a, b FROM {table}
+                    UNION ALL
+                    SELECT key_id, t, 2, row, 0, 0, 0 FROM {self.probe}
+                ) ORDER BY key_id, pos, ord
+            """).to_arrow_table()
+        finally:
+            self.con.unregister(table)
+        probes = pc.equal(timeline["ord"], 2)
+        order = pc.sort_indices(pc.filter(timeline["row"], probes))
+        at = {name: pc.take(pc.filter(pc.cumulative_sum(timeline[name]), probes), order)
               for name in ("n1", "a", "b")}
         return _estimates(at["n1"], at["a"], at["b"], present)
+
+    def _register_events(self, rel: Relevance) -> pa.Table:
+        """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
+        register and time; ``heavy``: the entity reaches more registers than linear counting
+        covers, so its windows may need every rank level."""
+        found = self._register_tables.get(rel)
+        if found is not None:
+            return found
+        name = rel.field or ""
+        events = self.con.sql(f"""
+            SELECT key_id, {_ident('reg_' + name)} AS reg, {_ident('rank_' + name)} AS rank, t_ms
+            FROM {self.ev} WHERE {self._where(rel)}
+            ORDER BY key_id, reg, t_ms
+        """).to_arrow_table().combine_chunks()
+        key, reg = _array(events["key_id"]), _array(events["reg"])
+        new_register = _changed(key, reg)
+        keys_seen = pc.value_counts(pc.filter(key, new_register))
+        heavy_keys = pc.filter(keys_seen.field("values"),
+                               pc.greater(keys_seen.field("counts"), MAX_LINEAR_REGISTERS))
+        events = events.append_column("heavy", pc.is_in(key, heavy_keys))
+        self._register_tables[rel] = events
+        return events
 
     # ---- last ------------------------------------------------------------------------------
     def _last(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
@@ -333,7 +378,7 @@ class GroupQuery:
         assert field is not None
         query = f"""
             WITH winners AS (
-                SELECT key_id, t_ms, {_ident(field)} AS x FROM {self.ev} WHERE {rel.sql()}
+                SELECT key_id, t_ms, {_ident(field)} AS x FROM {self.ev} WHERE {self._where(rel)}
                 QUALIFY row_number() OVER (
                     PARTITION BY key_id, t_ms
                     ORDER BY event_id DESC, shard, length(seq), seq, sub) = 1
@@ -375,7 +420,8 @@ class GroupQuery:
             base = "b.x"
         query = f"""
             WITH rel AS (
-                SELECT key_id, t_ms, {tile} AS s, {field} AS x FROM {self.ev} WHERE {rel.sql()}
+                SELECT key_id, t_ms, {tile} AS s, {field} AS x FROM {self.ev}
+                WHERE {self._where(rel)}
             ), head AS (
                 SELECT key_id, t_ms, s, {pick}(x) OVER ({head_window}) AS x FROM rel
             ){base_cte}
@@ -524,32 +570,131 @@ def _vectorizable(scale: _Scale, total: pa.Array, count: pa.Array, is_mean: bool
     return scale.emin > -900 and widest.bit_length() + scale.emin < 1000
 
 
+def _linear_limit() -> int:
+    """The most registers a sketch can have set and still be estimated by linear counting."""
+    asked: list[int] = []
+
+    def harmonic() -> float:
+        asked.append(1)
+        return 1.0
+
+    limit = 0
+    for present in range(REGISTERS + 1):
+        estimate_from(REGISTERS - present, harmonic)
+        if asked:
+            break
+        limit = present
+    return limit
+
+
+MAX_LINEAR_REGISTERS = _linear_limit()
+# present registers -> the estimate, over the range linear counting decides
+_LINEAR = [
+    estimate_from(REGISTERS - present, lambda: 0.0) for present in range(MAX_LINEAR_REGISTERS + 1)
+]
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _changed(*columns: pa.Array) -> pa.Array:
+    """True where a row differs from the previous one in any of ``columns`` (and at row 0)."""
+    if len(columns[0]) == 0:
+        return pa.array([], pa.bool_())
+    differs = None
+    for column in columns:
+        step = pc.not_equal(column[1:], column[:-1])
+        differs = step if differs is None else pc.or_(differs, step)
+    assert differs is not None
+    return pa.concat_arrays([pa.array([True]), differs])
+
+
+def _register_runs(events: pa.Table, span: Span) -> pa.Table:
+    """+1/-1 deltas (``n1``, and the rank weights ``a``, ``b``) where the runs begin and end
+    in which each (entity, register) is present at each rank level: level 1 for every entity,
+    every level for heavy ones.
+
+    At level k, an event holding the register at rank >= k makes it present from the event's
+    time until the window no longer holds the event's tile; over one (entity, register) in
+    time order, an event starts a run when it comes after the previous one's presence ended,
+    and ends one when the next comes after its own presence ended (or there is none)."""
+    key, reg, rank, time_ms, heavy = (_array(events[name]) for name in (
+        "key_id", "reg", "rank", "t_ms", "heavy"))
+    end_after = span.end_after_ms
+    tile_ms = span.tile_seconds * 1000
+    parts: list[pa.Table] = []
+    level = 1
+    while len(key):
+        group = _changed(key, reg)
+        weights = _level_weights(level)
+        if end_after is None:  # lifetime: present from the first event on
+            parts.append(_deltas(pc.filter(key, group), pc.filter(time_ms, group), weights, 1))
+        else:
+            ends = pc.add(pc.multiply(pc.divide(time_ms, tile_ms), tile_ms), end_after)
+            gap = pc.greater(time_ms[1:], ends[:-1])
+            starts = pc.or_(group, pa.concat_arrays([pa.array([False]), gap]))
+            last = pa.concat_arrays([group[1:], pa.array([True])])
+            stops = pc.or_(last, pa.concat_arrays([gap, pa.array([False])]))
+            parts.append(_deltas(pc.filter(key, starts), pc.filter(time_ms, starts), weights, 1))
+            parts.append(_deltas(pc.filter(key, stops), pc.filter(ends, stops), weights, -1))
+        level += 1
+        keep = pc.and_(pc.greater_equal(rank, level), heavy)
+        key, reg, rank, time_ms, heavy = (pc.filter(column, keep) for column in (
+            key, reg, rank, time_ms, heavy))
+    if not parts:
+        return _deltas(pa.array([], pa.int32()), pa.array([], pa.int64()), (0, 0, 0), 1)
+    return pa.concat_tables(parts)
+
+
+def _level_weights(level: int) -> tuple[int, int, int]:
+    """What a register present at rank >= ``level`` adds to (n1, a, b): the count of set
+    registers, and 2**(53 - level) split as a * 2**27 + b."""
+    high = 1 << (_SPLIT_RANK - level) if level <= _SPLIT_RANK else 0
+    low = 1 << (MAX_RANK - level) if level > _SPLIT_RANK else 0
+    return (1 if level == 1 else 0), high, low
+
+
+def _deltas(key: pa.Array, pos: pa.Array, weights: tuple[int, int, int], sign: int) -> pa.Table:
+    n = len(key)
+    n1, high, low = (sign * weight for weight in weights)
+    return pa.table({
+        "key_id": pc.cast(key, pa.int32()), "pos": pc.cast(pos, pa.int64()),
+        "n1": pa.repeat(pa.scalar(n1, pa.int64()), n) if n else pa.array([], pa.int64()),
+        "a": pa.repeat(pa.scalar(high, pa.int64()), n) if n else pa.array([], pa.int64()),
+        "b": pa.repeat(pa.scalar(low, pa.int64()), n) if n else pa.array([], pa.int64()),
+    })
+
+
 def _estimates(n1: pa.Array, a: pa.Array, b: pa.Array, present: pa.Array) -> pa.Array:
-    """``hll.estimate_from`` for each row's register counts."""
-    linear: dict[int, int] = {}
-    results: list[int | None] = []
-    for ones, high, low, flag in zip(n1.to_pylist(), a.to_pylist(), b.to_pylist(),
-                                     present.to_pylist(), strict=True):
-        if not flag:
-            results.append(None)
-            continue
-        zeros = REGISTERS - ones
-        known = linear.get(zeros)
-        if known is not None:
-            results.append(known)
-            continue
-        harmonic = _EMPTY_WEIGHT - ((high << (MAX_RANK - _SPLIT_RANK)) + low)
-        asked: list[bool] = []
+    """``hll.estimate_from`` for each row's register counts: linear counting by table where
+    the set registers decide it, the exact harmonic sum row by row where they do not."""
+    zeros = pc.subtract(pa.scalar(REGISTERS, pa.int64()), pc.cast(n1, pa.int64()))
+    linear = pa.array(
+        [_LINEAR[REGISTERS - z] if REGISTERS - z <= MAX_LINEAR_REGISTERS else None
+         for z in range(REGISTERS + 1)], pa.int64())
+    values = pc.take(linear, zeros)
+    dense = pc.and_(present, pc.is_null(values))
+    if pc.any(dense).as_py():
+        rows = pc.indices_nonzero(dense).to_pylist()
+        exact: list[int | None] = values.to_pylist()
+        zero_list, high, low = zeros.to_pylist(), a.to_pylist(), b.to_pylist()
+        for row in rows:
+            weight = _EMPTY_WEIGHT - ((high[row] << (MAX_RANK - _SPLIT_RANK)) + low[row])
+            exact[row] = estimate_from(zero_list[row], _Harmonic(weight))
+        values = pa.array(exact, pa.int64())
+    return pc.if_else(present, values, pa.scalar(None, pa.int64()))
 
-        def harmonic_sum(weight: int = harmonic, asked: list[bool] = asked) -> float:
-            asked.append(True)
-            return weight / _HARMONIC_SCALE
 
-        estimate = estimate_from(zeros, harmonic_sum)
-        if not asked:
-            linear[zeros] = estimate  # decided by the empty registers alone
-        results.append(estimate)
-    return pa.array(results, pa.int64())
+class _Harmonic:
+    """The sum of ``2**-rank`` over all registers, correctly rounded, from its exact value
+    times 2**53 (Python's int division rounds correctly, as ``math.fsum`` does)."""
+
+    def __init__(self, scaled: int) -> None:
+        self.scaled = scaled
+
+    def __call__(self) -> float:
+        return self.scaled / _HARMONIC_SCALE
 
 
 def _ident(name: str) -> str:

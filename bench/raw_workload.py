@@ -1,0 +1,174 @@
+"""The benchmark workload as raw-table files, generated in DuckDB (millions of rows in seconds).
+
+The shape of ``bench.workload`` (Zipf(1.1) over 100,000 users and 20,000 contents; half content
+views, 30 % video plays, 10 % clicks, 10 % game follows), spread over several days of event
+time and written as the raw table's Parquet partitions (``fastbreak.offline.raw``), with what
+the processor drops mixed in: late copies (some beyond the two-hour lateness of user groups),
+producer duplicates, events dated ahead of their arrival, and refused records. Four shards,
+partitioned by user, with 56-digit sequence numbers in arrival order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from fastbreak.definitions import CATALOG
+from fastbreak.definitions.model import FieldType
+from fastbreak.offline.raw import raw_columns
+
+T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z, as bench.workload
+DAY_MS = 86_400_000
+SHARDS = 4
+_SEQUENCE_PREFIX = "4959033827149025660855969253836157109592157598"  # + 10 digits: 56
+_SQL_TYPES = {FieldType.STRING: "VARCHAR", FieldType.INT: "BIGINT", FieldType.DOUBLE: "DOUBLE",
+              FieldType.BOOL: "BOOLEAN", FieldType.TIMESTAMP: "TIMESTAMPTZ"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    events: int
+    spine_rows: int
+    days: int = 8
+    users: int = 100_000
+    contents: int = 20_000
+    seed: float = 0.42
+    late_share: float = 0.004  # 1 to 3 hours late: about half beyond the two-hour lateness
+    duplicate_share: float = 0.005
+    future_share: float = 0.001
+    refused_share: float = 0.001
+
+
+def generate(workload: Workload, raw: Path, spine: Path) -> None:
+    """Write the raw table under ``raw`` and a spine (``user_id``, ``timestamp``, ``label``:
+    users drawn as the events draw them, times uniform over the span) to ``spine``."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SELECT setseed({workload.seed})")
+        _zipf(con, "zipf_users", workload.users)
+        _zipf(con, "zipf_contents", workload.contents)
+        span = workload.days * DAY_MS
+        con.execute(f"""
+            CREATE TABLE draws AS
+            SELECT i, {T0} + i * {span} // {workload.events} AS t_ms, random() AS kind,
+                   random() AS u, random() AS c, random() AS w, random() AS g,
+                   random() AS delay, random() AS fate
+            FROM range({workload.events}) t(i)
+        """)
+        late = workload.late_share
+        future = late + workload.future_share
+        duplicate = future + workload.duplicate_share
+        refused = duplicate + workload.refused_share
+        con.execute(f"""
+            CREATE TABLE events AS
+            SELECT d.i, d.t_ms,
+                   CASE WHEN d.fate < {late} THEN d.t_ms + 3600000 + (d.delay * 7200000)::BIGINT
+                        WHEN d.fate < {future} THEN d.t_ms - (d.delay * 240000)::BIGINT
+                        ELSE d.t_ms + 200 + (d.delay * 3000)::BIGINT END AS a_ms,
+                   d.fate, 'user-' || lpad(zu.rank::VARCHAR, 6, '0') AS user_id,
+                   CASE WHEN d.kind < 0.5 THEN 'content_view' WHEN d.kind < 0.8 THEN 'video_play'
+                        WHEN d.kind < 0.9 THEN 'content_click' ELSE 'game_follow' END AS event_type,
+                   zc.rank AS content_rank, d.w, d.g
+            FROM draws d
+            ASOF JOIN zipf_users zu ON d.u <= zu.cum
+            ASOF JOIN zipf_contents zc ON d.c <= zc.cum
+        """)
+        columns = _row_columns()
+        con.execute(f"""
+            CREATE TABLE rows AS
+            SELECT {columns}, a_ms, user_id AS partition_key, fate >= {duplicate} AND
+                   fate < {refused} AS refused
+            FROM events
+            UNION ALL
+            SELECT {columns}, a_ms + 1000 + (w * 4000)::BIGINT, user_id, false
+            FROM events WHERE fate >= {future} AND fate < {duplicate}
+        """)
+        metadata = _metadata_columns()
+        con.execute(f"""
+            COPY (
+                SELECT {metadata},
+                       strftime(make_timestamp(coalesce(t, a_ms) * 1000), '%Y-%m-%d') AS event_date,
+                       strftime(make_timestamp(coalesce(t, a_ms) * 1000), '%H') AS event_hour
+                FROM (
+                    SELECT * REPLACE (
+                        CASE WHEN refused THEN NULL ELSE event_time END AS event_time),
+                        CASE WHEN refused THEN NULL ELSE epoch_ms(event_time) END AS t,
+                        row_number() OVER (ORDER BY a_ms, event_id) AS arrival_rank
+                    FROM rows
+                )
+            ) TO '{raw}' (FORMAT parquet, PARTITION_BY (event_date, event_hour),
+                          OVERWRITE_OR_IGNORE)
+        """)
+        con.execute(f"""
+            COPY (
+                SELECT 'user-' || lpad(zu.rank::VARCHAR, 6, '0') AS user_id,
+                       make_timestamp(({T0} + (s.t * {span})::BIGINT) * 1000)::TIMESTAMPTZ
+                           AS timestamp,
+                       (s.l * 2)::INTEGER AS label
+                FROM (SELECT i, random() AS u, random() AS t, random() AS l
+                      FROM range({workload.spine_rows}) r(i)) s
+                ASOF JOIN zipf_users zu ON s.u <= zu.cum
+                ORDER BY s.i
+            ) TO '{spine}' (FORMAT parquet)
+        """)
+
+
+def _zipf(con: duckdb.DuckDBPyConnection, name: str, n: int) -> None:
+    """Ranks 0..n-1 with P(k) proportional to 1 / (k + 1) ** 1.1, by cumulative share."""
+    con.execute(f"""
+        CREATE TABLE {name} AS
+        SELECT rank, sum(1.0 / pow(rank + 1, 1.1)) OVER (ORDER BY rank) /
+                     sum(1.0 / pow(rank + 1, 1.1)) OVER () AS cum
+        FROM range({n}) t(rank)
+    """)
+
+
+def _row_columns() -> str:
+    """The envelope and payload of each event, as ``bench.workload`` writes them."""
+    view, play = "event_type = 'content_view'", "event_type = 'video_play'"
+    click, follow = "event_type = 'content_click'", "event_type = 'game_follow'"
+    content = "lpad(content_rank::VARCHAR, 5, '0')"
+    values = {
+        "event_type": "event_type",
+        "schema_version": f"CASE WHEN {view} THEN 2 ELSE 1 END::BIGINT",
+        "event_id": "'1-' || lpad(i::VARCHAR, 8, '0') || '-5f0c1d7e-9a4b-4c1e-8f7d'",
+        "event_time": "make_timestamp(t_ms * 1000)::TIMESTAMPTZ",
+        "user_id": "user_id",
+        "content_id": f"CASE WHEN {view} OR {click} THEN 'article-' || {content} "
+                      f"WHEN {play} THEN 'clip-' || {content} END",
+        "sport": f"CASE WHEN {view} THEN 'basketball' END",
+        "surface": f"CASE WHEN {view} THEN 'game_page' END",
+        "position": f"CASE WHEN {click} THEN floor(w * 21)::BIGINT END",
+        "game_id": f"CASE WHEN {play} OR {follow} THEN 'game-' || lpad(floor(g * 50)::BIGINT::VARCHAR, "
+                   "3, '0') END",
+        "team_id": f"CASE WHEN {follow} THEN 'team-' || lpad(floor(w * 60)::BIGINT::VARCHAR, 2, "
+                   "'0') END",
+        "watch_seconds": f"CASE WHEN {play} THEN (floor(w * 600) + 1) / 2 END",
+    }
+    return ", ".join(
+        f"{values.get(name, f'NULL::{_SQL_TYPES[kind]}')} AS {name}"
+        for name, kind in CATALOG.offline_columns()
+    )
+
+
+def _metadata_columns() -> str:
+    shard = f"'shardId-00000000000' || (hash(partition_key) % {SHARDS})::VARCHAR"
+    values = {
+        "kinesis_shard_id": shard,
+        "kinesis_sequence_number": f"'{_SEQUENCE_PREFIX}' || lpad(arrival_rank::VARCHAR, 10, '0')",
+        "kinesis_sub_sequence": "0::BIGINT",
+        "kinesis_partition_key": "partition_key",
+        "kinesis_arrival_time": "make_timestamp(a_ms * 1000)::TIMESTAMPTZ",
+        "rejection": "CASE WHEN refused THEN 'wrong_type' END",
+        "raw_payload": "CASE WHEN refused THEN '{\"event_type\": \"content_view\"}' END",
+    }
+    names = [name for name, _ in raw_columns(CATALOG)]
+    envelope = {name for name, _ in CATALOG.offline_columns()}
+    return ", ".join(
+        f"CASE WHEN refused THEN NULL ELSE {name} END AS {name}"
+        if name in envelope and name != "event_time" else
+        (name if name == "event_time" else f"{values[name]} AS {name}")
+        for name in names
+    )
