@@ -62,6 +62,7 @@ _LIMB_MASK = (1 << LIMB_BITS) - 1
 _SPLIT_RANK = 26
 _HARMONIC_SCALE = 1 << MAX_RANK
 _EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
+_NEVER = 1 << 62  # a timeline position after every spine time
 
 
 def covered(served: ServedFeature) -> bool:
@@ -629,7 +630,12 @@ def _register_runs(events: pa.Table, span: Span) -> pa.Table:
         group = _changed(key, reg)
         weights = _level_weights(level)
         if end_after is None:  # lifetime: present from the first event on
-            parts.append(_deltas(pc.filter(key, group), pc.filter(time_ms, group), weights, 1))
+            first_keys = pc.filter(key, group)
+            parts.append(_deltas(first_keys, pc.filter(time_ms, group), weights, 1))
+            # and gone after every spine time: each entity's deltas sum to zero, so a running
+            # total over the whole timeline never carries one entity into the next
+            parts.append(_deltas(first_keys, pa.repeat(pa.scalar(_NEVER, pa.int64()),
+                                                       len(first_keys)), weights, -1))
         else:
             ends = pc.add(pc.multiply(pc.divide(time_ms, tile_ms), tile_ms), end_after)
             gap = pc.greater(time_ms[1:], ends[:-1])

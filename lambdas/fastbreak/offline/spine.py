@@ -26,6 +26,7 @@ from fastbreak.offline.selection import TrainingSetError
 
 DEFAULT_TIMESTAMP_COLUMN = "timestamp"
 _ZONED_TEXT = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+_EPOCH_MS_FLOOR = 100_000_000_000  # 1973-03-03 in epoch ms; 5138 AD in epoch seconds
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,13 @@ def _times(column: pa.ChunkedArray, name: str, timezone: str | None) -> pa.Array
             f"spine column '{name}' has {values.null_count} empty time(s), the first at row {first}"
         )
     if pa.types.is_integer(kind):
-        return pc.cast(values, pa.int64())  # epoch milliseconds
+        as_ms = pc.cast(values, pa.int64())
+        if pc.max(pc.abs(as_ms)).as_py() < _EPOCH_MS_FLOOR:
+            raise TrainingSetError(
+                f"spine column '{name}' holds integers that are not epoch milliseconds (all "
+                "before 1973: seconds?); give epoch milliseconds or timestamps"
+            )
+        return as_ms
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         values = _parse_text(values, name, timezone)
         kind = values.type
