@@ -14,6 +14,7 @@ from pathlib import Path
 
 BENCHMARKS = (
     "processor_throughput", "write_amplification", "feature_read", "local_pipeline", "feast_peer",
+    "training_set", "training_set_parity",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

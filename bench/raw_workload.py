@@ -22,7 +22,7 @@ from fastbreak.offline.raw import raw_columns
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z, as bench.workload
 DAY_MS = 86_400_000
 SHARDS = 4
-_SEQUENCE_PREFIX = "4959033827149025660855969253836157109592157598"  # + 10 digits: 56
+_SEQUENCE_PREFIX = "49590338271490256608559692538361571095"  # + 18 digits: 56
 _SQL_TYPES = {FieldType.STRING: "VARCHAR", FieldType.INT: "BIGINT", FieldType.DOUBLE: "DOUBLE",
               FieldType.BOOL: "BOOLEAN", FieldType.TIMESTAMP: "TIMESTAMPTZ"}
 
@@ -67,36 +67,28 @@ def generate(workload: Workload, raw: Path, spine: Path) -> None:
                    CASE WHEN d.fate < {late} THEN d.t_ms + 3600000 + (d.delay * 7200000)::BIGINT
                         WHEN d.fate < {future} THEN d.t_ms - (d.delay * 240000)::BIGINT
                         ELSE d.t_ms + 200 + (d.delay * 3000)::BIGINT END AS a_ms,
-                   d.fate, 'user-' || lpad(zu.rank::VARCHAR, 6, '0') AS user_id,
-                   CASE WHEN d.kind < 0.5 THEN 'content_view' WHEN d.kind < 0.8 THEN 'video_play'
-                        WHEN d.kind < 0.9 THEN 'content_click' ELSE 'game_follow' END AS event_type,
-                   zc.rank AS content_rank, d.w, d.g
+                   d.fate, zu.rank AS user_rank, d.kind, zc.rank AS content_rank, d.w, d.g
             FROM draws d
             ASOF JOIN zipf_users zu ON d.u <= zu.cum
             ASOF JOIN zipf_contents zc ON d.c <= zc.cum
         """)
-        columns = _row_columns()
-        con.execute(f"""
-            CREATE TABLE rows AS
-            SELECT {columns}, a_ms, user_id AS partition_key, fate >= {duplicate} AND
-                   fate < {refused} AS refused
-            FROM events
-            UNION ALL
-            SELECT {columns}, a_ms + 1000 + (w * 4000)::BIGINT, user_id, false
-            FROM events WHERE fate >= {future} AND fate < {duplicate}
-        """)
-        metadata = _metadata_columns()
+        con.execute("DROP TABLE draws")
+        # A producer retry is a second copy, a few seconds later; a refused record keeps
+        # only its Kinesis metadata and the processor's reason.
         con.execute(f"""
             COPY (
-                SELECT {metadata},
-                       strftime(make_timestamp(coalesce(t, a_ms) * 1000), '%Y-%m-%d') AS event_date,
-                       strftime(make_timestamp(coalesce(t, a_ms) * 1000), '%H') AS event_hour
+                SELECT {_columns()},
+                       strftime(make_timestamp(partition_ms * 1000), '%Y-%m-%d') AS event_date,
+                       strftime(make_timestamp(partition_ms * 1000), '%H') AS event_hour
                 FROM (
-                    SELECT * REPLACE (
-                        CASE WHEN refused THEN NULL ELSE event_time END AS event_time),
-                        CASE WHEN refused THEN NULL ELSE epoch_ms(event_time) END AS t,
-                        row_number() OVER (ORDER BY a_ms, event_id) AS arrival_rank
-                    FROM rows
+                    SELECT *, CASE WHEN refused THEN a_ms ELSE t_ms END AS partition_ms
+                    FROM (
+                        SELECT *, 0 AS copy, fate >= {duplicate} AND fate < {refused} AS refused
+                        FROM events
+                    UNION ALL
+                        SELECT * REPLACE (a_ms + 1000 + (w * 4000)::BIGINT AS a_ms), 1, false
+                        FROM events WHERE fate >= {future} AND fate < {duplicate}
+                    )
                 )
             ) TO '{raw}' (FORMAT parquet, PARTITION_BY (event_date, event_hour),
                           OVERWRITE_OR_IGNORE)
@@ -125,50 +117,45 @@ def _zipf(con: duckdb.DuckDBPyConnection, name: str, n: int) -> None:
     """)
 
 
-def _row_columns() -> str:
-    """The envelope and payload of each event, as ``bench.workload`` writes them."""
-    view, play = "event_type = 'content_view'", "event_type = 'video_play'"
-    click, follow = "event_type = 'content_click'", "event_type = 'game_follow'"
+def _columns() -> str:
+    """The raw table's columns (``fastbreak.offline.raw``) of each generated row: the envelope
+    and payload of ``bench.workload``'s events, then the Kinesis metadata."""
+    view, play = "kind < 0.5", "kind >= 0.5 AND kind < 0.8"
+    click, follow = "kind >= 0.8 AND kind < 0.9", "kind >= 0.9"
     content = "lpad(content_rank::VARCHAR, 5, '0')"
+    user = "'user-' || lpad(user_rank::VARCHAR, 6, '0')"
     values = {
-        "event_type": "event_type",
-        "schema_version": f"CASE WHEN {view} THEN 2 ELSE 1 END::BIGINT",
+        "event_type": f"CASE WHEN {view} THEN 'content_view' WHEN {play} THEN 'video_play' "
+                      f"WHEN {click} THEN 'content_click' ELSE 'game_follow' END",
+        "schema_version": f"(CASE WHEN {view} THEN 2 ELSE 1 END)::BIGINT",
         "event_id": "'1-' || lpad(i::VARCHAR, 8, '0') || '-5f0c1d7e-9a4b-4c1e-8f7d'",
         "event_time": "make_timestamp(t_ms * 1000)::TIMESTAMPTZ",
-        "user_id": "user_id",
+        "user_id": user,
         "content_id": f"CASE WHEN {view} OR {click} THEN 'article-' || {content} "
                       f"WHEN {play} THEN 'clip-' || {content} END",
         "sport": f"CASE WHEN {view} THEN 'basketball' END",
         "surface": f"CASE WHEN {view} THEN 'game_page' END",
         "position": f"CASE WHEN {click} THEN floor(w * 21)::BIGINT END",
-        "game_id": f"CASE WHEN {play} OR {follow} THEN 'game-' || lpad(floor(g * 50)::BIGINT::VARCHAR, "
-                   "3, '0') END",
-        "team_id": f"CASE WHEN {follow} THEN 'team-' || lpad(floor(w * 60)::BIGINT::VARCHAR, 2, "
-                   "'0') END",
+        "game_id": f"CASE WHEN {play} OR {follow} THEN "
+                   "'game-' || lpad(floor(g * 50)::BIGINT::VARCHAR, 3, '0') END",
+        "team_id": f"CASE WHEN {follow} THEN "
+                   "'team-' || lpad(floor(w * 60)::BIGINT::VARCHAR, 2, '0') END",
         "watch_seconds": f"CASE WHEN {play} THEN (floor(w * 600) + 1) / 2 END",
-    }
-    return ", ".join(
-        f"{values.get(name, f'NULL::{_SQL_TYPES[kind]}')} AS {name}"
-        for name, kind in CATALOG.offline_columns()
-    )
-
-
-def _metadata_columns() -> str:
-    shard = f"'shardId-00000000000' || (hash(partition_key) % {SHARDS})::VARCHAR"
-    values = {
-        "kinesis_shard_id": shard,
-        "kinesis_sequence_number": f"'{_SEQUENCE_PREFIX}' || lpad(arrival_rank::VARCHAR, 10, '0')",
+        "kinesis_shard_id": f"'shardId-00000000000' || (user_rank % {SHARDS})::VARCHAR",
+        # arrival order within a shard: 56 digits, the arrival time then a tie-breaker
+        "kinesis_sequence_number": f"'{_SEQUENCE_PREFIX}' || lpad((a_ms - {T0 - DAY_MS})"
+                                   "::VARCHAR, 10, '0') || lpad((i * 2 + copy)::VARCHAR, 8, '0')",
         "kinesis_sub_sequence": "0::BIGINT",
-        "kinesis_partition_key": "partition_key",
+        "kinesis_partition_key": user,
         "kinesis_arrival_time": "make_timestamp(a_ms * 1000)::TIMESTAMPTZ",
         "rejection": "CASE WHEN refused THEN 'wrong_type' END",
         "raw_payload": "CASE WHEN refused THEN '{\"event_type\": \"content_view\"}' END",
     }
-    names = [name for name, _ in raw_columns(CATALOG)]
-    envelope = {name for name, _ in CATALOG.offline_columns()}
+    metadata = {name for name, _ in raw_columns(CATALOG)} - {
+        name for name, _ in CATALOG.offline_columns()}
     return ", ".join(
-        f"CASE WHEN refused THEN NULL ELSE {name} END AS {name}"
-        if name in envelope and name != "event_time" else
-        (name if name == "event_time" else f"{values[name]} AS {name}")
-        for name in names
+        f"{values[name]} AS {name}" if name in metadata
+        else f"CASE WHEN refused THEN NULL ELSE {values[name]} END AS {name}" if name in values
+        else f"NULL::{_SQL_TYPES[kind]} AS {name}"
+        for name, kind in raw_columns(CATALOG)
     )
