@@ -224,6 +224,7 @@ class GroupQuery:
             return {}
         additive = self._additive(features, {k: v for k, v in scales.items() if v is not None})
         out: dict[str, FeatureColumns] = {}
+        sketches: dict[Relevance, dict[Span, tuple[pa.Array, pa.Array, pa.Array]]] = {}
         for served in features:
             aggregation = served.feature.aggregation
             rel, span = relevance_of(self.group, served), span_of(served)
@@ -238,7 +239,12 @@ class GroupQuery:
                 total = additive.total(served.feature.field or "", rel, span)
                 values = _sums(served, scale, total, count, present)
             elif aggregation is Aggregation.APPROX_DISTINCT:
-                values = self._distinct(rel, span, present)
+                counts = sketches.get(rel)
+                if counts is None:
+                    counts = sketches[rel] = self._register_counts(rel, [
+                        span_of(s) for s in features if relevance_of(self.group, s) == rel
+                        and s.feature.aggregation is Aggregation.APPROX_DISTINCT])
+                values = _estimates(*counts[span], present)
             elif aggregation is Aggregation.LAST:
                 values = self._last(rel, span, present)
             else:
@@ -288,10 +294,8 @@ class GroupQuery:
         summed = sorted({(s.feature.field, relevance_of(self.group, s)) for s in features
                          if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)},
                         key=lambda p: (p[0] or "", p[1].events))
-        mask = " | ".join(
-            f"(CASE WHEN {self._where(rel)} THEN {1 << bit} ELSE 0 END)"
-            for bit, rel in enumerate(relevances)
-        )
+        flags = [f"({self._where(rel)})::TINYINT AS f{bit}" for bit, rel in enumerate(relevances)]
+        flag_names = [f"f{bit}" for bit in range(len(relevances))]
         joins, value_columns, names = [], [], []
         for index, (field, rel) in enumerate(summed):
             assert field is not None
@@ -306,20 +310,22 @@ class GroupQuery:
                 joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
         values_sql = "".join(", " + column for column in value_columns)
         nulls_sql = "".join(f", NULL::BIGINT AS {name}" for name in names)
+        zeros_sql = "".join(f", 0::TINYINT AS {name}" for name in flag_names)
         markers = "".join(
-            f" UNION ALL SELECT key_id, {span.lower_ms_sql('t')} AS pos, 0 AS ord, row, {m} AS m,"
-            f" 0 AS mask{nulls_sql} FROM {self.probe}"
+            f" UNION ALL SELECT key_id, {span.lower_ms_sql('t')} AS pos, 0::TINYINT AS ord,"
+            f" row::INTEGER AS row, {m}::TINYINT AS m{zeros_sql}{nulls_sql} FROM {self.probe}"
             for m, span in enumerate(spans)
         )
         query = f"""
-            SELECT key_id, pos, ord, row, m, mask{"".join(", " + name for name in names)}
+            SELECT key_id, pos, ord, row, m{"".join(", " + n for n in flag_names + names)}
             FROM (
-                SELECT key_id, t_ms AS pos, 1 AS ord, NULL::BIGINT AS row, NULL::INTEGER AS m,
-                       ({mask})::INTEGER AS mask{values_sql}
+                SELECT key_id, t_ms AS pos, 1::TINYINT AS ord, NULL::INTEGER AS row,
+                       NULL::TINYINT AS m{"".join(", " + flag for flag in flags)}{values_sql}
                 FROM {self.ev} e {" ".join(joins)}
                 WHERE {" OR ".join(f"({self._where(rel)})" for rel in relevances)}
                 UNION ALL
-                SELECT key_id, t AS pos, 2 AS ord, row, NULL::INTEGER AS m, 0 AS mask{nulls_sql}
+                SELECT key_id, t AS pos, 2::TINYINT AS ord, row::INTEGER AS row, NULL::TINYINT
+                       {zeros_sql}{nulls_sql}
                 FROM {self.probe}{markers}
             )
             ORDER BY key_id, pos, ord
@@ -328,28 +334,42 @@ class GroupQuery:
         return _Additive(table, self.rows, relevances, spans, summed, scales)
 
     # ---- approx_distinct -----------------------------------------------------------------------
-    def _distinct(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
-        """The engine's estimate of each row's window, from the running count of registers
-        present at each rank level (see the module's docstring)."""
+    def _register_counts(self, rel: Relevance, spans: list[Span]
+                         ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
+        """Per window shape, the running count of set registers and the two parts of the rank
+        weights at each spine row (see the module's docstring), from one sorted timeline."""
         events = self._register_events(rel)
-        deltas = _register_runs(events, span)
+        parts = []
+        for index, span in enumerate(spans):
+            deltas = _register_runs(events, span)
+            parts.append(deltas.append_column("w", pa.repeat(pa.scalar(index, pa.int8()),
+                                                               deltas.num_rows)))
         table = f"{self.prefix}_runs"
-        self.con.register(table, deltas)
+        self.con.register(table, pa.concat_tables(parts))
         try:
             timeline = self.con.sql(f"""
-                SELECT key_id, pos, ord, row, n1, a, b FROM (
-                    SELECT key_id, pos, 1 AS ord, NULL::BIGINT AS row, n1, a, b FROM {table}
+                SELECT key_id, pos, ord, row, w, n1, a, b FROM (
+                    SELECT key_id, pos, 1::TINYINT AS ord, NULL::INTEGER AS row, w, n1, a, b
+                    FROM {table}
                     UNION ALL
-                    SELECT key_id, t, 2, row, 0, 0, 0 FROM {self.probe}
+                    SELECT key_id, t, 2::TINYINT, row::INTEGER, -1::TINYINT, 0, 0, 0
+                    FROM {self.probe}
                 ) ORDER BY key_id, pos, ord
             """).to_arrow_table()
         finally:
             self.con.unregister(table)
-        probes = pc.equal(timeline["ord"], 2)
-        order = pc.sort_indices(pc.filter(timeline["row"], probes))
-        at = {name: pc.take(pc.filter(pc.cumulative_sum(timeline[name]), probes), order)
-              for name in ("n1", "a", "b")}
-        return _estimates(at["n1"], at["a"], at["b"], present)
+        probes = pc.indices_nonzero(pc.equal(timeline["ord"], 2))
+        probes = pc.take(probes, pc.sort_indices(pc.take(timeline["row"], probes)))
+        counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
+        zero = pa.scalar(0, pa.int64())
+        for index, span in enumerate(spans):
+            mine = pc.equal(timeline["w"], index)
+            ones, high, low = (
+                pc.take(pc.cumulative_sum(pc.if_else(mine, timeline[name], zero)), probes)
+                for name in ("n1", "a", "b")
+            )
+            counts[span] = (ones, high, low)
+        return counts
 
     def _register_events(self, rel: Relevance) -> pa.Table:
         """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
@@ -464,24 +484,25 @@ class _Additive:
         self.markers = {span: m for m, span in enumerate(spans)}
         self.summed = {pair: index for index, pair in enumerate(summed)}
         self.scales = scales
-        ord_ = table["ord"]
-        self.probe_mask = pc.equal(ord_, 2)
-        self.probe_order = pc.sort_indices(pc.filter(table["row"], self.probe_mask))
-        self.marker_masks: dict[int, tuple[pa.Array, pa.Array]] = {}
+        self.probes = self._positions(pc.equal(table["ord"], 2))
+        self.lower_edges: dict[int, pa.Array] = {}
         self._cache: dict[Any, pa.Array] = {}
+
+    def _positions(self, rows: pa.Array) -> pa.Array:
+        """The timeline positions of the rows selected, in spine row order."""
+        positions = pc.indices_nonzero(rows)
+        return pc.take(positions, pc.sort_indices(pc.take(self.table["row"], positions)))
 
     def _at(self, running: pa.Array, span: Span | None) -> pa.Array:
         """``running`` at each probe (span None) or at the span's marker, in row order."""
         if span is None:
-            return pc.take(pc.filter(running, self.probe_mask), self.probe_order)
+            return pc.take(running, self.probes)
         m = self.markers[span]
-        found = self.marker_masks.get(m)
-        if found is None:
-            mask = pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m))
-            order = pc.sort_indices(pc.filter(self.table["row"], mask))
-            found = self.marker_masks[m] = (mask, order)
-        mask, order = found
-        return pc.take(pc.filter(running, mask), order)
+        positions = self.lower_edges.get(m)
+        if positions is None:
+            positions = self.lower_edges[m] = self._positions(
+                pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
+        return pc.take(running, positions)
 
     def _window(self, column: pa.Array, span: Span, key: Any) -> pa.Array:
         """The total of ``column`` over each row's window: the running total at the probe
@@ -495,9 +516,7 @@ class _Additive:
         key = ("count", rel, span)
         found = self._cache.get(key)
         if found is None:
-            bit = 1 << self.bits[rel]
-            column = pc.cast(pc.not_equal(pc.bit_wise_and(self.table["mask"], bit), 0),
-                             pa.int64())
+            column = pc.cast(self.table[f"f{self.bits[rel]}"], pa.int64())
             found = self._cache[key] = self._window(column, span, ("count", rel))
         return found
 
@@ -514,8 +533,7 @@ class _Additive:
         key = ("times", rel)
         found = self._cache.get(key)
         if found is None:
-            bit = 1 << self.bits[rel]
-            relevant = pc.not_equal(pc.bit_wise_and(self.table["mask"], bit), 0)
+            relevant = pc.equal(self.table[f"f{self.bits[rel]}"], 1)
             times = pc.if_else(relevant, self.table["pos"], pa.scalar(None, pa.int64()))
             found = self._cache[key] = self._at(pc.fill_null_forward(times), None)
         return found
@@ -682,12 +700,21 @@ def _estimates(n1: pa.Array, a: pa.Array, b: pa.Array, present: pa.Array) -> pa.
     values = pc.take(linear, zeros)
     dense = pc.and_(present, pc.is_null(values))
     if pc.any(dense).as_py():
-        rows = pc.indices_nonzero(dense).to_pylist()
+        rows = pc.indices_nonzero(dense)
+        # many rows share a window's state (an entity's rows between two of its events)
+        known: dict[tuple[int, int, int], int] = {}
+        found: list[int] = []
+        for ones, high, low in zip(pc.take(n1, rows).to_pylist(), pc.take(a, rows).to_pylist(),
+                                   pc.take(b, rows).to_pylist(), strict=True):
+            estimate = known.get((ones, high, low))
+            if estimate is None:
+                weight = _EMPTY_WEIGHT - ((high << (MAX_RANK - _SPLIT_RANK)) + low)
+                estimate = known[(ones, high, low)] = estimate_from(
+                    REGISTERS - ones, _Harmonic(weight))
+            found.append(estimate)
         exact: list[int | None] = values.to_pylist()
-        zero_list, high, low = zeros.to_pylist(), a.to_pylist(), b.to_pylist()
-        for row in rows:
-            weight = _EMPTY_WEIGHT - ((high[row] << (MAX_RANK - _SPLIT_RANK)) + low[row])
-            exact[row] = estimate_from(zero_list[row], _Harmonic(weight))
+        for row, estimate in zip(rows.to_pylist(), found, strict=True):
+            exact[row] = estimate
         values = pa.array(exact, pa.int64())
     return pc.if_else(present, values, pa.scalar(None, pa.int64()))
 
