@@ -10,6 +10,8 @@ partitioned by user, with 56-digit sequence numbers in arrival order.
 
 from __future__ import annotations
 
+import argparse
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,3 +161,28 @@ def _columns() -> str:
         else f"NULL::{_SQL_TYPES[kind]} AS {name}"
         for name, kind in raw_columns(CATALOG)
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.raw_workload",
+        description="Write a raw events table (Parquet partitions) and a spine of labels with "
+        "the benchmark's workload, to try the training-set builder on.")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--spine-rows", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--out", type=Path, required=True,
+                        help="a folder: gets raw/ and spine.parquet (replacing earlier ones)")
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is not a folder")
+    shutil.rmtree(args.out / "raw", ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    generate(Workload(args.events, args.spine_rows, days=args.days), args.out / "raw",
+             args.out / "spine.parquet")
+    print(f"wrote {args.out / 'raw'} and {args.out / 'spine.parquet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
