@@ -126,7 +126,11 @@ def build_training_set(
         table = table.append_column(name, columns[name])
     if request.out is not None:
         report.stage(f"writing {request.out}")
-        write_atomically(table, request.out, request.s3)
+        try:
+            write_atomically(table, request.out, request.s3)
+        except (OSError, pa.ArrowException) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise TrainingSetError(f"cannot write {request.out}: {reason}") from error
     summary.seconds = time.perf_counter() - started
     return table, summary
 

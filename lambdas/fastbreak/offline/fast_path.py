@@ -22,7 +22,9 @@ million spine rows at once, with no per-entity Python:
   ``[first time in tile s, end of s + W)`` over the tiles s where it is seen; merged into runs,
   each run is a +1 and a -1 on the timeline, and running totals give, per spine row, the count
   of registers at each rank level, from which the empty registers and the exact sum of
-  ``2**-rank`` follow. ``hll.estimate_from`` turns them into the engine's estimate.
+  ``2**-rank`` follow. ``hll.estimate_from`` turns them into the engine's estimate. Only an
+  entity that reaches more registers than linear counting covers needs the levels above 1;
+  for the others the count of set registers decides the estimate alone.
 - **min, max**: the window's full tiles (a RANGE window over tile aggregates) and the head
   tile up to T (a running min/max inside the tile, joined ASOF).
 - **last**: the newest relevant event by (event time, event id), joined ASOF, if it lies in
