@@ -192,19 +192,27 @@ class _DuckDBBuild:
         self.progress.stage("finding duplicate copies")
         # Identities seen twice: sorting 64-bit hashes and comparing neighbours is cheaper
         # than a hash aggregate over millions of distinct keys. A collision only adds a
-        # candidate; candidates are then ranked on their exact identity.
-        hashes = self.con.sql(
-            "SELECT hash(shard, event_id, t_ms) AS identity FROM admitted ORDER BY identity"
-        ).to_arrow_table()["identity"].combine_chunks()
-        twice = pa.compute.equal(hashes[1:], hashes[:-1]) if len(hashes) > 1 else None
-        repeated = pa.table({"identity": pa.compute.unique(pa.compute.filter(
-            hashes[1:], twice)) if twice is not None else pa.array([], pa.uint64())})
-        self.con.register("repeated", repeated)
+        # candidate; candidates are then ranked on their exact identity, reading the rows
+        # again only where the event time is a candidate's.
+        found = self.con.sql(
+            "SELECT hash(shard, event_id, t_ms) AS identity, t_ms FROM admitted ORDER BY identity"
+        ).to_arrow_table().combine_chunks()
+        hashes = found["identity"].chunk(0) if found.num_rows else pa.array([], pa.uint64())
+        twice = pa.compute.equal(hashes[1:], hashes[:-1]) if len(hashes) > 1 else pa.array(
+            [], pa.bool_())
+        times = found["t_ms"].chunk(0)[1:] if found.num_rows else pa.array([], pa.int64())
+        self.con.register("repeated", pa.table({
+            "identity": pa.compute.unique(pa.compute.filter(hashes[1:], twice)),
+        }))
+        self.con.register("repeated_times", pa.table({
+            "t_ms": pa.compute.unique(pa.compute.filter(times, twice)),
+        }))
         self.con.execute("""
             CREATE TEMP TABLE duplicates AS
             SELECT shard, seq, sub FROM (
                 SELECT shard, event_id, t_ms, seq, sub FROM admitted
-                WHERE hash(shard, event_id, t_ms) IN (SELECT identity FROM repeated)
+                WHERE t_ms IN (SELECT t_ms FROM repeated_times)
+                  AND hash(shard, event_id, t_ms) IN (SELECT identity FROM repeated)
             )
             QUALIFY row_number() OVER (
                 PARTITION BY shard, event_id, t_ms ORDER BY length(seq), seq, sub) > 1
