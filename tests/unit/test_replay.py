@@ -126,3 +126,36 @@ def test_rows_come_back_in_the_order_of_the_times_given() -> None:
                          [T0 + 20_000, T0 - 1, T0 + 5_000])
     counts = [row["user_engagement.views_1h"] for row in rows]
     assert [None if c is None else c.value for c in counts] == [2, None, 1]
+
+
+def test_a_top_k_past_its_capacity_is_folded_in_position_order_whatever_arrives_late() -> None:
+    from fastbreak.engine.fold import ItemFold, ItemState, merge_items
+    from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS
+    from tests.fixtures.offline import OFFLINE_CATALOG
+
+    plan = compile_plan(OFFLINE_CATALOG)
+    group = plan.groups["user_stats"]
+    # 60 distinct items (the top-2's 32 counters overflow); every fifth event arrived 500 s
+    # after its event time (within the group's lateness), after events dated later than it
+    events = [
+        RawEvent("view", f"e{n}", T0 + n * 1_000 - (500_000 if n % 5 == 0 else 0),
+                 {"user_id": "u1", "item_id": f"i{n % 60}", "amount": 1.0, "qty": None,
+                  "channel": "web"}, S0, (n, 0), T0 + n * 1_000)
+        for n in range(400)
+    ]
+    times = [T0 - 500_000 + n * 7_000 for n in range(150)]
+    rows = entity_values(plan, ["user_stats"], "u1", events, times)
+    for at, row in zip(times, rows, strict=True):
+        included = [e for e in events if e.time_ms <= at]
+        fold = ItemFold({})
+        fold.fold((e, route_of(plan, e)) for e in included)
+        fold.finish(group, False, FUTURE_TOLERANCE_SECONDS)
+        state = ItemState("user_stats", None, fold.tiles)
+        expected = merge_items(group, [state], at)["top_items_lifetime"]
+        found = row["user_stats.top_items_lifetime"]
+        assert found is not None and found.value == expected.value, at
+
+
+def route_of(plan: Any, event: RawEvent) -> Any:
+    (found,) = [r for r in plan.routes[event.event_type] if r.group.group.name == "user_stats"]
+    return found.fold

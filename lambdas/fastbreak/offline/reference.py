@@ -11,9 +11,9 @@ API's own computation. The items hold
 
 Spine times are answered in ascending order, folding in each one only what became included
 since the previous one (as the processor folds batch after batch; the fold's result does not
-depend on the batching). An item whose group has a ``top_k`` feature is folded again from its
-first event whenever newly included events come before already folded ones in position
-order, since ``top_k`` past its capacity depends on the order.
+depend on the batching). The one state that depends on the order is a ``top_k`` past its
+capacity: when newly included events come before already folded ones in position order, the
+tiles where that happens are folded again from their first event, in position order.
 
 A function of one entity's events and spine times, with no other state: the Spark job calls
 ``entity_values`` inside ``applyInPandas`` grouped by entity, and the DuckDB path calls it for
@@ -25,7 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from fastbreak.engine.aggregations import TopK
-from fastbreak.engine.fold import FeatureValue, ItemFold, ItemState, Tiles, merge_items
+from fastbreak.engine.fold import (
+    FeatureValue,
+    ItemFold,
+    ItemState,
+    Tiles,
+    merge_items,
+    tile_start,
+)
+from fastbreak.engine.layout import tile_key
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, LIFETIME, GroupPlan, Plan
 from fastbreak.offline.replay import ItemEvents, RawEvent, route
 
@@ -91,10 +99,7 @@ class _ItemHistory:
         self.folded_max = -1  # the highest fold index folded in
         self.tiles: Tiles = {}
         self.newest_ms = 0
-        self.order_sensitive = any(
-            isinstance(slot.aggregator, TopK) for kind in self.group.kinds.values()
-            for slot in kind.slots
-        )
+        self.sensitive = _order_sensitive_sections(item)
         # a tile partial past its retention, or not begun yet, is read by no window
         self.tile = item.ref.tile
 
@@ -121,13 +126,51 @@ class _ItemHistory:
         if end == self.taken:
             return
         new = sorted(self.by_key[self.taken : end])
-        stored = self.taken > 0
-        if self.order_sensitive and new[0] < self.folded_max:
-            new = sorted(self.by_key[:end])  # an earlier event came in: fold again, in order
-            self.tiles, self.newest_ms, stored = {}, 0, False
-        fold = ItemFold(self.tiles, self.newest_ms)
-        fold.fold(self.contributions[i] for i in new)
-        fold.finish(self.group, stored, FUTURE_TOLERANCE_SECONDS)
+        contributions = self.contributions
+        if not self.sensitive or new[0] > self.folded_max:
+            fold = ItemFold(self.tiles, self.newest_ms)
+            fold.fold(contributions[i] for i in new)
+        else:
+            # An event earlier in position order than some already folded came in: the other
+            # sections take it as it comes, the order-sensitive tiles it falls in are folded
+            # again from their first event, in position order.
+            stale = {(section[1], tile_start(contributions[i][0].time_ms, section[2]))
+                     for i in new for section in contributions[i][1]
+                     if section[1] in self.sensitive}
+            for section_key, start in stale:
+                self.tiles.get(section_key, {}).pop(tile_key(start), None)
+            fold = ItemFold(self.tiles, self.newest_ms)
+            fold.fold((contributions[i][0], [s for s in contributions[i][1]
+                                             if s[1] not in self.sensitive]) for i in new)
+            fold.fold((event, [s for s in sections
+                               if (s[1], tile_start(event.time_ms, s[2])) in stale])
+                      for event, sections in (contributions[i] for i in sorted(self.by_key[:end])))
+        fold.finish(self.group, self.taken > 0, FUTURE_TOLERANCE_SECONDS)
         self.newest_ms = fold.newest_ms
         self.taken = end
         self.folded_max = max(self.folded_max, new[-1])
+
+
+def _order_sensitive_sections(item: ItemEvents) -> set[str]:
+    """The sections of the item whose state depends on the order events are folded in: those
+    with a ``top_k`` that meets more distinct values in one tile than it keeps counters for
+    (below that, its counts are exact, in any order). Every other aggregation gives the same
+    state in any order, ties included (they are broken on the event id, then the fold order,
+    which inclusion order keeps)."""
+    distinct: dict[tuple[str, str, int], set[object]] = {}
+    sensitive: set[str] = set()
+    for event, sections in item.contributions:
+        for kind, section_key, tile_seconds, _ in sections:
+            for slot in kind.slots:
+                aggregator = slot.aggregator
+                if not isinstance(aggregator, TopK) or event.event_type not in slot.events:
+                    continue
+                value = event.payload.get(slot.field) if slot.field is not None else None
+                if value is None:
+                    continue
+                seen = distinct.setdefault(
+                    (slot.name, section_key, tile_start(event.time_ms, tile_seconds)), set())
+                seen.add(value)
+                if len(seen) > aggregator.capacity:
+                    sensitive.add(section_key)
+    return sensitive
