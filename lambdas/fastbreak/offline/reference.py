@@ -12,8 +12,10 @@ API's own computation. The items hold
 Spine times are answered in ascending order, folding in each one only what became included
 since the previous one (as the processor folds batch after batch; the fold's result does not
 depend on the batching). The one state that depends on the order is a ``top_k`` past its
-capacity: when newly included events come before already folded ones in position order, the
-tiles where that happens are folded again from their first event, in position order.
+capacity: the sections holding one take their events in position order, folded again from a
+copy kept every few hundred events whenever a newly included event comes before events
+already folded (an event that arrived late, or a shard's events that arrived out of their
+event-time order).
 
 A function of one entity's events and spine times, with no other state: the Spark job calls
 ``entity_values`` inside ``applyInPandas`` grouped by entity, and the DuckDB path calls it for
@@ -22,10 +24,13 @@ the features its SQL does not cover.
 
 from __future__ import annotations
 
+import copy
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from fastbreak.engine.aggregations import TopK
 from fastbreak.engine.fold import (
+    Contribution,
     FeatureValue,
     ItemFold,
     ItemState,
@@ -33,10 +38,10 @@ from fastbreak.engine.fold import (
     merge_items,
     tile_start,
 )
-from fastbreak.engine.layout import tile_key
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, LIFETIME, GroupPlan, Plan
 from fastbreak.offline.replay import ItemEvents, RawEvent, route
 
+_CHECKPOINT_EVERY = 256
 # One row of features: "{group}.{feature}_{window}" -> value, or None where the window holds
 # no event (the feature API's null).
 FeatureRow = dict[str, FeatureValue | None]
@@ -96,10 +101,13 @@ class _ItemHistory:
         # indices in inclusion order (ties in fold order)
         self.by_key = sorted(range(len(self.keys)), key=lambda i: (self.keys[i], i))
         self.taken = 0  # how many of by_key are folded in
-        self.folded_max = -1  # the highest fold index folded in
         self.tiles: Tiles = {}
         self.newest_ms = 0
         self.sensitive = _order_sensitive_sections(item)
+        # The events folded into the order-sensitive sections, in fold order, and copies of
+        # those sections every _CHECKPOINT_EVERY of them: (how many, the sections' tiles).
+        self.ordered: list[int] = []
+        self.checkpoints: list[tuple[int, Tiles]] = []
         # a tile partial past its retention, or not begun yet, is read by no window
         self.tile = item.ref.tile
 
@@ -126,29 +134,44 @@ class _ItemHistory:
         if end == self.taken:
             return
         new = sorted(self.by_key[self.taken : end])
-        contributions = self.contributions
-        if not self.sensitive or new[0] > self.folded_max:
-            fold = ItemFold(self.tiles, self.newest_ms)
-            fold.fold(contributions[i] for i in new)
-        else:
-            # An event earlier in position order than some already folded came in: the other
-            # sections take it as it comes, the order-sensitive tiles it falls in are folded
-            # again from their first event, in position order.
-            stale = {(section[1], tile_start(contributions[i][0].time_ms, section[2]))
-                     for i in new for section in contributions[i][1]
-                     if section[1] in self.sensitive}
-            for section_key, start in stale:
-                self.tiles.get(section_key, {}).pop(tile_key(start), None)
-            fold = ItemFold(self.tiles, self.newest_ms)
-            fold.fold((contributions[i][0], [s for s in contributions[i][1]
-                                             if s[1] not in self.sensitive]) for i in new)
-            fold.fold((event, [s for s in sections
-                               if (s[1], tile_start(event.time_ms, s[2])) in stale])
-                      for event, sections in (contributions[i] for i in sorted(self.by_key[:end])))
-        fold.finish(self.group, self.taken > 0, FUTURE_TOLERANCE_SECONDS)
-        self.newest_ms = fold.newest_ms
+        stored = self.taken > 0
         self.taken = end
-        self.folded_max = max(self.folded_max, new[-1])
+        contributions = self.contributions
+        if not self.sensitive:
+            self._fold(contributions[i] for i in new)
+            return
+        sensitive = self.sensitive
+        self._fold((contributions[i][0], [s for s in contributions[i][1] if s[1] not in sensitive])
+                   for i in new)
+        # The order-sensitive sections take the events in fold order: from the last copy made
+        # before the first new event, fold again whatever follows it.
+        first = bisect_left(self.ordered, new[0])
+        self.ordered[first:] = sorted(self.ordered[first:] + new)
+        while self.checkpoints and self.checkpoints[-1][0] > first:
+            self.checkpoints.pop()
+        done, saved = self.checkpoints[-1] if self.checkpoints else (0, {})
+        if stored:
+            for section in sensitive:
+                if section in saved:
+                    self.tiles[section] = copy.deepcopy(saved[section])
+                else:
+                    self.tiles.pop(section, None)
+        while done < len(self.ordered):
+            stop = min(len(self.ordered), (done // _CHECKPOINT_EVERY + 1) * _CHECKPOINT_EVERY)
+            self._fold((contributions[i][0], [s for s in contributions[i][1] if s[1] in sensitive])
+                       for i in self.ordered[done:stop])
+            done = stop
+            if done % _CHECKPOINT_EVERY == 0:
+                self.checkpoints.append((done, {
+                    section: copy.deepcopy(self.tiles[section])
+                    for section in sensitive if section in self.tiles
+                }))
+
+    def _fold(self, contributions: Iterable[Contribution]) -> None:
+        fold = ItemFold(self.tiles, self.newest_ms)
+        fold.fold(contributions)
+        fold.finish(self.group, True, FUTURE_TOLERANCE_SECONDS)
+        self.newest_ms = fold.newest_ms
 
 
 def _order_sensitive_sections(item: ItemEvents) -> set[str]:
