@@ -21,6 +21,7 @@ import io
 import json
 import random
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from fastbreak.offline.raw_files import write_raw
 from fastbreak.serving.client import FeatureClient
 from localplatform.embedded_aws import client, embedded_aws
 from localplatform.kinesis_events import EventSource, StreamRecord, lambda_event
+from localplatform.lambda_runtime import FunctionSpec, LambdaContext
 from localplatform.stores import create_feature_stores
 
 T0 = 1_795_717_800_000
@@ -129,7 +131,7 @@ def apply(records: list[StreamRecord], delivered: set[str]) -> None:
         for start in range(0, len(pending), 25):
             batch = pending[start : start + 25]
             with contextlib.redirect_stdout(io.StringIO()):
-                response = stream_processor.handler(lambda_event(batch, SOURCE), _Context())
+                response = stream_processor.handler(lambda_event(batch, SOURCE), _context())
             assert response == {"batchItemFailures": []}, response
             delivered.update(r.sequence_number for r in batch)
 
@@ -218,22 +220,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _context() -> LambdaContext:
+    spec = FunctionSpec("parity-processor", SOURCE.function_arn, "stream_processor.handler", {},
+                        300.0, 1024, SOURCE.invoke_identity_arn)
+    return LambdaContext(spec, time.monotonic() + spec.timeout_s)
+
+
 class _Clock:
     def __init__(self, at_ms: int) -> None:
         self.at_ms = at_ms
 
     def __call__(self) -> int:
         return self.at_ms
-
-
-class _Context:
-    function_name = "parity"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:parity"
-    memory_limit_in_mb = 1024
-    aws_request_id = "parity"
-    log_group_name = "/aws/lambda/parity"
-    log_stream_name = "parity"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
