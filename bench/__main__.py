@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = (
-    "processor_throughput", "write_amplification", "feature_read", "local_pipeline", "feast_peer",
+    "processor_throughput", "write_amplification", "online_store_costs", "audience_read_fanout",
+    "feature_read", "local_pipeline", "feast_peer",
     "cost_ratios",
+    "training_set", "training_set_parity",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
@@ -27,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.only] if args.only else BENCHMARKS:
         module = importlib.import_module(f"bench.{name}")
         for result in module.run():
-            print(f"{result.name:28} {result.value:>12} {result.unit:34} "
-                  f"ratio {result.ratio:<8} {'met' if result.met else 'NOT met'}: {result.target}")
+            spread = ("" if result.ratio_spread is None else
+                      f" ({result.ratio_spread[0]}-{result.ratio_spread[1]} over "
+                      f"{result.repeats} repeats)")
+            print(f"{result.name:34} {result.value:>12} vs {result.baseline_value:<12} "
+                  f"ratio {result.ratio}{spread} {'met' if result.met else 'NOT met'}: "
+                  f"{result.target}")
             results.append(result.to_json())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

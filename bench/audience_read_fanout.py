@@ -45,9 +45,9 @@ from fastbreak.engine.layout import encode_hw, entity_pk, tile_sk
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, LIFETIME
 from fastbreak.engine.timestamps import format_ms, parse_event_time_ms
 from fastbreak.serving import FeatureClient
-from tests.fixtures.kinesis import SEQUENCE_BASE, StreamRecord, json_bytes, lambda_record
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
-from tests.fixtures.memory_kinesis import MemoryKinesis
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, json_bytes, lambda_record
+from localplatform.memory_dynamodb import MemoryDynamoDB
+from localplatform.memory_kinesis import MemoryKinesis
 
 GAME = "final-2026"
 KICKOFF_MS = 1_795_717_800_000

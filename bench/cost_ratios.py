@@ -43,8 +43,9 @@ from fastbreak.engine import hll
 from fastbreak.engine.reference import league_of
 from fastbreak.handlers import audience_stage, stream_processor
 from fastbreak.serving import FeatureClient
-from tests.fixtures.kinesis import SEQUENCE_BASE, FakeContext, StreamRecord, lambda_record
-from tests.fixtures.memory_kinesis import MemoryKinesis
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
+from localplatform.lambda_context import LambdaContext
+from localplatform.memory_kinesis import MemoryKinesis
 
 BATCH = 1_000
 BATCHES = 120
@@ -118,7 +119,7 @@ def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
             sample.extend(payloads)
         began = time.process_time()
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
-            response = stream_processor.handler(event, FakeContext())
+            response = stream_processor.handler(event, LambdaContext())
         if batch >= half:
             cpu += time.process_time() - began
         assert response == {"batchItemFailures": []}, response
@@ -129,7 +130,7 @@ def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
             began = time.process_time()
             with contextlib.redirect_stdout(io.StringIO()):
                 response = audience_stage.handler(
-                    {"Records": [lambda_record(record) for record in emitted]}, FakeContext())
+                    {"Records": [lambda_record(record) for record in emitted]}, LambdaContext())
             if batch >= half:
                 audience_cpu += time.process_time() - began
                 partial_kb += sum(math.ceil((len(r.data) + len(r.partition_key)) / 1024)

@@ -6,8 +6,12 @@ measured reads, is the bare DynamoDB calls for the same keys: the calls the read
 (BatchGetItem for group items, 100 keys a call, with the same projection; a Query per sharded
 group, none here since every user group has one item per user) on a thread pool of the same
 size, with no validation, merge, JSON or handler. What remains is the serving code's own
-cost. Target: p99 at most 1.5x the baseline's. Absolute times are moto's, not DynamoDB's:
-its server is one Python process, so parallel calls barely overlap.
+cost. Target: p99 at most 1.5x the baseline's, judged on the median over repeats
+(``bench.sampling``).
+
+Two runs: against moto directly, and through ``bench.latency_proxy``, which adds a modelled
+in-region round trip (3 ms) to every request of both sides. Absolute times are moto's, not
+DynamoDB's: its server is one Python process, so parallel calls barely overlap.
 
 The data is a day of activity of 50 fans over two shards, written by the real processor.
 moto runs in its own process here (not ``embedded_aws``'s thread): a server thread in the
@@ -21,24 +25,25 @@ import functools
 import io
 import json
 import random
-import socket
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.latency_proxy import MODEL_DELAY_MS, latency_proxy
 from bench.results_format import BenchResult
+from bench.sampling import compare, result, timed
+from bench.server_process import server_process
 from fastbreak.definitions import CATALOG
 from fastbreak.engine.online_store import BATCH_GET_LIMIT
 from fastbreak.engine.plan import compile_plan
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
-from localplatform.embedded_aws import HOST, client, free_port
+from localplatform.api_gateway import Route, proxy_event
+from localplatform.embedded_aws import HOST, client
+from localplatform.kinesis_events import lambda_event, stream_of
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import create_feature_stores
-from tests.fixtures.kinesis import FakeContext, lambda_event, stream_of
 
 TABLE, BUCKET = "fastbreak-bench-online", "fastbreak-bench-offline"
 NOW_MS = 1_795_000_000_000
@@ -48,9 +53,9 @@ GROUPS = ("user_engagement", "user_affinity", "user_experiments")
 # kept small. Reads of user groups are BatchGetItem (point look-ups), which does not scan.
 EVENTS_PER_USER = 8
 CONCURRENCY = 16
-# A batch read is now tens of ms (BatchGetItem), no longer seconds (150 Queries): 100 runs make
-# its p99 the 99th sample of 100, not the slowest of 20, on a machine shared with other work.
-SINGLE_RUNS, BATCH_RUNS, WARM_RUNS = 200, 100, 3
+# Samples per repeat: a p99 resting on the 5 (single) or 2 (batch) slowest samples of each
+# repeat, and the median over the repeats (``bench.sampling``).
+SINGLE_RUNS, BATCH_RUNS, REPEATS = 500, 200, 5
 TARGET_RATIO = 1.5
 
 
@@ -92,7 +97,7 @@ def _load(rng: random.Random) -> None:
                             shard_id=f"shardId-00000000000{shard}")
         sequence[shard] += len(batch)
         with contextlib.redirect_stdout(io.StringIO()):
-            result = stream_processor.handler(lambda_event(records), FakeContext())
+            result = stream_processor.handler(lambda_event(records), LambdaContext())
         assert result == {"batchItemFailures": []}, result
         batches[shard] = []
 
@@ -107,20 +112,7 @@ def _load(rng: random.Random) -> None:
             flush(shard)
 
 
-def _rest_event(method: str, path: str, body: str | None = None,
-                params: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "resource": path, "path": path, "httpMethod": method,
-        "headers": {}, "multiValueHeaders": {},
-        "queryStringParameters": None, "multiValueQueryStringParameters": None,
-        "pathParameters": params, "stageVariables": None,
-        "requestContext": {"requestId": "bench", "stage": "prod", "httpMethod": method,
-                           "resourcePath": path, "path": path},
-        "body": body, "isBase64Encoded": False,
-    }
-
-
-class _BareReads:
+class BareReads:
     """The baseline: the calls the reader sends for the same keys, on a pool of the same size.
 
     BatchGetItem for the group items (100 keys a call, eventually consistent, the same
@@ -154,7 +146,7 @@ class _BareReads:
             "TableName": TABLE,
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
             "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
-            "ProjectionExpression": "#sk, #state, #expires",
+            "ProjectionExpression": "#pk, #sk, #state, #expires",
             "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#state": "state",
                                          "#expires": "expires_at"},
             "ExpressionAttributeValues": {":pk": {"S": key[0]}, ":prefix": {"S": key[1] + "#"},
@@ -182,103 +174,94 @@ class _BareReads:
         return sum(self.pool.map(lambda call: call(), calls))
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return cuts[49], cuts[98]
+GET_ROUTE = Route("/v1/features/{entity_type}/{entity_id}", "GET")
+BATCH_ROUTE = Route("/v1/features/batch-get", "POST")
 
 
-def _timed(calls: list[Callable[[], Any]], runs: int) -> list[list[float]]:
-    """Run each call ``runs`` times, interleaved (alternating order), in milliseconds."""
-    samples: list[list[float]] = [[] for _ in calls]
-    for run in range(runs):
-        order = range(len(calls)) if run % 2 == 0 else reversed(range(len(calls)))
-        for index in order:
-            started = time.perf_counter()
-            calls[index]()
-            samples[index].append((time.perf_counter() - started) * 1000)
-    return samples
+def single_event(user: str) -> dict[str, Any]:
+    """``GET`` of one user's three groups, as API Gateway hands it to the handler."""
+    return proxy_event(GET_ROUTE, f"/v1/features/user/{user}", "")
+
+
+def batch_event(users: list[str]) -> dict[str, Any]:
+    body = json.dumps({"entities": [{"entity_type": "user", "entity_id": user} for user in users],
+                       "features": list(GROUPS)})
+    return proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", (), body.encode())
 
 
 def _api(event: dict[str, Any]) -> Callable[[], Any]:
     def call() -> Any:
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
-            response = feature_api.handler(event, FakeContext())
+            response = feature_api.handler(event, LambdaContext())
         assert response["statusCode"] == 200, response
         return response
 
     return call
 
 
+def _moto_process() -> contextlib.AbstractContextManager[str]:
+    return server_process("moto.server", "-H", HOST)
+
+
 @contextlib.contextmanager
-def _moto_process() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
-                break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.1)
-        yield f"http://{HOST}:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
+def loaded_store() -> Iterator[str]:
+    """moto in its own process, holding the workload as the processor wrote it."""
+    with _moto_process() as endpoint:
+        dynamodb = client("dynamodb", endpoint)
+        s3 = client("s3", endpoint)
+        create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
+        stream_processor.configure(dynamodb, s3, {"ONLINE_TABLE_NAME": TABLE,
+                                                  "OFFLINE_BUCKET_NAME": BUCKET})
+        _load(random.Random(7))
+        print(f"loaded {len(USERS) * EVENTS_PER_USER} events", file=sys.stderr)
+        yield endpoint
+
+
+def serve_from(endpoint: str) -> Any:
+    """Point the API handler at ``endpoint``; the DynamoDB client it reads with."""
+    from botocore.config import Config
+
+    dynamodb = client("dynamodb", endpoint, config=Config(max_pool_connections=CONCURRENCY))
+    feature_api.configure(dynamodb, {"ONLINE_TABLE_NAME": TABLE,
+                                     "READ_CONCURRENCY": str(CONCURRENCY)},
+                          clock_ms=lambda: NOW_MS)
+    return dynamodb
+
+
+# (name, shape, users, samples per repeat)
+SHAPES = (
+    ("single", "1 user x 3 groups", USERS[:1], SINGLE_RUNS),
+    ("batch50", "50 users x 3 groups", USERS, BATCH_RUNS),
+)
+# (name suffix, what the reads go through)
+ROUTES = (("", "moto"), ("_rtt3ms", f"moto + {MODEL_DELAY_MS:g} ms per request"))
+
+
+def event_for(users: list[str]) -> dict[str, Any]:
+    return single_event(users[0]) if len(users) == 1 else batch_event(users)
 
 
 def run() -> list[BenchResult]:
     results: list[BenchResult] = []
-    with _moto_process() as endpoint:
-        from botocore.config import Config
-
-        dynamodb = client("dynamodb", endpoint, config=Config(max_pool_connections=CONCURRENCY))
-        s3 = client("s3", endpoint)
-        create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
-        env = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET,
-               "READ_CONCURRENCY": str(CONCURRENCY)}
-        stream_processor.configure(dynamodb, s3, env)
-        _load(random.Random(7))
-        print(f"loaded {len(USERS) * EVENTS_PER_USER} events", file=sys.stderr)
-        feature_api.configure(dynamodb, env, clock_ms=lambda: NOW_MS)
-        bare = _BareReads(dynamodb)
-
-        single = _rest_event("GET", f"/v1/features/user/{USERS[0]}",
-                             params={"entity_type": "user", "entity_id": USERS[0]})
-        batch = _rest_event("POST", "/v1/features/batch-get", json.dumps({
-            "entities": [{"entity_type": "user", "entity_id": user} for user in USERS],
-            "features": list(GROUPS),
-        }))
-        shapes = [
-            ("feature_read_single", "1 user x 3 groups", single, [USERS[0]], SINGLE_RUNS),
-            ("feature_read_batch50", "50 users x 3 groups", batch, USERS, BATCH_RUNS),
-        ]
-        for name, shape, event, users, runs in shapes:
-            entities = [("user", user) for user in users]
-            calls: list[Callable[[], Any]] = [
-                _api(event), functools.partial(bare.read, entities, GROUPS)
-            ]
-            _timed(calls, WARM_RUNS)  # warm both paths: pools, connections, caches
-            ours, baseline = _timed(calls, runs)
-            print(f"{name}: {runs} runs each, ours and bare", file=sys.stderr)
-            for label, ours_ms, base_ms in zip(
-                ("p50", "p99"), _percentiles(ours), _percentiles(baseline), strict=True
-            ):
-                ratio = ours_ms / base_ms
-                results.append(BenchResult(
-                    f"{name}_{label}", round(ours_ms, 2), f"ms, {shape}, API handler",
-                    f"bare DynamoDB calls for the same keys, {label} ms", round(base_ms, 2),
-                    round(ratio, 2),
-                    f"{label} <= {TARGET_RATIO}x the bare calls"
-                    + ("" if label == "p99" else " (informational: the target is on p99)"),
-                    ratio <= TARGET_RATIO,
-                ))
+    with loaded_store() as endpoint, latency_proxy(endpoint) as modelled:
+        for suffix, route in ROUTES:
+            bare = BareReads(serve_from(modelled if suffix else endpoint))
+            for shape_name, shape, users, runs in SHAPES:
+                name = f"feature_read_{shape_name}{suffix}"
+                entities = [("user", user) for user in users]
+                for measured in compare(
+                    timed(_api(event_for(users))),
+                    timed(functools.partial(bare.read, entities, GROUPS)),
+                    runs=runs, repeats=REPEATS, label=name,
+                ):
+                    results.append(result(
+                        name, f"ms, {shape}, API handler, {route}",
+                        "bare DynamoDB calls for the same keys", measured,
+                        f"<= {TARGET_RATIO}x the bare calls", lambda r: r <= TARGET_RATIO, runs,
+                    ))
     return results
 
 
 if __name__ == "__main__":
-    for result in run():
-        print(json.dumps(result.to_json()))
+    for outcome in run():
+        print(json.dumps(outcome.to_json()))

@@ -38,9 +38,9 @@ from fastbreak.engine import (
     StreamProcessor,
 )
 from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
-from tests.fixtures.kinesis import SEQUENCE_BASE, StreamRecord, lambda_record
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
-from tests.fixtures.memory_kinesis import MemoryKinesis
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
+from localplatform.memory_dynamodb import MemoryDynamoDB
+from localplatform.memory_kinesis import MemoryKinesis
 
 BATCH = 5_000
 BATCH_SPAN_MS = 30_000

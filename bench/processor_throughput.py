@@ -19,8 +19,9 @@ from bench.results_format import BenchResult
 from fastbreak.engine import MemorySink, hll
 from fastbreak.engine.reference import league_of
 from fastbreak.handlers import stream_processor
-from tests.fixtures.kinesis import FakeContext, lambda_event
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
+from localplatform.kinesis_events import lambda_event
+from localplatform.lambda_context import LambdaContext
+from localplatform.memory_dynamodb import MemoryDynamoDB
 
 BATCH = 10_000
 TARGET_EVENTS_PER_S = 100_000
@@ -64,7 +65,7 @@ def run() -> list[BenchResult]:
 
     def invoke(_: Any) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation
-            response = stream_processor.handler(event, FakeContext())
+            response = stream_processor.handler(event, LambdaContext())
         assert response == {"batchItemFailures": []}, response
 
     decode_s = _best_of(5, lambda: None, decode)

@@ -13,9 +13,14 @@ class BenchResult:
     unit: str
     baseline: str  # what the value is compared with
     baseline_value: float
-    ratio: float  # value / baseline_value
+    ratio: float  # value / baseline_value (the median of the repeats' ratios when repeated)
     target: str
     met: bool
+    # Latency percentiles are measured several times (``bench.sampling``): how many times, with
+    # how many samples each, and the lowest and highest of the repeats' ratios.
+    repeats: int = 1
+    samples_per_repeat: int | None = None
+    ratio_spread: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import SEQUENCE_BASE, StreamRecord, json_bytes
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, json_bytes
 
 T0 = 1_795_717_800_000
 

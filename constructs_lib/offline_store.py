@@ -246,8 +246,12 @@ class OfflineStore(Construct):
         self.transform_function: lambda_.Function = transform.function
         self.transform_role: iam.Role = transform.role
         self.transform_log_group: logs.ILogGroup = transform.log_group
+        self.delivery_role = self._delivery_role(database_name, stack)
         destination = firehose.S3Bucket(
             self.bucket,
+            # Immutable: the L2's own grants (read-write on the whole bucket, ReEncrypt on the
+            # key) are dropped; ``_delivery_role`` grants exactly what the delivery does.
+            role=self.delivery_role.without_policy_updates(),
             data_output_prefix=RAW_OBJECT_PREFIX,
             error_output_prefix=RAW_ERROR_OBJECT_PREFIX,
             buffering_interval=buffer_interval,
@@ -281,6 +285,8 @@ class OfflineStore(Construct):
             destination=destination,
         )
         self.delivery_stream.node.add_dependency(self.raw_table)
+        # Firehose checks its permissions when the stream is created: the role's policy first.
+        self.delivery_stream.node.add_dependency(self.delivery_role)
         self._acknowledge_findings()
 
         self.workgroup = athena.CfnWorkGroup(
@@ -304,11 +310,67 @@ class OfflineStore(Construct):
             ),
         )
 
-    def _acknowledge_findings(self) -> None:
-        firehose_writes = (
-            "the Firehose L2 grants its S3 destination role the object-level actions a "
-            "delivery with dynamic partitioning and error output needs, on this one bucket"
+    def _delivery_role(self, database_name: str, stack: Stack) -> iam.Role:
+        """What the delivery does to the destination, and nothing else: write objects under
+        raw/ and raw-errors/ (never delete or read elsewhere), encrypt them with the store's key
+        through S3, read the raw table's schema, invoke the transformation, write its log."""
+        role = iam.Role(
+            self,
+            "DeliveryRole",
+            assumed_by=iam.ServicePrincipal(
+                "firehose.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            ),
+            description="Fastbreak raw delivery: writes raw/ and raw-errors/ of the offline store",
         )
+        written = [self.bucket.arn_for_objects(f"{prefix}*")
+                   for prefix in (RAW_PREFIX, RAW_ERROR_PREFIX)]
+        statements = [
+            # GetObject on its own prefixes only: AWS's policy for an S3 destination lists it.
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"],
+                resources=written,
+            ),
+            iam.PolicyStatement(
+                actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                resources=[self.bucket.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[self.key.key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"},
+                    # The bucket uses an S3 Bucket Key: the context is the bucket, not the object.
+                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": [
+                        self.bucket.bucket_arn, self.bucket.arn_for_objects("*"),
+                    ]},
+                },
+            ),
+            iam.PolicyStatement(
+                actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    stack.format_arn(service="glue", resource="database",
+                                     resource_name=database_name),
+                    stack.format_arn(service="glue", resource="table",
+                                     resource_name=f"{database_name}/raw_events"),
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],
+                resources=[self.transform_function.function_arn,
+                           f"{self.transform_function.function_arn}:$LATEST"],
+            ),
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.delivery_log_group.log_group_arn],
+            ),
+        ]
+        for statement in statements:
+            role.add_to_policy(statement)
+        return role
+
+    def _acknowledge_findings(self) -> None:
         acknowledge(
             self.delivery_stream,
             {
@@ -317,34 +379,28 @@ class OfflineStore(Construct):
                     "Kinesis source Firehose cannot set its own SSE, and it writes to the bucket "
                     "with the offline store's CMK"
                 ),
-                "AwsSolutions::AwsSolutions-IAM5[Action::s3:Abort*]": firehose_writes,
-                "AwsSolutions::AwsSolutions-IAM5[Action::s3:DeleteObject*]": firehose_writes,
-                "AwsSolutions::AwsSolutions-IAM5[Action::s3:GetBucket*]": firehose_writes,
-                "AwsSolutions::AwsSolutions-IAM5[Action::s3:GetObject*]": firehose_writes,
-                "AwsSolutions::AwsSolutions-IAM5[Action::s3:List*]": firehose_writes,
-                iam5_resource_finding(self, self.bucket.arn_for_objects("*")): (
-                    "Firehose writes objects under partition prefixes computed per record "
-                    "(raw/event_date=.../event_hour=...), so the object ARN must end in a wildcard"
-                ),
-                iam5_resource_finding(self, f"{self.transform_function.function_arn}:*"): (
-                    "lambda:InvokeFunction granted by the Firehose L2 on the raw table's "
-                    "transformation function and its versions and aliases (ARN:*), no other "
-                    "function"
-                ),
-                "AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": (
-                    "Firehose encrypts each delivered object with the offline store's CMK only"
-                ),
-                "AwsSolutions::AwsSolutions-IAM5[Action::kms:ReEncrypt*]": (
-                    "granted by the Firehose L2 on the offline store's CMK only, for objects "
-                    "it rewrites on retry"
-                ),
-                "AwsSolutions::AwsSolutions-IAM5[Resource::*]": (
-                    "glue:GetSchemaVersion, added by the Firehose L2 for format conversion; "
-                    "schema registry versions have no narrower ARN, and the table is Glue catalog"
-                ),
                 "NIST.800.53.R5::NIST.800.53.R5-IAMNoInlinePolicy": (
-                    "the Firehose L2 generates one inline policy per role, used by this delivery "
-                    "stream only; a customer-managed policy would be attached nowhere else"
+                    "the Firehose L2 generates one inline policy for the role that reads the "
+                    "events stream, used by this delivery stream only; a customer-managed policy "
+                    "would be attached nowhere else"
+                ),
+            },
+        )
+        partitions = (
+            "Firehose names each object under a partition prefix computed per record "
+            "(raw/event_date=.../event_hour=..., raw-errors/<error type>/<day>/), so the object "
+            "ARN ends in a wildcard; the role may write, and read back, nothing outside them"
+        )
+        acknowledge(
+            self.delivery_role,
+            {
+                iam5_resource_finding(self, self.bucket.arn_for_objects(f"{RAW_PREFIX}*")):
+                    partitions,
+                iam5_resource_finding(self, self.bucket.arn_for_objects(f"{RAW_ERROR_PREFIX}*")):
+                    partitions,
+                "NIST.800.53.R5::NIST.800.53.R5-IAMNoInlinePolicy": (
+                    "one inline policy for this delivery role, used by this delivery stream "
+                    "only; a customer-managed policy would be attached nowhere else"
                 ),
             },
         )

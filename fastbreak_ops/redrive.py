@@ -172,8 +172,8 @@ def as_lambda_event(batch: FailedBatch, records: Sequence[dict[str, Any]],
     """The records as the mapping handed them to the function."""
     source = EventSource(batch.stream_arn, batch.function_arn, role_arn, region)
     return lambda_event(
-        [StreamRecord(batch.shard_id, record["SequenceNumber"], record["PartitionKey"],
-                      record["Data"], _epoch(record["ApproximateArrivalTimestamp"]))
+        [StreamRecord(record["SequenceNumber"], record["PartitionKey"], record["Data"],
+                      _epoch(record["ApproximateArrivalTimestamp"]), batch.shard_id)
          for record in records],
         source,
     )
@@ -380,9 +380,9 @@ def _code(error: ClientError) -> str:
 
 
 # ---- the command -------------------------------------------------------------------------------
-def parser() -> ArgumentParser:
+def parser(prog: str = PROG) -> ArgumentParser:
     root = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Replay the stream processor's on-failure queue: fetch each failed "
         "batch's records from the stream, run them through the processor (events already "
         "applied are skipped), delete the message when all were applied, and report what "
@@ -411,8 +411,8 @@ def parser() -> ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
     import boto3
 
     session = boto3.session.Session(region_name=args.region)

@@ -1,4 +1,4 @@
-"""``python -m fastbreak_producer``; needs ``lambdas/`` on PYTHONPATH, as every Make target sets."""
+"""``python -m fastbreak_producer`` (``.venv/bin/python`` has the repository on its path)."""
 
 from fastbreak_producer.cli import main
 

@@ -1,4 +1,5 @@
-"""``python -m localplatform demo [options]`` (``make demo ARGS="..."``)."""
+"""``python -m localplatform demo [options]`` (``make demo ARGS="..."``) and
+``python -m localplatform serve``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,29 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastbreak_producer.cli import positive
+from localplatform.assembly import QUIET_JSII
 from localplatform.offline_export import DEFAULT_DESTINATION
 
+DEFAULT_ENV_FILE = Path(".fastbreak") / "local.env"
 
-def parser() -> argparse.ArgumentParser:
+
+def file_in_existing_folder(text: str) -> Path:
+    """Checked before the run, not after it: a summary that cannot be written would be lost."""
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} is not writable")
+    return path
+
+
+def parser(prog: str = "python -m localplatform") -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m localplatform",
+        prog=prog,
         description="Fastbreak's embedded local platform: the synthesized templates deployed "
         "into moto on 127.0.0.1, the real handlers in-process. No AWS account, no Docker.",
     )
@@ -23,25 +41,35 @@ def parser() -> argparse.ArgumentParser:
         description="Run a live-games workload through producer, stream, processor, online "
         "store, feature API, Firehose and alarms; ends by itself (about a minute by default).",
     )
-    demo.add_argument("--duration", type=float, default=60.0,
+    demo.add_argument("--duration", type=positive(float), default=60.0,
                       help="seconds of traffic (default 60)")
-    demo.add_argument("--rate", type=float, default=20.0,
+    demo.add_argument("--rate", type=positive(float), default=20.0,
                       help="fan events per second between scoring plays (default 20: within what "
                       "moto's DynamoDB sustains, see docs/local-platform.md)")
-    demo.add_argument("--games", type=int, default=4, help="concurrent games (default 4)")
+    demo.add_argument("--games", type=positive(int), default=4, help="concurrent games (default 4)")
     demo.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     demo.add_argument("--aggregate", action="store_true",
                       help="producers KPL-aggregate events of one partition key")
     demo.add_argument("--serve", action="store_true",
-                      help="keep the feature API up after the run, until Ctrl-C")
+                      help="keep the platform and its feature API up after the run, until Ctrl-C")
     demo.add_argument("--fault-drill", action="store_true",
                       help="break the processor until its alarms page, then recover "
                       "(runs until the alarms are back to OK, about two minutes)")
-    demo.add_argument("--summary-json", type=Path, default=None,
-                      help="also write the summary to this JSON file")
-    demo.add_argument("--workdir", type=Path, default=None,
-                      help="keep the cloud assembly and function logs here "
-                      "(default: a temporary folder)")
+    demo.add_argument("--summary-json", type=file_in_existing_folder, default=None,
+                      help="also write the summary to this JSON file (docs/local-platform.md, "
+                      "'The summary')")
+    serve = commands.add_parser(
+        "serve", help="start the platform with no traffic and keep it up until Ctrl-C",
+        description="Start the platform and keep it up until Ctrl-C: send events with the "
+        "producer, read features with the API or the FeatureClient.",
+    )
+    for command in (demo, serve):
+        command.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE,
+                             help="write the endpoint and resource names here as shell exports "
+                             f"while the platform runs (default {DEFAULT_ENV_FILE})")
+        command.add_argument("--workdir", type=Path, default=None,
+                             help="keep the cloud assembly and function logs here "
+                             "(default: a temporary folder)")
     demo.add_argument("--offline-output", type=Path, default=DEFAULT_DESTINATION,
                       help="copy the offline store's raw/, features/ and quarantine/ files here "
                       "after the run (default: demo-output/offline in the repository, "
@@ -49,22 +77,31 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    # Imported after parsing so that --help answers at once.
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
+    for name, value in QUIET_JSII.items():
+        os.environ.setdefault(name, value)
+    # Imported after parsing so that --help and argument errors answer at once.
     from rich.console import Console
 
-    from localplatform.demo import DemoOptions, run_demo
+    from localplatform.demo import DemoOptions, run_demo, serve
 
     console = Console(file=sys.__stdout__)
-    summary = run_demo(
-        DemoOptions(duration_s=args.duration, rate=args.rate, games=args.games, seed=args.seed,
-                    aggregate=args.aggregate, serve=args.serve, fault_drill=args.fault_drill,
-                    summary_json=args.summary_json, workdir=args.workdir,
-                    offline_output=args.offline_output),
-        console,
-    )
+    try:
+        if args.command == "serve":
+            serve(console, args.env_file, args.workdir)
+            return 0
+        summary = run_demo(
+            DemoOptions(duration_s=args.duration, rate=args.rate, games=args.games,
+                        seed=args.seed, aggregate=args.aggregate, serve=args.serve,
+                        fault_drill=args.fault_drill, summary_json=args.summary_json,
+                        workdir=args.workdir, env_file=args.env_file,
+                        offline_output=args.offline_output),
+            console,
+        )
+    except KeyboardInterrupt:
+        console.print("interrupted; the platform is stopped")
+        return 130
     lost = summary["producer_failed"] or not summary["caught_up"]
     return 1 if lost else 0
 

@@ -1,8 +1,10 @@
 """``make demo``: the live-games workload through the whole local platform, with a summary.
 
-Progress shows events sent and processed per second, freshness and alarm states; pages are
-printed as they arrive. The summary (also written as JSON with ``--summary-json``) counts
-what went in and where it went, and reads sample feature vectors back through the local API.
+Progress shows events sent and processed per second, freshness and alarm states (a live view
+on a terminal, a line every few seconds otherwise); pages are printed as they arrive. The
+summary (also written as JSON with ``--summary-json``, see docs/local-platform.md) counts what
+went in and where it went, and reads sample feature vectors back through the local API.
+``serve`` starts the platform alone and keeps it up.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 
 from fastbreak_producer import Producer, ProducerConfig
@@ -38,6 +43,7 @@ FIREHOSE_BUFFER_S = 10.0
 RETRY_BACKOFF_S, RETRY_BACKOFF_CAP_S = 0.5, 5.0
 DRILL_TIME_LIMIT_S = 300.0
 REFRESH_S = 0.5
+PLAIN_PROGRESS_EVERY_S = 5.0  # when the output is not a terminal: a log line, not a live view
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class DemoOptions:
     workdir: Path | None = None
     # Where the offline store's files are copied after the run (moto's S3 vanishes with it).
     offline_output: Path | None = None
+    env_file: Path | None = None
 
 
 class _Progress:
@@ -78,15 +85,11 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         workdir=options.workdir, alarm_time_scale=ALARM_TIME_SCALE,
         firehose_buffer_seconds=FIREHOSE_BUFFER_S, retry_backoff_s=RETRY_BACKOFF_S,
         retry_backoff_cap_s=RETRY_BACKOFF_CAP_S,
-        mapping_hooks=MappingHooks(on_success=tracker.on_visible),
+        mapping_hooks=MappingHooks(on_success=tracker.on_visible), env_file=options.env_file,
     )
     platform = LocalPlatform(platform_options)
     try:
-        with console.status("synthesizing the CDK app and deploying it into the embedded AWS"):
-            started = time.monotonic()
-            platform.start()
-        console.print(f"[green]platform up[/] in {time.monotonic() - started:.1f}s: "
-                      f"{_deployment_line(platform)}")
+        _start(platform, console, options.env_file)
         summary = _run(platform, options, tracker, console)
         if options.offline_output is not None:
             summary["offline_files"] = _keep_offline_files(platform, options.offline_output)
@@ -96,10 +99,34 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         if "offline_files" in summary:
             console.print(_offline_files_line(summary["offline_files"]))
         if options.serve:
-            _serve(platform, console)
+            _wait_for_ctrl_c(platform, console)
         return summary
     finally:
         platform.stop()
+
+
+def serve(console: Console, env_file: Path | None, workdir: Path | None = None) -> None:
+    """The platform alone, until Ctrl-C."""
+    platform = LocalPlatform(PlatformOptions(workdir=workdir, env_file=env_file))
+    try:
+        _start(platform, console, env_file)
+        _wait_for_ctrl_c(platform, console)
+    finally:
+        platform.stop()
+
+
+def _start(platform: LocalPlatform, console: Console, env_file: Path | None) -> None:
+    with _status(console, "synthesizing the CDK app and deploying it into the embedded AWS"):
+        started = time.monotonic()
+        platform.start()
+    console.print(f"[green]platform up[/] in {time.monotonic() - started:.1f}s: "
+                  f"{_deployment_line(platform)}", soft_wrap=True)
+    # Names and commands are never wrapped or cut: they are there to be copied.
+    for line in _names_lines(platform):
+        console.print(line, soft_wrap=True, highlight=False)
+    if env_file is not None:
+        console.print(f"exported in {env_file} while the platform runs: "
+                      f"[bold]source {env_file}[/]", soft_wrap=True, highlight=False)
 
 
 def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracker,
@@ -128,23 +155,29 @@ def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracke
     )
     sender.start()
     mapping = platform.events_mapping
-    with Live(console=console, refresh_per_second=4, transient=True) as live:
+    last_line = 0.0
+    with _live(console) as live:
         while sender.is_alive():
             elapsed = time.monotonic() - progress.started
             pages = platform.drain_pages()
             for page in pages:
                 progress.pages.append(page)
                 if _worth_showing(page):
-                    live.console.print(_page_line(page, elapsed))
+                    console.print(_page_line(page, elapsed))
             if drill is not None:
                 drill.step(pages)
             if elapsed >= options.duration_s and (drill is None or drill.done):
                 stop.set()
-            live.update(_progress_view(platform, producer, mapping.stats.records_succeeded,
-                                       tracker, progress, drill))
+            moment = _moment(platform, producer, mapping.stats.records_succeeded, tracker,
+                             progress, drill)
+            if live is not None:
+                live.update(_progress_view(moment))
+            elif elapsed - last_line >= PLAIN_PROGRESS_EVERY_S:
+                last_line = elapsed
+                console.print(_progress_line(moment), soft_wrap=True)
             time.sleep(REFRESH_S)
     sender.join()
-    with console.status("waiting for the pipeline to catch up"):
+    with _status(console, "waiting for the pipeline to catch up"):
         caught_up = platform.wait_until_processed(timeout=120)
         platform.drain_deliveries(timeout=60)
         time.sleep(1.5)  # one more alarm evaluation over the final metrics
@@ -156,6 +189,39 @@ def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracke
 
 
 # ---- views ---------------------------------------------------------------------------------
+# Rich's live displays replace sys.stdout by default, and the handlers' EMF lines printed while
+# one runs would then land on the terminal instead of the function's log (output_capture).
+@contextmanager
+def _live(console: Console) -> Iterator[Live | None]:
+    """A live view on a terminal; None (print lines instead) when the output is a file or pipe."""
+    if not console.is_terminal:
+        yield None
+        return
+    with Live(console=console, refresh_per_second=4, transient=True, redirect_stdout=False,
+              redirect_stderr=False) as live:
+        yield live
+
+
+@contextmanager
+def _status(console: Console, text: str) -> Iterator[None]:
+    with _live(console) as live:
+        if live is None:
+            console.print(f"{text}...")
+        else:
+            live.update(Spinner("dots", text))
+        yield
+
+
+def _names_lines(platform: LocalPlatform) -> list[str]:
+    labels = {
+        "AWS_ENDPOINT_URL": "endpoint (every AWS service)", "AWS_REGION": "region",
+        "FASTBREAK_STREAM": "events stream", "FASTBREAK_ONLINE_TABLE": "online store table",
+        "FASTBREAK_OFFLINE_BUCKET": "offline store bucket", "FASTBREAK_API_URL": "feature API",
+    }
+    names = platform.environment()
+    return [f"  {label:30} {names[name]}" for name, label in labels.items() if name in names]
+
+
 def _deployment_line(platform: LocalPlatform) -> str:
     assert platform.deployment is not None
     stacks = ", ".join(stack.name for stack in platform.deployment.stacks)
@@ -167,35 +233,61 @@ def _api_url(platform: LocalPlatform) -> str:
     return platform.api.url if platform.api is not None else "(no API in the templates)"
 
 
-def _progress_view(platform: LocalPlatform, producer: Producer, processed: int,
-                   tracker: FreshnessTracker, progress: _Progress,
-                   drill: FaultDrill | None) -> Group:
+@dataclass(frozen=True)
+class _Moment:
+    elapsed_s: float
+    sent: int
+    sent_rate: float
+    processed: int
+    processed_rate: float
+    partials_merged: int
+    quarantined: float
+    freshness: tuple[float | None, float | None]
+    alarms: str
+
+
+def _moment(platform: LocalPlatform, producer: Producer, processed: int,
+            tracker: FreshnessTracker, progress: _Progress, drill: FaultDrill | None) -> _Moment:
     sent = producer.report.events_accepted
     sent_rate, processed_rate = progress.rates(sent, processed)
-    p50, p99 = tracker.percentiles(since=max(0, len(tracker.lags_ms) - 2000))
+    assert platform.alarms is not None
+    states = platform.alarms.states()
+    firing = [name for name, state in states.items() if state == "ALARM"]
+    alarms = (f"alarms: {len(states) - len(firing)} OK, "
+              + (f"[red]{len(firing)} ALARM: {', '.join(_short(n) for n in firing)}[/]"
+                 if firing else "0 ALARM")
+              + f"   pages received: {len(progress.pages)}"
+              + (f"   drill: [bold]{drill.phase.value}[/]" if drill else ""))
+    return _Moment(
+        time.monotonic() - progress.started, sent, sent_rate, processed, processed_rate,
+        platform.audience_mapping.stats.records_succeeded,
+        platform.metrics.total("Fastbreak", "RecordsInvalid", _service()),
+        tracker.percentiles(since=max(0, len(tracker.lags_ms) - 2000)), alarms,
+    )
+
+
+def _progress_view(moment: _Moment) -> RenderableType:
     table = Table(show_header=True, header_style="bold", box=None)
     for column in ("elapsed", "sent", "sent/s", "processed", "processed/s", "partials merged",
                    "quarantined", "freshness p50 / p99"):
         table.add_column(column, justify="right")
+    p50, p99 = moment.freshness
     table.add_row(
-        f"{time.monotonic() - progress.started:5.0f}s", f"{sent:,}", f"{sent_rate:,.0f}",
-        f"{processed:,}", f"{processed_rate:,.0f}",
-        f"{platform.audience_mapping.stats.records_succeeded:,}",
-        f"{platform.metrics.total('Fastbreak', 'RecordsInvalid', _service()):,.0f}",
+        f"{moment.elapsed_s:5.0f}s", f"{moment.sent:,}", f"{moment.sent_rate:,.0f}",
+        f"{moment.processed:,}", f"{moment.processed_rate:,.0f}", f"{moment.partials_merged:,}",
+        f"{moment.quarantined:,.0f}",
         f"{_ms(p50)} / {_ms(p99)}",
     )
-    assert platform.alarms is not None
-    states = platform.alarms.states()
-    alarms = Table(show_header=False, box=None)
-    firing = [name for name, state in states.items() if state == "ALARM"]
-    alarms.add_row(
-        f"alarms: {len(states) - len(firing)} OK, "
-        + (f"[red]{len(firing)} ALARM: {', '.join(_short(n) for n in firing)}[/]"
-           if firing else "0 ALARM")
-        + f"   pages received: {len(progress.pages)}"
-        + (f"   drill: [bold]{drill.phase.value}[/]" if drill else "")
-    )
-    return Group(table, alarms)
+    return Group(table, moment.alarms)
+
+
+def _progress_line(moment: _Moment) -> str:
+    p50, p99 = moment.freshness
+    return (f"{moment.elapsed_s:5.0f}s  sent {moment.sent:,} ({moment.sent_rate:,.0f}/s)  "
+            f"processed {moment.processed:,} ({moment.processed_rate:,.0f}/s)  "
+            f"partials merged {moment.partials_merged:,}  "
+            f"quarantined {moment.quarantined:,.0f}  freshness p50 {_ms(p50)} / p99 {_ms(p99)}"
+            f"  {moment.alarms}")
 
 
 def _worth_showing(page: dict[str, Any]) -> bool:
@@ -208,7 +300,7 @@ def _page_line(page: dict[str, Any], elapsed: float) -> str:
     colour = "red" if page.get("NewStateValue") == "ALARM" else "green"
     return (f"[{colour}]{elapsed:5.0f}s PAGE {page.get('NewStateValue')}: "
             f"{page.get('AlarmName')}[/] ({page.get('OldStateValue')} -> "
-            f"{page.get('NewStateValue')}) {page.get('NewStateReason', '')[:90]}")
+            f"{page.get('NewStateValue')}) {page.get('NewStateReason', '')}")
 
 
 def _pages_line(pages: list[dict[str, Any]]) -> str:
@@ -254,11 +346,20 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 
 def _vector_line(vector: Any) -> str:
     if not isinstance(vector, dict):
-        return str(vector)[:140]
+        return str(vector)
     features = vector.get("features", {})
-    shown = [f"{name.split('.', 1)[-1]}={value['value']}"
+    shown = [f"{name.split('.', 1)[-1]}={_value_text(value['value'])}"
              for name, value in features.items() if isinstance(value, dict)]
-    return ", ".join(shown[:6])[:160] or "(no features yet)"
+    return ", ".join(shown[:6]) or "(no features yet)"
+
+
+def _value_text(value: Any) -> str:
+    """Floats to 6 significant digits (the JSON summary keeps them whole)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value_text(item) for item in value) + "]"
+    return str(value)
 
 
 # ---- summary -------------------------------------------------------------------------------
@@ -358,11 +459,13 @@ def _samples(platform: LocalPlatform) -> dict[str, Any]:
     return samples
 
 
-def _serve(platform: LocalPlatform, console: Console) -> None:
-    console.print(f"[bold]serving the feature API at {_api_url(platform)}[/] (Ctrl-C stops):\n"
-                  f"  curl {_api_url(platform)}/v1/features/user/user-000000\n"
-                  f"  curl -X POST {_api_url(platform)}/v1/features/batch-get -d "
-                  "'{\"entities\": [{\"entity_type\": \"game\", \"entity_id\": \"game-000\"}]}'")
+def _wait_for_ctrl_c(platform: LocalPlatform, console: Console) -> None:
+    url = _api_url(platform)
+    console.print(f"[bold]the platform is up[/] (Ctrl-C stops it); try:\n"
+                  f"  curl {url}/v1/features/user/user-000000\n"
+                  f"  curl -X POST {url}/v1/features/batch-get -d "
+                  "'{\"entities\": [{\"entity_type\": \"game\", \"entity_id\": \"game-000\"}]}'",
+                  soft_wrap=True, highlight=False)
     try:
         while True:
             time.sleep(1)

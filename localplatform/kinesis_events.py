@@ -1,24 +1,34 @@
 """Kinesis records as the Lambda service hands them to a function, and as it reports them to
-an on-failure destination. Field for field the shapes AWS documents."""
+an on-failure destination. Field for field the shapes AWS documents.
+
+The one home of these shapes: the event source mapping emulator builds its invocations with
+them, and tests and benchmarks build theirs (``stream_of``) with the same code.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+SHARD = "shardId-000000000000"
+# Sequence numbers run to 128 decimal digits (56 today): records built for tests start here,
+# never at small integers that a numeric column or a float would hold.
+SEQUENCE_BASE = 49590338271490256608559692538361571095921575989136588898
 
 
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
     """One record read from a shard (moto's sequence numbers are decimal strings too)."""
 
-    shard_id: str
     sequence_number: str
     partition_key: str
     data: bytes
     arrival: float  # epoch seconds, Kinesis's ApproximateArrivalTimestamp
+    shard_id: str = SHARD
 
     @property
     def sequence(self) -> int:
@@ -36,11 +46,22 @@ class EventSource:
     region: str
 
 
-def lambda_event(records: Sequence[StreamRecord], source: EventSource) -> dict[str, Any]:
-    return {"Records": [_lambda_record(record, source) for record in records]}
+# A mapping of moto's default account, for events built outside a deployed platform.
+EXAMPLE_SOURCE = EventSource(
+    stream_arn="arn:aws:kinesis:us-east-1:123456789012:stream/fastbreak-events",
+    function_arn="arn:aws:lambda:us-east-1:123456789012:function:fastbreak-stream-processor",
+    invoke_identity_arn="arn:aws:iam::123456789012:role/fastbreak-processor",
+    region="us-east-1",
+)
 
 
-def _lambda_record(record: StreamRecord, source: EventSource) -> dict[str, Any]:
+def lambda_event(
+    records: Sequence[StreamRecord], source: EventSource = EXAMPLE_SOURCE
+) -> dict[str, Any]:
+    return {"Records": [lambda_record(record, source) for record in records]}
+
+
+def lambda_record(record: StreamRecord, source: EventSource = EXAMPLE_SOURCE) -> dict[str, Any]:
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -99,3 +120,27 @@ def on_failure_record(
 def iso_millis(epoch_seconds: float) -> str:
     moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# ---- records built without a stream (tests, benchmarks) --------------------------------------
+def json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def stream_of(
+    documents: Sequence[dict[str, Any]], arrival_s: float, *, start: int = 0,
+    shard_id: str = SHARD, partition_key_field: str = "user_id",
+) -> list[StreamRecord]:
+    """One record per document, with consecutive 56-digit sequence numbers from
+    ``SEQUENCE_BASE + start``."""
+    return [
+        StreamRecord(
+            str(SEQUENCE_BASE + start + offset),
+            str(document.get(partition_key_field, "pk")),
+            json_bytes(document),
+            arrival_s,
+            shard_id,
+        )
+        for offset, document in enumerate(documents)
+    ]
+

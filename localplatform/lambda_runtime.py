@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from localplatform import output_capture
 from localplatform.deploy import DeployedStack
 from localplatform.intrinsics import attribute
+from localplatform.lambda_context import LambdaContext
 from localplatform.metrics import MetricStore
 
 # One process hosts every function, and the handlers read their configuration from
@@ -73,23 +73,6 @@ class FunctionSpec:
         )
 
 
-class LambdaContext:
-    """The attributes of Lambda's context object that handlers and Powertools read."""
-
-    def __init__(self, spec: FunctionSpec, deadline: float) -> None:
-        self.function_name = spec.name
-        self.function_version = spec.version
-        self.invoked_function_arn = spec.arn
-        self.memory_limit_in_mb = spec.memory_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{spec.name}"
-        self.log_stream_name = "local"
-        self._deadline = deadline
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
 class LocalFunction:
     def __init__(self, spec: FunctionSpec, metrics: MetricStore, log_dir: Path) -> None:
         self.spec = spec
@@ -122,7 +105,8 @@ class LocalFunction:
         dimensions = {"FunctionName": self.spec.name}
         self.metrics.put("AWS/Lambda", "Invocations", 1, dimensions)
         started = time.monotonic()
-        context = LambdaContext(self.spec, started + self.spec.timeout_s)
+        context = LambdaContext.invocation(self.spec.name, self.spec.arn, self.spec.memory_mb,
+                                           self.spec.timeout_s, version=self.spec.version)
         try:
             with output_capture.captured(self._log_line):
                 if not self._warm:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import tempfile
 import urllib.request
 from contextlib import ExitStack
@@ -49,6 +50,9 @@ class PlatformOptions:
     retry_backoff_cap_s: float = 30.0
     api_port: int = 0
     mapping_hooks: MappingHooks = field(default_factory=MappingHooks)
+    # Where to write the platform's endpoint and resource names as shell exports while it
+    # runs (removed when it stops); None writes nothing.
+    env_file: Path | None = None
 
 
 class LocalPlatform:
@@ -115,6 +119,8 @@ class LocalPlatform:
         )
         self.alarms.start()
         self._exit.callback(self.alarms.stop)
+        if self.options.env_file is not None:
+            self._write_env_file(self.options.env_file)
 
     def stop(self) -> None:
         self._exit.close()
@@ -197,8 +203,8 @@ class LocalPlatform:
     def _start_api(self, deployment: Deployment) -> None:
         for stack in deployment.stacks:
             if stack.resources("AWS::ApiGateway::RestApi"):
-                self.api = LocalApiGateway(stack, self.invokers, self.metrics,
-                                           self.options.api_port)
+                self.api = LocalApiGateway.from_template(stack, self.invokers, self.metrics,
+                                                         self.options.api_port)
                 self.api.start()
                 self._exit.callback(self.api.stop)
 
@@ -217,6 +223,41 @@ class LocalPlatform:
         for topic in topics:
             sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
                           Attributes={"RawMessageDelivery": "true"})
+
+    def environment(self) -> dict[str, str]:
+        """What a shell or a program needs to use this platform: the AWS SDK's standard
+        settings (endpoint, region, dummy credentials) and the names of what it deployed."""
+        names = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "fastbreak-local",
+            "AWS_SECRET_ACCESS_KEY": "fastbreak-local",
+            "FASTBREAK_STREAM": self.stream_name,
+            "FASTBREAK_ONLINE_TABLE": self.table_name,
+            "FASTBREAK_OFFLINE_BUCKET": self.offline_bucket(),
+            "FASTBREAK_ON_FAILURE_QUEUE_URL": self.on_failure_queue_url,
+        }
+        if self.api is not None:
+            names["FASTBREAK_API_URL"] = self.api.url
+        return names
+
+    def _write_env_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = (
+            "# The Fastbreak local platform, while it runs (written at start, removed at stop).\n"
+            "# `source` this file: AWS SDKs and CLIs of the shell then talk to the platform.\n"
+            + "".join(f"export {name}={shlex.quote(value)}\n"
+                      for name, value in self.environment().items())
+        )
+        path.write_text(text)
+
+        def remove() -> None:
+            # Only our own: a platform started later may have written its own since.
+            if path.exists() and path.read_text() == text:
+                path.unlink()
+
+        self._exit.callback(remove)
 
     # ---- conveniences for the demo, tests and benchmark ----------------------------------
     def physical_name(self, resource_type: str, prefix: str = "") -> str:

@@ -61,7 +61,7 @@ def read_shard(
             time.sleep(IDLE_POLL_S)
             continue
         deliver([
-            StreamRecord(shard_id, raw["SequenceNumber"], raw["PartitionKey"], raw["Data"],
-                         raw["ApproximateArrivalTimestamp"].timestamp())
+            StreamRecord(raw["SequenceNumber"], raw["PartitionKey"], raw["Data"],
+                         raw["ApproximateArrivalTimestamp"].timestamp(), shard_id)
             for raw in raw_records
         ])

@@ -53,8 +53,8 @@ class StreamTail:
                 if not records:
                     break
                 found.setdefault(shard_id, []).extend(
-                    StreamRecord(shard_id, raw["SequenceNumber"], raw["PartitionKey"],
-                                 raw["Data"], raw["ApproximateArrivalTimestamp"].timestamp())
+                    StreamRecord(raw["SequenceNumber"], raw["PartitionKey"], raw["Data"],
+                                 raw["ApproximateArrivalTimestamp"].timestamp(), shard_id)
                     for raw in records
                 )
             self._iterators[shard_id] = iterator

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,19 +23,24 @@ from localplatform.platform import LocalPlatform, PlatformOptions
 
 pytestmark = pytest.mark.e2e
 
-NOW = datetime.now(UTC)
-EVENT_TIME = NOW.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+# Events are dated when the module's platform sends them, not when pytest collected the module:
+# under xdist a module can start minutes later, past the 5-minute windows it reads.
+SENT_AT = [datetime.now(UTC)]
+
+
+def event_time() -> str:
+    return SENT_AT[0].strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def view(index: int, user: str) -> dict[str, Any]:
     return {"event_type": "content_view", "schema_version": 2, "event_id": f"view-{index}",
-            "event_time": EVENT_TIME, "user_id": user, "content_id": f"content-{index % 3}",
+            "event_time": event_time(), "user_id": user, "content_id": f"content-{index % 3}",
             "sport": "soccer", "surface": "home"}
 
 
 def play(index: int, user: str, game: str) -> dict[str, Any]:
     return {"event_type": "video_play", "schema_version": 1, "event_id": f"play-{index}",
-            "event_time": EVENT_TIME, "user_id": user, "content_id": "clip-1",
+            "event_time": event_time(), "user_id": user, "content_id": "clip-1",
             "game_id": game, "watch_seconds": 30.0}
 
 
@@ -42,6 +48,7 @@ def play(index: int, user: str, game: str) -> dict[str, Any]:
 def platform() -> Iterator[LocalPlatform]:
     with LocalPlatform(PlatformOptions(firehose_buffer_seconds=0.5)) as running:
         producer = Producer(running.client("kinesis"), running.stream_name)
+        SENT_AT[0] = datetime.now(UTC)
         for index in range(12):
             producer.send(view(index, "user-e2e"))
         for index in range(5):
@@ -118,7 +125,8 @@ def test_firehose_writes_parquet_partitions_with_the_glue_columns(
     s3 = platform.client("s3")
     keys = [item["Key"] for item in s3.list_objects_v2(
         Bucket=platform.offline_bucket(), Prefix="raw/")["Contents"]]
-    partition = f"raw/event_date={NOW:%Y-%m-%d}/event_hour={NOW:%H}/"
+    sent = SENT_AT[0]
+    partition = f"raw/event_date={sent:%Y-%m-%d}/event_hour={sent:%H}/"
     assert keys and all(key.startswith(partition) and key.endswith(".parquet") for key in keys)
     tables = [pq.read_table(io.BytesIO(body)) for body in objects(platform, "raw/")]
     # Every record is a row: the 17 events, and the two the processor quarantined.
@@ -151,8 +159,31 @@ def test_a_route_the_api_does_not_define_is_refused_as_api_gateway_does(
     platform: LocalPlatform,
 ) -> None:
     assert platform.api is not None
-    status, _, body = platform.api.handle("DELETE", "/v1/features/user/user-e2e", {}, None)
-    assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+    for method, path in (("DELETE", "/v1/features/user/user-e2e"),
+                         ("GET", "/v1/features/batch-get"), ("GET", "/v1/users")):
+        status, _, body = platform.api.handle(method, path, [], None)
+        assert (status, json.loads(body)) == (403, {"message": "Missing Authentication Token"})
+
+
+def test_the_local_api_validates_bodies_with_the_templates_model(platform: LocalPlatform) -> None:
+    assert platform.api is not None
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{platform.api.url}/v1/features/batch-get", {"entities": []})
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {"message": "Invalid request body"}
+
+
+def test_a_percent_encoded_id_reads_the_same_features(platform: LocalPlatform) -> None:
+    assert platform.api is not None
+    _, plain = get_json(f"{platform.api.url}/v1/features/user/user-e2e")
+    _, encoded = get_json(f"{platform.api.url}/v1/features/user/user%2De2e")
+    assert encoded["entity_id"] == "user-e2e"
+
+    def values(answer: dict[str, Any]) -> dict[str, Any]:
+        return {name: None if value is None else value["value"]
+                for name, value in answer["features"].items()}
+
+    assert values(encoded) == values(plain)
 
 
 def test_kpl_aggregated_events_are_each_counted(platform: LocalPlatform) -> None:

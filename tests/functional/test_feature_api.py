@@ -5,6 +5,7 @@ Data is written by the real stream processor into moto (server mode); see the ha
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -12,13 +13,18 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fastbreak.definitions import CATALOG
+from fastbreak.engine.fold import FeatureValue
 from fastbreak.handlers import feature_api
+from localplatform.api_gateway import Route, proxy_event
+from localplatform.lambda_context import LambdaContext
 from tests.functional.test_feature_api_harness import (
+    BATCH_ROUTE,
+    GET_ROUTE,
+    HEADERS,
     MINUTE_MS,
     T0_MS,
     TABLE,
     ServingWorld,
-    rest_event,
     world,
 )
 
@@ -110,14 +116,8 @@ def test_batch_get_answers_in_request_order_with_each_entity_types_own_features(
 
 
 def test_groups_can_be_repeated_query_parameters(world: ServingWorld, fan: str) -> None:
-    event = rest_event("GET", "/v1/features/{entity_type}/{entity_id}", f"/v1/features/user/{fan}",
-                       path_parameters={"entity_type": "user", "entity_id": fan})
-    event["multiValueQueryStringParameters"] = {
-        "groups": ["user_engagement.views_1h", "user_affinity.top_sports_7d"]
-    }
-    event["queryStringParameters"] = {"groups": "user_affinity.top_sports_7d"}
-
-    _, body = world.call(event)
+    _, body = world.get("user", fan, query="groups=user_engagement.views_1h"
+                                           "&groups=user_affinity.top_sports_7d")
 
     assert body["features"]["user_affinity.top_sports_7d"]["value"] == [["basketball", 2]]
     assert list(body["features"]) == ["user_engagement.views_1h", "user_affinity.top_sports_7d"]
@@ -151,15 +151,129 @@ def test_get_with_bad_input_is_a_400_naming_the_field(
 def test_get_with_an_id_the_route_pattern_refuses_is_a_400_not_a_404(
     world: ServingWorld,
 ) -> None:
-    status, body = world.get("user", 'quote"and\\slash')
+    # An event whose path carries characters a client would have percent-encoded.
+    event = proxy_event(GET_ROUTE, "/v1/features/user/a", "", HEADERS)
+    event["path"] = event["requestContext"]["path"] = '/v1/features/user/quote"and\\slash'
+    event["pathParameters"]["entity_id"] = "bell\x07"
+
+    status, body = world.call(event)
 
     assert (status, body["field"]) == (400, "entity_id")
 
 
 def test_an_unknown_route_is_a_json_404(world: ServingWorld) -> None:
-    status, body = world.call(rest_event("GET", "/v2/things", "/v2/things"))
+    status, body = world.call(proxy_event(Route("/v2/things", "GET"), "/v2/things"))
 
     assert (status, body["error"]) == (404, "not_found")
+
+
+# ---- ids in the path: percent-decoded, as API Gateway hands them ---------------------------
+def test_get_reads_the_percent_decoded_id_the_same_key_as_batch_get(world: ServingWorld) -> None:
+    fan = "fan one/å\"q"  # a space, a slash, a non-ASCII letter and a quote, encoded in a path
+    world.feed([{"event_type": "content_view", "time_ms": T0_MS - MINUTE_MS, "user_id": fan,
+                 "content_id": "c-9", "sport": "tennis"}])
+
+    status, single = world.get("user", fan, groups="user_engagement.views_1h")
+    _, batch = world.batch_get({"entities": [{"entity_type": "user", "entity_id": fan}],
+                                "features": ["user_engagement.views_1h"]})
+
+    assert status == 200
+    assert single["entity_id"] == fan
+    assert single["features"]["user_engagement.views_1h"]["value"] == 1
+    assert batch["entities"][0]["features"] == single["features"]
+
+
+@pytest.mark.parametrize(("entity_id", "says"), [
+    ("bell\x07", "control"),
+    ("nul\x00", "control"),
+    ("line\nbreak", "control"),
+    ("é" * 129, "1..128"),  # 129 characters, 258 bytes, 774 characters once encoded
+])
+def test_get_applies_the_id_rules_to_the_decoded_id(
+    world: ServingWorld, entity_id: str, says: str
+) -> None:
+    status, body = world.get("user", entity_id)  # percent-encoded in the path
+
+    assert (status, body["field"]) == (400, "entity_id")
+    assert says in body["message"]
+
+
+# ---- query parameters ----------------------------------------------------------------------
+@pytest.mark.parametrize(("query", "field", "named"), [
+    ("as_of=2026-11-18T10:00:00Z", "as_of", ["as_of"]),
+    ("groups=user_engagement&window=1h", "window", ["window"]),
+    ("window=1h&as_of=0&groups=user_engagement", "as_of", ["as_of", "window"]),
+])
+def test_get_refuses_query_parameters_it_does_not_take(
+    world: ServingWorld, query: str, field: str, named: list[str]
+) -> None:
+    status, body = world.get("user", "u-1", query=query)
+
+    assert (status, body["error"], body["field"]) == (400, "invalid_request", field)
+    assert f"unknown query parameters {named}" in body["message"]
+    assert "takes only ['groups']" in body["message"]
+
+
+def test_batch_get_refuses_query_parameters(world: ServingWorld) -> None:
+    status, body = world.batch_get({"entities": [{"entity_type": "user", "entity_id": "u"}]},
+                                   query="as_of=0")
+
+    assert (status, body["field"]) == (400, "as_of")
+    assert "takes none" in body["message"]
+
+
+# ---- bodies --------------------------------------------------------------------------------
+def test_a_body_that_is_not_utf8_is_a_400_not_a_500(world: ServingWorld) -> None:
+    body = b'{"entities": [{"entity_type": "user", "entity_id": "caf\xe9"}]}'  # Latin-1 'é'
+    event = proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", HEADERS, body)
+    assert event["isBase64Encoded"] is True  # how API Gateway hands over what is not text
+
+    status, answer = world.call(event)
+
+    assert (status, answer["field"]) == (400, "body")
+    assert "not UTF-8" in answer["message"]
+
+
+def test_a_lone_surrogate_in_a_text_body_is_a_400_not_a_500(world: ServingWorld) -> None:
+    event = proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", HEADERS, b"{}")
+    event["body"] = '{"entities": [{"entity_type": "user", "entity_id": "\ud800"}]}'
+
+    status, answer = world.call(event)
+
+    assert (status, answer["field"]) == (400, "body")
+
+
+def test_a_base64_encoded_body_is_decoded(world: ServingWorld, fan: str) -> None:
+    document = {"entities": [{"entity_type": "user", "entity_id": fan}],
+                "features": ["user_engagement.views_1h"]}
+    event = proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", HEADERS, b"{}")
+    event["body"] = base64.b64encode(json.dumps(document).encode()).decode()
+    event["isBase64Encoded"] = True
+
+    status, answer = world.call(event)
+
+    assert status == 200
+    assert answer["entities"][0]["features"]["user_engagement.views_1h"]["value"] == 2
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_a_body_over_64_kib_is_a_413(world: ServingWorld, encoded: bool) -> None:
+    event = proxy_event(BATCH_ROUTE, "/v1/features/batch-get", "", HEADERS,
+                        b" " * (64 * 1024 + 1))
+    if encoded:
+        event["body"] = base64.b64encode(b" " * (64 * 1024 + 1)).decode()
+        event["isBase64Encoded"] = True
+
+    status, answer = world.call(event)
+
+    assert (status, answer["error"], answer["field"]) == (413, "request_too_large", "body")
+
+
+def test_nan_and_infinity_literals_are_not_json(world: ServingWorld) -> None:
+    status, answer = world.batch_get('{"entities": [], "features": NaN}')
+
+    assert (status, answer["field"]) == (400, "body")
+    assert "not valid JSON" in answer["message"]
 
 
 def _entities(count: int) -> list[dict[str, str]]:
@@ -173,7 +287,6 @@ def _entities(count: int) -> list[dict[str, str]]:
         ("{", "body", "not valid JSON"),
         ("[]", "body", "JSON object"),
         ('{"entities": [], "extra": 1}', "body", "unknown fields ['extra']"),
-        ("x" * (64 * 1024 + 1), "body", "at most 65536"),
         ({"features": ["user_engagement"]}, "entities", "non-empty list"),
         ({"entities": []}, "entities", "non-empty list"),
         ({"entities": _entities(101)}, "entities", "at most 100"),
@@ -241,6 +354,29 @@ def test_an_unexpected_error_is_a_json_500_without_a_stack_trace(
         "message": "unexpected error; quote the request id to the platform team",
         "request_id": "00000000-0000-0000-0000-000000000000",
     }
+
+
+def test_a_value_with_no_json_form_is_a_500_never_infinity(
+    world: ServingWorld, fan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The merge serves null past the double range; were a non-finite float to reach an answer
+    # anyway, the encoder must refuse it rather than write "Infinity", which no JSON parser reads.
+    from fastbreak.serving import client as serving_client
+
+    def infinite(*args: Any, **kwargs: Any) -> dict[str, FeatureValue]:
+        plan = args[0]
+        return {served.name: FeatureValue(float("inf"), T0_MS, 0) for served in plan.served}
+
+    monkeypatch.setattr(serving_client, "merge_group", infinite)
+
+    response = feature_api.handler(
+        proxy_event(GET_ROUTE, f"/v1/features/user/{fan}", "", HEADERS),
+        LambdaContext("fastbreak-feature-api"),
+    )
+
+    assert response["statusCode"] == 500
+    assert "Infinity" not in response["body"]
+    assert json.loads(response["body"])["error"] == "internal_error"
 
 
 def test_a_store_that_keeps_throttling_is_a_503(

@@ -2,8 +2,9 @@
 the REAL stream processor and audience stage writing into it, and the feature API handler
 reading from it.
 
-Events go in as AWS-shaped Kinesis Lambda events; reads go through the handler with
-API Gateway REST proxy events, so both handlers run exactly as deployed.
+Events go in as AWS-shaped Kinesis Lambda events; reads go through the handler with the API
+Gateway REST proxy events the local API builds (``localplatform.api_gateway.proxy_event``), so
+both handlers run exactly as deployed.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import audience_stage, feature_api, stream_processor
+from localplatform.api_gateway import Route, proxy_event
 from localplatform.embedded_aws import client, embedded_aws
+from localplatform.kinesis_events import SHARD, lambda_event, stream_of
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import StreamTail, create_feature_stores, create_partials_stream
-from tests.fixtures.kinesis import SHARD, FakeContext, lambda_event, stream_of
 
 TABLE = "fastbreak-online"
 BUCKET = "fastbreak-offline"
@@ -29,10 +32,6 @@ T0_MS = 1_795_000_000_000  # 2026-11-18T11:06:40Z: a fixed "now" so windows are 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
-
-
-class ApiContext(FakeContext):
-    function_name = "fastbreak-feature-api"
 
 
 @dataclass
@@ -63,10 +62,10 @@ class ServingWorld:
         newest = max(event["time_ms"] for event in events)
         records = stream_of(documents, (newest + delay_ms) / 1000, start=start,
                             shard_id=shard_id)
-        result = stream_processor.handler(lambda_event(records), FakeContext())
+        result = stream_processor.handler(lambda_event(records), LambdaContext())
         assert result == {"batchItemFailures": []}
         for event in self.partials.events():  # the audience stage on what stage 1 emitted
-            assert audience_stage.handler(event, FakeContext()) == {"batchItemFailures": []}
+            assert audience_stage.handler(event, LambdaContext()) == {"batchItemFailures": []}
 
     def document(self, event_type: str, time_ms: int, event_id: str | None = None,
                  **payload: Any) -> dict[str, Any]:
@@ -81,61 +80,32 @@ class ServingWorld:
 
     # ---- reads, through the API handler --------------------------------------------------
     def get(self, entity_type: str, entity_id: str, groups: str | None = None,
-            at_ms: int | None = None) -> tuple[int, Any]:
-        path = f"/v1/features/{entity_type}/{entity_id}"
-        query = None if groups is None else {"groups": groups}
-        event = rest_event("GET", "/v1/features/{entity_type}/{entity_id}", path, query=query,
-                           path_parameters={"entity_type": entity_type, "entity_id": entity_id})
-        return self.call(event, at_ms)
+            at_ms: int | None = None, query: str | None = None) -> tuple[int, Any]:
+        """``GET`` as a client sends it: the ids percent-encoded in the path."""
+        path = f"/v1/features/{quote(entity_type, safe='')}/{quote(entity_id, safe='')}"
+        if query is None:
+            query = "" if groups is None else urlencode({"groups": groups})
+        return self.call(proxy_event(GET_ROUTE, path, query, HEADERS), at_ms)
 
-    def batch_get(self, body: Any, at_ms: int | None = None) -> tuple[int, Any]:
-        text = body if isinstance(body, str | bytes) else json.dumps(body)
-        event = rest_event("POST", "/v1/features/batch-get", "/v1/features/batch-get",
-                           body=text if isinstance(text, str) else text.decode())
+    def batch_get(self, body: Any, at_ms: int | None = None, query: str = "") -> tuple[int, Any]:
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        event = proxy_event(BATCH_ROUTE, "/v1/features/batch-get", query, HEADERS, data)
         return self.call(event, at_ms)
 
     def call(self, event: dict[str, Any], at_ms: int | None = None) -> tuple[int, Any]:
         self.clock.now_ms = T0_MS if at_ms is None else at_ms
-        response = feature_api.handler(event, ApiContext())
+        response = feature_api.handler(event, LambdaContext("fastbreak-feature-api"))
         assert response["multiValueHeaders"]["Content-Type"] == ["application/json"]
         return response["statusCode"], json.loads(response["body"])
 
 
-def rest_event(
-    method: str, resource: str, path: str, *, query: dict[str, str] | None = None,
-    path_parameters: dict[str, str] | None = None, body: str | None = None,
-) -> dict[str, Any]:
-    """An API Gateway REST proxy event as Lambda receives it behind IAM authorization."""
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Accept": "application/json", "Host": "api.example.com"},
-        "multiValueHeaders": {"Accept": ["application/json"], "Host": ["api.example.com"]},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": (
-            None if query is None else {k: [v] for k, v in query.items()}
-        ),
-        "pathParameters": path_parameters,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": f"/prod{quote(path)}",
-            "stage": "prod",
-            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-            "accountId": "123456789012",
-            "apiId": "1234567890",
-            "identity": {
-                "userArn": "arn:aws:iam::123456789012:user/ranker",
-                "caller": "AIDAEXAMPLE",
-                "sourceIp": "127.0.0.1",
-            },
-            "requestTimeEpoch": T0_MS,
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+GET_ROUTE = Route("/v1/features/{entity_type}/{entity_id}", "GET")
+BATCH_ROUTE = Route("/v1/features/batch-get", "POST")
+HEADERS = [("Accept", "application/json"), ("Content-Type", "application/json"),
+           ("Host", "api.example.com")]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from fastbreak.engine.layout import audience_sk, tile_key
 from fastbreak.engine.timestamps import format_ms as _iso
-from tests.fixtures.memory_dynamodb import state_text
+from localplatform.memory_dynamodb import state_text
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,

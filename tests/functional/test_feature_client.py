@@ -150,7 +150,7 @@ def test_a_batch_gets_the_group_items_in_one_call_and_queries_only_sharded_group
     assert [(q["ExpressionAttributeValues"][":pk"]["S"],
              q["ExpressionAttributeValues"][":prefix"]["S"],
              q["ProjectionExpression"]) for q in recording.queries] == [
-        (f"game#{crowded_game}", "game_live#", "#sk, #state, #expires")
+        (f"game#{crowded_game}", "game_live#", "#pk, #sk, #state, #expires")
     ]
     assert [answer.entity.entity_id for answer in result.entities] == [
         fans[0], fans[1], crowded_game, fans[0], "nobody", crowded_game

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastbreak.handlers import stream_processor
+from localplatform.lambda_context import LambdaContext
 from stacks.storage_stack import FEATURE_LOG_COLUMNS
-from tests.fixtures.kinesis import FakeContext
 from tests.functional.test_stream_processor import aws, fixture, objects
 
 __all__ = ["aws"]  # the fixture, imported for pytest
@@ -14,7 +14,7 @@ __all__ = ["aws"]  # the fixture, imported for pytest
 
 def test_feature_log_lines_have_exactly_the_glue_columns(aws: tuple[Any, Any]) -> None:
     _, s3 = aws
-    stream_processor.handler(fixture("kinesis_valid_batch.json"), FakeContext())
+    stream_processor.handler(fixture("kinesis_valid_batch.json"), LambdaContext())
     lines = objects(s3, "features/")
     assert lines
     for line in lines:

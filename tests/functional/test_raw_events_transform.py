@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fastbreak.handlers import raw_events_transform
-from tests.fixtures.kinesis import FakeContext
+from localplatform.lambda_context import LambdaContext
 
 EVENT = json.loads((Path(__file__).parent.parent / "fixtures" / "events" /
                     "firehose_kinesis_batch.json").read_text())
@@ -44,7 +44,7 @@ def rows(response: dict[str, Any]) -> list[dict[str, Any]]:
 def test_every_record_is_answered_ok_with_its_row_and_hour(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    response = raw_events_transform.handler(EVENT, FakeContext())
+    response = raw_events_transform.handler(EVENT, LambdaContext())
     assert [entry["recordId"] for entry in response["records"]] == [
         record["recordId"] for record in EVENT["records"]]
     assert {entry["result"] for entry in response["records"]} == {"Ok"}
@@ -70,7 +70,7 @@ def test_an_unreadable_record_fails_alone_and_is_logged(
     event = json.loads(json.dumps(EVENT))
     del event["records"][0]["kinesisRecordMetadata"]
     del event["records"][0]["approximateArrivalTimestamp"]
-    response = raw_events_transform.handler(event, FakeContext())
+    response = raw_events_transform.handler(event, LambdaContext())
     assert [entry["result"] for entry in response["records"]] == [
         "ProcessingFailed", "Ok", "Ok"]
     assert emf(capsys.readouterr().out)["RawRecordsUnreadable", ""] == 1

@@ -13,10 +13,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from fastbreak.engine import OnlineStore, read_group
+from fastbreak.definitions import CATALOG
 from fastbreak.handlers import audience_stage, stream_processor
+from fastbreak.serving import FeatureClient
+from localplatform.lambda_context import LambdaContext
 from localplatform.stores import StreamTail, create_feature_stores, create_partials_stream
-from tests.fixtures.kinesis import FakeContext
 
 EVENTS = Path(__file__).parent.parent / "fixtures" / "events"
 TABLE, BUCKET, PARTIALS = "fastbreak-online", "fastbreak-offline", "fastbreak-partials"
@@ -49,7 +50,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
 def run_audience_stage() -> list[dict[str, Any]]:
     """The audience stage's handler on every partial emitted since the last call."""
     tail = _tails.setdefault(PARTIALS, StreamTail(boto3.client("kinesis"), PARTIALS))
-    return [audience_stage.handler(event, FakeContext()) for event in tail.events()]
+    return [audience_stage.handler(event, LambdaContext()) for event in tail.events()]
 
 
 _tails: dict[str, StreamTail] = {}
@@ -61,11 +62,13 @@ def _fresh_tail() -> None:
 
 
 def read(dynamodb: Any, group: str, key: str) -> dict[str, Any]:
-    """A group's features, once the audience stage has merged what stage 1 emitted."""
+    """One group's served values, read as the API reads them once the audience stage has merged
+    what stage 1 emitted (None: no event in the window)."""
     assert all(response == {"batchItemFailures": []} for response in run_audience_stage())
-    processor = stream_processor._current()
-    values = read_group(OnlineStore(dynamodb, TABLE), processor.plan, group, key, AS_OF)
-    return {name: value.value for name, value in values.items()}
+    served = FeatureClient(dynamodb, TABLE, clock_ms=lambda: AS_OF).get(
+        CATALOG.group(group).entity, key, [group]).features
+    return {name.split(".", 1)[1]: None if value is None else value.value
+            for name, value in served.items()}
 
 
 def objects(s3: Any, prefix: str) -> list[dict[str, Any]]:
@@ -91,7 +94,7 @@ def test_a_valid_batch_updates_every_group_and_logs_features(
     aws: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     dynamodb, s3 = aws
-    response = stream_processor.handler(fixture("kinesis_valid_batch.json"), FakeContext())
+    response = stream_processor.handler(fixture("kinesis_valid_batch.json"), LambdaContext())
     assert response == {"batchItemFailures": []}
     metrics = emf(capsys.readouterr().out)  # stage 1's
     assert metrics["RecordsIn"] == 8 and metrics["RecordsValid"] == 8
@@ -117,7 +120,7 @@ def test_a_valid_batch_updates_every_group_and_logs_features(
 
 def test_kpl_aggregated_records_are_de_aggregated_and_applied(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
-    response = stream_processor.handler(fixture("kinesis_kpl_batch.json"), FakeContext())
+    response = stream_processor.handler(fixture("kinesis_kpl_batch.json"), LambdaContext())
     assert response == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-7")["watch_seconds_1h"] == 120.0
     assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["watch_seconds_5m"] == 132.5
@@ -128,7 +131,7 @@ def test_poison_records_are_quarantined_with_reasons_and_do_not_block_the_shard(
 ) -> None:
     dynamodb, s3 = aws
     event = fixture("kinesis_poison_batch.json")
-    response = stream_processor.handler(event, FakeContext())
+    response = stream_processor.handler(event, LambdaContext())
     assert response == {"batchItemFailures": []}
     quarantined = objects(s3, "quarantine/")
     assert [line["reason"] for line in quarantined] == [
@@ -146,10 +149,10 @@ def test_poison_records_are_quarantined_with_reasons_and_do_not_block_the_shard(
 def test_a_replayed_batch_changes_nothing(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
     event = fixture("kinesis_valid_batch.json")
-    stream_processor.handler(event, FakeContext())
+    stream_processor.handler(event, LambdaContext())
     run_audience_stage()
     before = dynamodb.scan(TableName=TABLE)["Items"]
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     assert run_audience_stage() == []  # nothing emitted again
     assert sorted(map(str, dynamodb.scan(TableName=TABLE)["Items"])) == sorted(map(str, before))
 
@@ -175,14 +178,14 @@ def test_a_failing_item_reports_the_lowest_sequence_number_and_the_rest(
     event = fixture("kinesis_valid_batch.json")
     stop = _refusing(stream_processor._current().store.client, "user_experiments")
     try:
-        response = stream_processor.handler(event, FakeContext())
+        response = stream_processor.handler(event, LambdaContext())
     finally:
         stop()
     sequence_numbers = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     # The first event feeding the experiments item is the exposure, the seventh record.
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == sequence_numbers[6:]
     retry = {"Records": event["Records"][6:]}
-    assert stream_processor.handler(retry, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(retry, LambdaContext()) == {"batchItemFailures": []}
     assert read(dynamodb, "user_experiments", "fan-42")["last_variant_lifetime"] == "B"
     assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["follows_lifetime"] == 1
     assert read(dynamodb, "user_engagement", "fan-42")["views_1h"] == 2
@@ -190,13 +193,13 @@ def test_a_failing_item_reports_the_lowest_sequence_number_and_the_rest(
 
 def test_a_failing_audience_item_reports_its_partial_and_the_rest(aws: tuple[Any, Any]) -> None:
     dynamodb, _ = aws
-    assert stream_processor.handler(fixture("kinesis_valid_batch.json"), FakeContext()) == {
+    assert stream_processor.handler(fixture("kinesis_valid_batch.json"), LambdaContext()) == {
         "batchItemFailures": []}
     tail = StreamTail(boto3.client("kinesis"), PARTIALS)
     (event,) = tail.events()
     stop = _refusing(audience_stage._current().store.client, "game#")
     try:
-        response = audience_stage.handler(event, FakeContext())
+        response = audience_stage.handler(event, LambdaContext())
     finally:
         stop()
     keys = [r["kinesis"]["partitionKey"] for r in event["Records"]]
@@ -204,7 +207,7 @@ def test_a_failing_audience_item_reports_its_partial_and_the_rest(aws: tuple[Any
     failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
     assert failed == sequence_numbers[keys.index("game#nba-2026-11-26-lal-bos"):]
     retry = {"Records": event["Records"][len(sequence_numbers) - len(failed):]}
-    assert audience_stage.handler(retry, FakeContext()) == {"batchItemFailures": []}
+    assert audience_stage.handler(retry, LambdaContext()) == {"batchItemFailures": []}
     _tails[PARTIALS] = tail  # read() drains from here: nothing new
     assert read(dynamodb, "game_live", "nba-2026-11-26-lal-bos")["follows_lifetime"] == 1
     assert read(dynamodb, "content_trending", "recap-lal-bos")["views_1h"] == 1

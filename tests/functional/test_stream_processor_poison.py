@@ -4,7 +4,6 @@ quarantined with its reason, its neighbours are applied, nothing raises, nothing
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -13,13 +12,8 @@ from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import feature_api, stream_processor
 from localplatform.api_gateway import Route, proxy_event
-from tests.fixtures.kinesis import (
-    SEQUENCE_BASE,
-    FakeContext,
-    StreamRecord,
-    json_bytes,
-    lambda_record,
-)
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, json_bytes, lambda_record
+from localplatform.lambda_context import LambdaContext
 from tests.functional.test_stream_processor import AS_OF, TABLE, aws, emf, objects, read
 
 __all__ = ["aws"]  # the fixture, imported for pytest
@@ -88,7 +82,7 @@ def test_lone_surrogates_in_any_field_are_quarantined_and_their_neighbours_appli
     payloads.append(json_bytes(view(3, user="fan-2")))
     event, _ = batch(payloads)
 
-    response = stream_processor.handler(event, FakeContext())
+    response = stream_processor.handler(event, LambdaContext())
 
     assert response == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-1")["views_1h"] == 3
@@ -111,7 +105,7 @@ def test_an_arrival_time_that_is_not_a_time_is_quarantined_not_raised(
         record["kinesis"]["approximateArrivalTimestamp"] = (
             float(arrival) if isinstance(arrival, str) else arrival
         )
-    response = stream_processor.handler(event, FakeContext())
+    response = stream_processor.handler(event, LambdaContext())
     assert response == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-1")["views_1h"] == 1
     unattributed = objects(s3, "quarantine/unattributed/")
@@ -124,7 +118,7 @@ def test_an_empty_kpl_aggregate_is_counted_and_quarantined(
 ) -> None:
     dynamodb, s3 = aws
     event, sequence_numbers = batch([aggregate("fan-1", []), json_bytes(view(0))])
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     (line,) = objects(s3, "quarantine/")
     assert (line["reason"], line["sequence_number"]) == ("kpl_empty", sequence_numbers[0])
     metrics = emf(capsys.readouterr().out)
@@ -136,16 +130,16 @@ def test_sequence_numbers_of_129_digits_are_applied_and_reported(aws: tuple[Any,
     dynamodb, _ = aws
     event, sequence_numbers = batch([json_bytes(view(n)) for n in range(3)], digits=129)
     assert all(len(number) == 129 for number in sequence_numbers)
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     item = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "user#fan-1"},
                                                    "sk": {"S": "user_engagement"}})["Item"]
     assert item["hw"]["S"] == f"shardId-000000000000={sequence_numbers[-1]}.0"
     # a re-delivery changes nothing; a later record is applied after them
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     later, _ = batch([json_bytes(view(5))], digits=129)
     later["Records"][0]["kinesis"]["sequenceNumber"] = str(int(sequence_numbers[-1]) + 1)
     later["Records"][0]["eventID"] = f"shardId-000000000000:{int(sequence_numbers[-1]) + 1}"
-    assert stream_processor.handler(later, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(later, LambdaContext()) == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-1")["views_1h"] == 4
 
 
@@ -160,15 +154,13 @@ def test_a_sum_past_the_double_range_is_served_as_null_not_infinity(
         for n in range(2)
     ]
     event, _ = batch([json_bytes(play) for play in plays])
-    assert stream_processor.handler(event, FakeContext()) == {"batchItemFailures": []}
+    assert stream_processor.handler(event, LambdaContext()) == {"batchItemFailures": []}
     monkeypatch.setattr(feature_api, "_client", None)
     feature_api.configure(dynamodb, {"ONLINE_TABLE_NAME": TABLE}, clock_ms=lambda: AS_OF)
-    route = Route("/v1/features/{entity_type}/{entity_id}", "GET", "api", re.compile(""))
-    request = proxy_event(route, "/v1/features/user/fan-1",
-                          {"entity_type": "user", "entity_id": "fan-1"},
-                          "groups=user_engagement", {}, None, "v1", "127.0.0.1")
+    route = Route("/v1/features/{entity_type}/{entity_id}", "GET")
+    request = proxy_event(route, "/v1/features/user/fan-1", "groups=user_engagement")
 
-    response = feature_api.handler(request, FakeContext())
+    response = feature_api.handler(request, LambdaContext())
 
     def refuse(constant: str) -> None:
         raise AssertionError(f"{constant} is not JSON")

@@ -35,15 +35,10 @@ from fastbreak.engine.rejections import Rejection
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.engine.validation import Event
 from fastbreak.handlers import stream_processor
-from tests.fixtures.kinesis import (
-    SEQUENCE_BASE,
-    FakeContext,
-    StreamRecord,
-    json_bytes,
-    lambda_record,
-)
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error, state_text
-from tests.fixtures.memory_kinesis import MemoryKinesis
+from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, json_bytes, lambda_record
+from localplatform.lambda_context import LambdaContext
+from localplatform.memory_dynamodb import MemoryDynamoDB, client_error, state_text
+from localplatform.memory_kinesis import MemoryKinesis
 
 ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1",
        "PARTIALS_STREAM_NAME": "partials"}
@@ -142,7 +137,7 @@ def test_every_record_ends_processed_quarantined_or_reported(
     processor = stream_processor.configure(table, s3, ENV, kinesis=MemoryKinesis())
     records = build_records([p for p, _ in batch], [m for _, m in batch])
     with contextlib.redirect_stdout(io.StringIO()):
-        response = stream_processor.handler({"Records": records}, FakeContext())
+        response = stream_processor.handler({"Records": records}, LambdaContext())
 
     identifiers = [item["itemIdentifier"] for item in response["batchItemFailures"]]
     reportable = [r["kinesis"]["sequenceNumber"] for r in records

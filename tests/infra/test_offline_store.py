@@ -157,10 +157,34 @@ def test_only_the_delivery_may_invoke_the_transformation_and_only_it(
     invokes = [(policy_id, statement) for policy_id, statement in statements(dev)
                if any(action.startswith("lambda:") for action in actions(statement))]
     [(policy_id, statement)] = invokes
-    assert "RawDeliveryS3DestinationRole" in policy_id
-    assert actions(statement) == ["lambda:InvokeFunction"]
-    assert statement["Resource"] == [function_arn, {"Fn::Join": ["", [function_arn, ":*"]]}]
+    assert "DeliveryRole" in policy_id
+    assert actions(statement) == ["lambda:GetFunctionConfiguration", "lambda:InvokeFunction"]
+    assert statement["Resource"] == [function_arn, {"Fn::Join": ["", [function_arn, ":$LATEST"]]}]
     assert not dev.storage.find_resources("AWS::Lambda::Permission")
+
+
+def delivery_statements(platform: SynthesizedPlatform) -> list[dict[str, Any]]:
+    [role_id] = [logical_id for logical_id in platform.storage.find_resources("AWS::IAM::Role")
+                 if "DeliveryRole" in logical_id]
+    [delivery] = platform.storage.find_resources("AWS::KinesisFirehose::DeliveryStream").values()
+    destination = delivery["Properties"]["ExtendedS3DestinationConfiguration"]
+    assert destination["RoleARN"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    return [statement for policy_id, statement in statements(platform)
+            if policy_id.startswith(role_id.split("DeliveryRole")[0] + "DeliveryRole")]
+
+
+def test_the_delivery_writes_only_raw_prefixes_and_never_deletes(
+    dev: SynthesizedPlatform,
+) -> None:
+    granted = delivery_statements(dev)
+    every_action = {action for statement in granted for action in actions(statement)}
+    assert not any(action.startswith("s3:Delete") or "*" in action for action in every_action)
+    assert "kms:ReEncryptFrom" not in every_action and "kms:Encrypt" not in every_action
+    [objects] = [s for s in granted if "s3:PutObject" in actions(s)]
+    prefixes = sorted(part["Fn::Join"][1][1] for part in objects["Resource"])
+    assert prefixes == ["/raw-errors/*", "/raw/*"]
+    [key] = [s for s in granted if "kms:GenerateDataKey" in actions(s)]
+    assert "kms:ViaService" in key["Condition"]["StringEquals"]
 
 
 def test_the_transformation_may_only_write_its_own_encrypted_log_and_traces(

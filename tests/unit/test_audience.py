@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastbreak.definitions import CATALOG
-from fastbreak.engine import ItemMerge, item_size, read_group
+from fastbreak.engine import ItemMerge, item_size
 from fastbreak.engine.fold import ItemFold, fold_partial
 from fastbreak.engine.layout import OUTBOX_PREFIX, tile_sk
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, compile_plan
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import StreamRecord, lambda_record, stream_of
+from localplatform.kinesis_events import StreamRecord, lambda_record, stream_of
 from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000
@@ -99,8 +99,7 @@ def records(stream: list[StreamRecord]) -> list[dict[str, Any]]:
 
 
 def game(stages: TwoStages, key: str = "g1") -> dict[str, Any]:
-    values = read_group(stages.store, stages.plan, "game_live", key, READ_MS)
-    return {name: value.value for name, value in values.items()}
+    return stages.values("game_live", key, READ_MS)
 
 
 def audience_items(stages: TwoStages, pk: str = "game#g1") -> list[str]:
@@ -135,7 +134,7 @@ def test_a_redelivered_partials_batch_with_other_boundaries_changes_nothing() ->
     assert rest.writes.writes > 0 and rest.failed_sequence_numbers == []
     # the same partials put twice (a re-emission) are dropped by identity, in or across batches
     copies = [StreamRecord(str(int(r.sequence_number) + 10**6), r.partition_key, r.data,
-                           r.arrival_s, r.shard_id) for r in partials]
+                           r.arrival, r.shard_id) for r in partials]
     assert stage2.process(records(copies)).duplicate_partials == len(partials)
     assert game(stages)["watch_seconds_5m"] == 45.0
 

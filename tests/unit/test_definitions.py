@@ -20,8 +20,8 @@ from fastbreak.definitions import (
 )
 from fastbreak.engine import MemorySink, OnlineStore, StreamProcessor
 from fastbreak.engine.plan import GROUP_ITEM_BUDGET_BYTES, compile_plan, max_group_item_bytes
+from localplatform.memory_dynamodb import MemoryDynamoDB
 from stacks import build_platform, load_settings
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB
 
 A = Aggregation
 HOUR = Window.sliding("1h", "1m")

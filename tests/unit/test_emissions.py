@@ -13,8 +13,8 @@ from fastbreak.engine.layout import OUTBOX_PREFIX
 from fastbreak.engine.outbox import WRITER_GONE_MS
 from fastbreak.engine.processor import ProcessorSettings
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import StreamRecord, json_bytes, lambda_record, stream_of
-from tests.fixtures.memory_dynamodb import client_error
+from localplatform.kinesis_events import StreamRecord, json_bytes, lambda_record, stream_of
+from localplatform.memory_dynamodb import client_error
 from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000
@@ -52,18 +52,12 @@ def pipeline(clock: Clock | None = None, parallelization_factor: int = 1) -> Two
 
 
 def game(stages: TwoStages, key: str = "g1") -> dict[str, Any]:
-    from fastbreak.engine import read_group
-
-    values = read_group(stages.store, stages.plan, "game_live", key, T0 + 120_000)
-    return {name: value.value for name, value in values.items()}
+    return stages.values("game_live", key, T0 + 120_000)
 
 
 def user_views(stages: TwoStages) -> int:
-    from fastbreak.engine import read_group
-
     return sum(
-        read_group(stages.store, stages.plan, "user_engagement", f"u{n}", T0 + 120_000)[
-            "watch_seconds_1h"].value or 0
+        stages.values("user_engagement", f"u{n}", T0 + 120_000)["watch_seconds_1h"] or 0
         for n in range(5)
     )
 

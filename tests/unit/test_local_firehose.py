@@ -135,8 +135,8 @@ def view(event_id: str, **overrides: object) -> bytes:
 
 
 def stream(*payloads: bytes) -> list[StreamRecord]:
-    return [StreamRecord("shardId-000000000000", str(10**55 + index), "user-1", payload,
-                         ARRIVAL_S) for index, payload in enumerate(payloads)]
+    return [StreamRecord(str(10**55 + index), "user-1", payload, ARRIVAL_S,
+                         "shardId-000000000000") for index, payload in enumerate(payloads)]
 
 
 def the_transform(event: Mapping[str, Any]) -> Any:

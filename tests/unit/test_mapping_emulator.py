@@ -25,8 +25,8 @@ NOW = 1_800_000_000.0
 
 def records(count: int, *, first: int = 100, arrival: float = NOW - 1) -> list[StreamRecord]:
     return [
-        StreamRecord("shardId-000000000000", str(first + i), f"user-{i}", f"r{i}".encode(),
-                     arrival + i * 0.001)
+        StreamRecord(str(first + i), f"user-{i}", f"r{i}".encode(), arrival + i * 0.001,
+                     "shardId-000000000000")
         for i in range(count)
     ]
 

@@ -14,13 +14,13 @@ from fastbreak.engine import (
     RetryPolicy,
     dedup,
     item_size,
-    read_group,
 )
 from fastbreak.engine.dedup import LEAF_CAPACITY, SPLIT_MARKER, identity_hash, unpack
 from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
 from fastbreak.engine.timestamps import format_ms
-from tests.fixtures.kinesis import SHARD, StreamRecord, lambda_record, stream_of
-from tests.fixtures.memory_dynamodb import MemoryDynamoDB, client_error, state_text
+from fastbreak.serving import FeatureClient
+from localplatform.kinesis_events import SHARD, StreamRecord, lambda_record, stream_of
+from localplatform.memory_dynamodb import MemoryDynamoDB, client_error, state_text
 from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
@@ -54,8 +54,12 @@ def records(stream: list[StreamRecord]) -> list[dict[str, Any]]:
 
 def features(processor: TwoStages, group: str = "user_engagement", key: str = "u1"
              ) -> dict[str, Any]:
-    values = read_group(processor.store, processor.plan, group, key, T0 + 120_000)
-    return {name: value.value for name, value in values.items()}
+    """One group's served values, read as the API reads them (None: no event in the window)."""
+    reader = FeatureClient(processor.store.client, processor.store.table_name, concurrency=1,
+                           clock_ms=lambda: T0 + 120_000)
+    served = reader.get(CATALOG.group(group).entity, key, [group]).features
+    return {name.split(".", 1)[1]: None if value is None else value.value
+            for name, value in served.items()}
 
 
 def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
@@ -209,7 +213,7 @@ def test_events_later_than_the_allowed_lateness_are_routed_not_applied() -> None
     assert result.late_events == 1
     assert features(processor)["views_24h"] == 3
     trending = features(processor, "content_trending", "c2")  # only the late event viewed c2
-    assert trending["views_24h"] == 0
+    assert trending["views_24h"] is None
     quarantined = [json.loads(line) for body in sink.objects.values()
                    for line in body.splitlines() if b"too_late" in line]
     assert [entry["groups"] for entry in quarantined] == [["content_trending"]]
@@ -274,7 +278,7 @@ def test_no_kickoff_means_an_empty_session(status: str) -> None:
         "period": 0, "clock_seconds": 0, "status": status,
     }
     processor.process(records(stream_of([update], ARRIVAL_S)))
-    assert features(processor, "game_live", "g1")["viewers_since_kickoff"] == 0
+    assert features(processor, "game_live", "g1")["viewers_since_kickoff"] is None
 
 
 def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:

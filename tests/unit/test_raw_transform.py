@@ -54,7 +54,7 @@ def view(**overrides: object) -> dict[str, object]:
 
 
 def stream_record(data: bytes, sequence: str = SEQUENCE) -> StreamRecord:
-    return StreamRecord(SHARD, sequence, "user-1", data, ARRIVAL_MS / 1000)
+    return StreamRecord(sequence, "user-1", data, ARRIVAL_MS / 1000, SHARD)
 
 
 def firehose_records(*payloads: bytes | dict[str, object]) -> list[FirehoseRecord]:

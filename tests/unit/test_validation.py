@@ -13,7 +13,7 @@ from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.records import SourceRecord, UserRecord, read_source, user_records
 from fastbreak.engine.rejections import Reason, Rejection
 from fastbreak.engine.validation import Event, EventValidator
-from tests.fixtures.kinesis import StreamRecord, lambda_record
+from localplatform.kinesis_events import StreamRecord, lambda_record
 
 VALIDATOR = EventValidator(CATALOG)
 SOURCE = SourceRecord(0, "1", 1, "shardId-000000000000", "u1", 1_795_717_800_000, "")

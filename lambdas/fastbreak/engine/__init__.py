@@ -11,7 +11,7 @@ from fastbreak.engine.online_store import OnlineStore, RetryPolicy
 from fastbreak.engine.partials import PartialsSink
 from fastbreak.engine.plan import Plan, compile_plan
 from fastbreak.engine.processor import BatchResult, ProcessorSettings, StreamProcessor
-from fastbreak.engine.read import merge_group, read_group
+from fastbreak.engine.read import merge_group
 from fastbreak.engine.rejections import Reason
 from fastbreak.engine.sinks import MemorySink, ObjectSink, S3Sink
 
@@ -37,5 +37,4 @@ __all__ = [
     "compile_plan",
     "merge_group",
     "merge_items",
-    "read_group",
 ]

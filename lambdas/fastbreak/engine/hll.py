@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any
 
@@ -23,6 +24,7 @@ REGISTERS = 1 << PRECISION
 RELATIVE_STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
 _SPARSE_LIMIT = REGISTERS // 8
 _REST_BITS = 64 - PRECISION
+MAX_RANK = _REST_BITS + 1  # of a hash whose last 52 bits are all zero
 _REST_MASK = (1 << _REST_BITS) - 1
 _ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
 
@@ -42,6 +44,18 @@ def register_of(value: object) -> tuple[int, int]:
     """(register index, rank) of ``value``."""
     hashed = hash64(value)
     return hashed >> _REST_BITS, _REST_BITS - (hashed & _REST_MASK).bit_length() + 1
+
+
+def estimate_from(zeros: int, harmonic: Callable[[], float]) -> int:
+    """The estimate of a sketch with ``zeros`` empty registers; ``harmonic()`` is the sum of
+    ``2**-rank`` over all registers, correctly rounded (asked for only above the range of
+    linear counting). The one estimate: sketches call it, and so does the training-set
+    builder's SQL path, which counts registers without building sketches."""
+    if zeros:
+        linear = REGISTERS * math.log(REGISTERS / zeros)
+        if linear <= 2.5 * REGISTERS:
+            return round(linear)
+    return round(_ALPHA * REGISTERS * REGISTERS / harmonic())
 
 
 # Entity ids are Zipf-distributed: a batch adds the same few thousand strings to many sketches
@@ -120,13 +134,9 @@ class HyperLogLog:
         if self.sparse is not None and not self.sparse:
             return 0
         registers = self.registers()
-        zeros = registers.count(0)
-        if zeros:
-            linear = REGISTERS * math.log(REGISTERS / zeros)
-            if linear <= 2.5 * REGISTERS:
-                return round(linear)
-        harmonic = math.fsum(2.0**-rank for rank in registers)
-        return round(_ALPHA * REGISTERS * REGISTERS / harmonic)
+        return estimate_from(
+            registers.count(0), lambda: math.fsum(2.0**-rank for rank in registers)
+        )
 
     def dump(self) -> Any:
         if self.sparse is not None:

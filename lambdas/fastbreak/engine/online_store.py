@@ -1,4 +1,6 @@
-"""DynamoDB I/O of the online store: consistent batch reads, conditional writes, backoff.
+"""DynamoDB I/O of the online store, for every runtime: the processor's consistent batch reads
+and conditional writes, and the serving reads (BatchGetItem and Query in one parallel round) of
+the feature API and the ``FeatureClient``. One decoding of stored items (``decode_item``).
 
 The client is injected (a boto3 DynamoDB *client*, or anything with the same methods), so the
 engine imports no AWS SDK and tests can wrap the client to inject throttling and crashes.
@@ -7,14 +9,16 @@ engine imports no AWS SDK and tests can wrap the client to inject throttling and
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import Any
 
-from fastbreak.engine.layout import ItemKey
+from fastbreak.engine.layout import ItemKey, group_sk, partials_prefix
 
 # Worth another try after a pause; anything else fails the item (and its records) at once.
 RETRYABLE_CODES = frozenset(
@@ -36,6 +40,11 @@ _NAMES = {"#state": "state", "#hw": "hw", "#v": "v", "#t": "t", "#updated": "upd
 _SET_STATE_TTL = _SET_STATE + ", #expires = :expires"
 # An item that no longer expires (its group gained lifetime state) must lose an old TTL.
 _SET_STATE_NO_TTL = _SET_STATE + " REMOVE #expires"
+# What the merge reads of an item: serving reads fetch nothing else.
+_READ_PROJECTION = "#pk, #sk, #state, #expires"
+_READ_NAMES = {"#pk": "pk", "#sk": "sk", "#state": "state", "#expires": "expires_at"}
+
+GroupKey = tuple[str, str]  # (partition key, group name)
 
 
 class StoreUnavailable(RuntimeError):
@@ -127,6 +136,12 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 class OnlineStore:
+    """The one access layer of the online store table: the processor's consistent reads and
+    conditional writes, and the serving reads of the feature API and ``FeatureClient``.
+
+    ``concurrency``: threads for the writes of a batch and for the calls of one serving read.
+    """
+
     def __init__(
         self, client: Any, table_name: str, retry: RetryPolicy | None = None,
         concurrency: int = 16,
@@ -135,54 +150,138 @@ class OnlineStore:
         self.table_name = table_name
         self.retry = retry or RetryPolicy()
         self.concurrency = concurrency
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._read_pool_lock = threading.Lock()
 
-    # ---- reads -------------------------------------------------------------------------------
+    # ---- the processor's reads ---------------------------------------------------------------
     def get_many(self, keys: Iterable[ItemKey]) -> dict[ItemKey, StoredItem]:
-        """Strongly consistent reads of ``keys``; absent items are absent from the result."""
+        """Strongly consistent reads of whole items; absent items are absent from the result.
+        Any failure is a ``StoreUnavailable``: the batch cannot be computed without them."""
         unique = list(dict.fromkeys(keys))
         found: dict[ItemKey, StoredItem] = {}
         for start in range(0, len(unique), BATCH_GET_LIMIT):
             chunk = unique[start : start + BATCH_GET_LIMIT]
-            for item in self._batch_get([{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk]):
-                stored = _stored(item)
+            request = {"Keys": [_key(pk, sk) for pk, sk in chunk], "ConsistentRead": True}
+            try:
+                items = self._batch_get(request)
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                raise StoreUnavailable(f"BatchGetItem failed: {error}") from error
+            for stored in items:
                 found[(stored.pk, stored.sk)] = stored
         return found
 
-    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        request = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
-        attempt = 0
-        while request:
-            try:
-                response = self.client.batch_get_item(RequestItems=request)
-            except Exception as error:
-                if error_code(error) not in RETRYABLE_CODES or not self.retry.pause(attempt):
-                    raise StoreUnavailable(f"BatchGetItem failed: {error}") from error
-                attempt += 1
-                continue
-            items.extend(response.get("Responses", {}).get(self.table_name, []))
-            request = response.get("UnprocessedKeys") or {}
-            if request:
-                if not self.retry.pause(attempt):
-                    raise StoreUnavailable("BatchGetItem kept returning UnprocessedKeys")
-                attempt += 1
-        return items
+    # ---- serving reads -----------------------------------------------------------------------
+    def read_groups(
+        self, keys: Sequence[GroupKey], sharded_groups: Collection[str], now_s: int
+    ) -> dict[GroupKey, list[StoredItem]]:
+        """The stored items of each (partition key, group), in one parallel round of calls;
+        absent groups map to [].
 
-    def query_prefix(self, pk: str, sk_prefix: str) -> list[StoredItem]:
-        """Every item of ``pk`` whose sort key starts with ``sk_prefix`` (paginated)."""
-        items: list[StoredItem] = []
+        A group keeps one item per entity whose key a reader can name (``sk`` = the group):
+        those are fetched with BatchGetItem, up to 100 keys a call. ``sharded_groups`` keep one
+        partial per tile and Kinesis shard instead (``GroupPlan.sharded``); shard ids are not
+        known to readers (they change with resharding), so one Query per (entity, group) fetches
+        them. Reads are eventually consistent and fetch only what the merge reads; expired
+        partials are filtered out (DynamoDB deletes expired items lazily). Throttling is retried
+        with ``retry``; then ``StoreUnavailable``.
+        """
+        unique = list(dict.fromkeys(keys))
+        found: dict[GroupKey, list[StoredItem]] = {key: [] for key in unique}
+        points = [key for key in unique if key[1] not in sharded_groups]
+        calls: list[Callable[[], list[tuple[GroupKey, StoredItem]]]] = [
+            partial(self._group_items, points[start : start + BATCH_GET_LIMIT])
+            for start in range(0, len(points), BATCH_GET_LIMIT)
+        ]
+        calls.extend(
+            partial(self._query_partials, key, now_s) for key in unique
+            if key[1] in sharded_groups
+        )
+        if len(calls) == 1 or self.concurrency <= 1:
+            results = [call() for call in calls]  # a thread hop would only add latency
+        else:
+            results = list(self._reads().map(lambda call: call(), calls))
+        for pairs in results:
+            for key, item in pairs:
+                found[key].append(item)
+        return found
+
+    def _reads(self) -> ThreadPoolExecutor:
+        # Created on first use and kept: warm Lambda invocations reuse the threads. Apart from
+        # the writes' pool, so that a read never queues behind a batch's writes in a process
+        # that hosts both (the local platform).
+        with self._read_pool_lock:
+            if self._read_pool is None:
+                self._read_pool = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="online-store-read"
+                )
+            return self._read_pool
+
+    def _group_items(self, keys: list[GroupKey]) -> list[tuple[GroupKey, StoredItem]]:
+        """At most 100 group items, by their known keys."""
+        key_of = {(pk, group_sk(group)): (pk, group) for pk, group in keys}
+        items = self._batch_get({
+            "Keys": [_key(pk, sk) for pk, sk in key_of],
+            "ProjectionExpression": _READ_PROJECTION,
+            "ExpressionAttributeNames": _READ_NAMES,
+        })
+        return [(key_of[(item.pk, item.sk)], item) for item in items]
+
+    def _query_partials(self, key: GroupKey, now_s: int) -> list[tuple[GroupKey, StoredItem]]:
+        pk, group = key
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": sk_prefix}},
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "FilterExpression": "attribute_not_exists(#expires) OR #expires > :now",
+            "ProjectionExpression": _READ_PROJECTION,
+            "ExpressionAttributeNames": _READ_NAMES,
+            "ExpressionAttributeValues": {
+                ":pk": {"S": pk}, ":prefix": {"S": partials_prefix(group)},
+                ":now": {"N": str(now_s)},
+            },
         }
+        items: list[tuple[GroupKey, StoredItem]] = []
         while True:
-            response = self.client.query(**request)
-            items.extend(_stored(item) for item in response.get("Items", []))
+            response = self._call(self.client.query, request)
+            items.extend((key, decode_item(item)) for item in response.get("Items", ()))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return items
             request["ExclusiveStartKey"] = last
+
+    def _batch_get(self, table_request: dict[str, Any]) -> list[StoredItem]:
+        """Every item of one BatchGetItem request, unprocessed keys asked again with backoff."""
+        items: list[StoredItem] = []
+        request = {self.table_name: table_request}
+        attempt = 0
+        while True:
+            response = self._call(self.client.batch_get_item, {"RequestItems": request})
+            items.extend(
+                decode_item(item) for item in response.get("Responses", {}).get(self.table_name, ())
+            )
+            unprocessed = response.get("UnprocessedKeys") or {}
+            if not unprocessed.get(self.table_name, {}).get("Keys"):
+                return items
+            if not self.retry.pause(attempt):
+                raise StoreUnavailable("BatchGetItem kept returning UnprocessedKeys")
+            attempt += 1
+            request = unprocessed
+
+    def _call(
+        self, operation: Callable[..., dict[str, Any]], request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One read call; throttling retried, then ``StoreUnavailable``; other errors raised."""
+        attempt = 0
+        while True:
+            try:
+                return operation(**request)
+            except Exception as error:
+                if error_code(error) not in RETRYABLE_CODES:
+                    raise
+                if not self.retry.pause(attempt):
+                    raise StoreUnavailable(f"{error}") from error
+                attempt += 1
 
     # ---- writes ------------------------------------------------------------------------------
     def write_many(
@@ -268,7 +367,9 @@ class OnlineStore:
         }
 
 
-def _stored(item: dict[str, Any]) -> StoredItem:
+def decode_item(item: dict[str, Any]) -> StoredItem:
+    """A DynamoDB item of the table -> ``StoredItem``: the one decoding, for whole items and for
+    the serving reads' projections (attributes not fetched get their empty value)."""
     state_attr = item.get("state", {})
     state: str | bytes = state_attr["S"] if "S" in state_attr else state_attr.get("B", b"")
     expires = item.get("expires_at", {}).get("N")
@@ -281,3 +382,7 @@ def _stored(item: dict[str, Any]) -> StoredItem:
         event_time_ms=int(item.get("t", {}).get("N", "0")),
         version=int(item.get("v", {}).get("N", "0")),
     )
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}

@@ -1,8 +1,9 @@
 """Stored online-store items -> served feature values, as of a time.
 
-The feature API and the Python ``FeatureClient`` decode the items they fetched and merge them
-here with ``fastbreak.engine.fold.merge_items``, the one merge that the training-set builder and
-the backfill use too; the window rules are documented there.
+The feature API and the Python ``FeatureClient`` fetch a group's items through
+``fastbreak.engine.online_store.OnlineStore.read_groups`` and merge them here with
+``fastbreak.engine.fold.merge_items``, the one merge that the training-set builder and the
+backfill use too; the window rules are documented there.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import json
 from collections.abc import Iterable
 
 from fastbreak.engine.fold import FeatureValue, ItemState, merge_items
-from fastbreak.engine.layout import belongs_to, entity_pk, group_sk, partials_prefix, state_json
-from fastbreak.engine.online_store import OnlineStore, StoredItem
-from fastbreak.engine.plan import GroupPlan, Plan
+from fastbreak.engine.layout import belongs_to, state_json
+from fastbreak.engine.online_store import StoredItem
+from fastbreak.engine.plan import GroupPlan
 
 
 def merge_group(
@@ -27,17 +28,3 @@ def merge_group(
         for item in items if belongs_to(name, item.sk)
     ]
     return merge_items(plan, states, as_of_ms, now_ms)
-
-
-def read_group(
-    store: OnlineStore, plan: Plan, group: str, entity_key: str, as_of_ms: int,
-    now_ms: int | None = None,
-) -> dict[str, FeatureValue]:
-    """Read one entity's group item (or Query its partials) and merge it."""
-    group_plan = plan.groups[group]
-    pk = entity_pk(group_plan.group.entity, entity_key)
-    if group_plan.sharded:
-        items = store.query_prefix(pk, partials_prefix(group))
-    else:
-        items = list(store.get_many([(pk, group_sk(group))]).values())
-    return merge_group(group_plan, items, as_of_ms, now_ms)

@@ -6,8 +6,10 @@ merge are the ``FeatureClient``'s (``fastbreak.serving``), the same code service
     GET  /v1/features/{entity_type}/{entity_id}?groups=a,b.feature
     POST /v1/features/batch-get   {"entities": [{"entity_type", "entity_id"}], "features": [...]}
 
-Bad input is a 400 naming the field; a store that keeps throttling is a 503; anything else
-unexpected is a 500 with a request id and no stack trace (the trace goes to the log).
+Bad input is a 400 naming the field (a body over 64 KiB a 413); a store that keeps throttling
+is a 503; anything else unexpected is a 500 with a request id and no stack trace (the trace goes
+to the log). Every answer is JSON: one with a value that has no JSON form is a 500, never
+``Infinity``.
 
 Environment: ONLINE_TABLE_NAME, FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
 POWERTOOLS_METRICS_NAMESPACE (Fastbreak), READ_CONCURRENCY (default 16).
@@ -15,9 +17,11 @@ POWERTOOLS_METRICS_NAMESPACE (Fastbreak), READ_CONCURRENCY (default 16).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from http import HTTPStatus
 from typing import Any
 
@@ -28,16 +32,25 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fastbreak.engine.online_store import StoreUnavailable
-from fastbreak.serving import FeatureClient, FeatureResult, InvalidRequest, ReadRequest
+from fastbreak.serving import (
+    MAX_BODY_BYTES,
+    FeatureClient,
+    FeatureResult,
+    InvalidRequest,
+    ReadRequest,
+)
 from fastbreak.serving.client import wall_clock_ms
-from fastbreak.serving.response import result_json, single_json
+from fastbreak.serving.request import BodyTooLarge
+from fastbreak.serving.response import json_text, result_json, single_json
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fastbreak"))
 # Alarms select their environment's metrics only: dev and prod may share an account.
 metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "local"))
-app = APIGatewayRestResolver()
+# Error answers go through the resolver's serializer; feature answers are encoded by the routes
+# (``_json``), so that a value with no JSON form fails inside the route, where it becomes a 500.
+app = APIGatewayRestResolver(serializer=json_text)
 
 _FEATURES_PREFIX = "/v1/features/"
 _client: FeatureClient | None = None
@@ -75,22 +88,62 @@ def _current() -> FeatureClient:
 
 # ---- routes ------------------------------------------------------------------------------------
 @app.get("/v1/features/<entity_type>/<entity_id>")
-def get_features(entity_type: str, entity_id: str) -> dict[str, Any]:
+def get_features(entity_type: str, entity_id: str) -> Response[str]:
     client = _current()
-    # The path parameters as API Gateway decoded them, not the resolver's regex capture.
+    _refuse_unknown_parameters({"groups"})
+    # The path parameters as API Gateway decoded them (percent-decoded), not the resolver's
+    # regex capture of the still-encoded path.
     params = app.current_event.path_parameters or {}
     request = client.validator.single(
         params.get("entity_type", entity_type), params.get("entity_id", entity_id),
         _requested_groups(),
     )
-    return single_json(_answer(client, request))
+    return _json(single_json(_answer(client, request)))
 
 
 @app.post("/v1/features/batch-get")
-def batch_get() -> dict[str, Any]:
+def batch_get() -> Response[str]:
     client = _current()
-    request = client.validator.batch_body(app.current_event.decoded_body)
-    return result_json(_answer(client, request))
+    _refuse_unknown_parameters(())
+    request = client.validator.batch_body(_body_bytes())
+    return _json(result_json(_answer(client, request)))
+
+
+def _json(document: dict[str, Any]) -> Response[str]:
+    return Response(status_code=HTTPStatus.OK.value, content_type=content_types.APPLICATION_JSON,
+                    body=json_text(document))
+
+
+def _refuse_unknown_parameters(known: Collection[str]) -> None:
+    """A parameter the route does not take (``as_of``, ``window``...) would otherwise be
+    ignored: the caller would believe it was applied."""
+    event = app.current_event
+    names = set(event.multi_value_query_string_parameters or {})
+    names |= set(event.query_string_parameters or {})
+    unknown = sorted(names - set(known))
+    if unknown:
+        takes = f"only {sorted(known)}" if known else "none"
+        shown = [name[:40] for name in unknown[:10]]  # caller input, echoed bounded
+        raise InvalidRequest(shown[0], f"unknown query parameters {shown}; this route takes "
+                                       f"{takes}")
+
+
+def _body_bytes() -> bytes | None:
+    """The request body as sent: API Gateway base64-encodes bodies it does not pass as text."""
+    event = app.current_event
+    body = event.body
+    if body is None:
+        return None
+    if not event.is_base64_encoded:
+        # A JSON event can carry a lone surrogate ("\ud800"): kept, so that the UTF-8 check
+        # refuses it instead of the encoder raising.
+        return body.encode("utf-8", "surrogatepass")
+    if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4:
+        raise BodyTooLarge("body", f"is over {MAX_BODY_BYTES} bytes")  # before decoding it
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise InvalidRequest("body", "is marked base64-encoded but is not base64") from None
 
 
 def _requested_groups() -> list[str] | None:
@@ -137,6 +190,9 @@ def _error(status: HTTPStatus, code: str, message: str, **extra: Any) -> Respons
 
 def _invalid(error: InvalidRequest) -> Response[Any]:
     metrics.add_metric("InvalidRequests", MetricUnit.Count, 1)
+    if isinstance(error, BodyTooLarge):
+        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request_too_large", str(error),
+                      field=error.field)
     return _error(HTTPStatus.BAD_REQUEST, "invalid_request", str(error), field=error.field)
 
 
@@ -158,7 +214,8 @@ def _unexpected(error: Exception) -> Response[Any]:
 def _not_found(_: Exception) -> Response[Any]:
     event = app.current_event
     params = event.path_parameters or {}
-    if event.path.startswith(_FEATURES_PREFIX) and {"entity_type", "entity_id"} <= set(params):
+    if (event.http_method == "GET" and event.path.startswith(_FEATURES_PREFIX)
+            and {"entity_type", "entity_id"} <= set(params)):
         # API Gateway matched {entity_type}/{entity_id}, but the resolver's route pattern
         # refused a character of the id: bad input, so a 400 that says which, not a 404.
         try:

@@ -1,4 +1,4 @@
-"""Online feature serving: request validation, online-store reads and the ``FeatureClient``.
+"""Online feature serving: request validation, answers and the ``FeatureClient``.
 
 Plain Python over an injected DynamoDB client (no Powertools), so services can embed the
 client and the feature API handler stays a thin HTTP face over the same code.
@@ -15,7 +15,6 @@ from fastbreak.serving.request import (
     ReadRequest,
     RequestValidator,
 )
-from fastbreak.serving.store_reader import OnlineStoreReader
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -27,7 +26,6 @@ __all__ = [
     "FeatureResult",
     "GroupSelection",
     "InvalidRequest",
-    "OnlineStoreReader",
     "ReadRequest",
     "RequestValidator",
 ]

@@ -1,9 +1,9 @@
 """``FeatureClient``: online features for Python services, and the core of the feature API.
 
 The API handler is a thin HTTP face over this class, so both answer with the same validation,
-the same reads and the same merge (``fastbreak.engine.read.merge_group``, shared with the
-processor's states). A value is ``None`` when no event falls in its window: a missing entity
-or feature is an explicit null, never an absent key.
+the same reads (``fastbreak.engine.online_store``, the table's one access layer) and the same
+merge (``fastbreak.engine.read.merge_group``). A value is ``None`` when no event falls in its
+window: a missing entity or feature is an explicit null, never an absent key.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from typing import Any
 from fastbreak.definitions import CATALOG, Catalog
 from fastbreak.engine.fold import FeatureValue
 from fastbreak.engine.layout import entity_pk
-from fastbreak.engine.online_store import RetryPolicy
+from fastbreak.engine.online_store import GroupKey, OnlineStore, RetryPolicy
 from fastbreak.engine.plan import Plan, compile_plan
 from fastbreak.engine.read import merge_group
 from fastbreak.serving.request import EntityRef, ReadRequest, RequestValidator
-from fastbreak.serving.store_reader import GroupKey, OnlineStoreReader
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def serving_retry() -> RetryPolicy:
+    """Backoff for reads that a caller is waiting on: a few short tries, not the processor's."""
+    return RetryPolicy(max_attempts=4, base_delay_s=0.02, max_delay_s=0.2, margin_s=0.5)
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,9 @@ class FeatureClient:
     ) -> None:
         self.validator = RequestValidator(catalog)
         self.plan: Plan = compile_plan(catalog)
-        sharded = [name for name, group in self.plan.groups.items() if group.sharded]
-        self.reader = OnlineStoreReader(dynamodb, table_name, sharded, retry, concurrency)
+        self.sharded = frozenset(name for name, group in self.plan.groups.items()
+                                 if group.sharded)
+        self.store = OnlineStore(dynamodb, table_name, retry or serving_retry(), concurrency)
         self.clock_ms = clock_ms
 
     def get(
@@ -93,7 +98,7 @@ class FeatureClient:
             for ref in dict.fromkeys(request.entities)
             for selection in request.selections[ref.entity_type]
         ]
-        items = self.reader.read(keys, as_of_ms // 1000)
+        items = self.store.read_groups(keys, self.sharded, as_of_ms // 1000)
         merged: dict[GroupKey, dict[str, FeatureValue]] = {
             key: merge_group(self.plan.groups[key[1]], group_items, as_of_ms)
             for key, group_items in items.items()

@@ -29,6 +29,10 @@ class InvalidRequest(ValueError):
         self.message = message
 
 
+class BodyTooLarge(InvalidRequest):
+    """The body is over ``MAX_BODY_BYTES``: the API answers 413 rather than 400."""
+
+
 @dataclass(frozen=True, slots=True)
 class EntityRef:
     entity_type: str
@@ -65,15 +69,20 @@ class RequestValidator:
         entity = self.entity(entity_type, entity_id, "")
         return ReadRequest((entity,), self.selections(names, {entity.entity_type}, "groups"))
 
-    def batch_body(self, body: str | bytes | None) -> ReadRequest:
-        """The JSON body of ``POST /v1/features/batch-get``."""
-        if body is None or not body:
+    def batch_body(self, body: bytes | None) -> ReadRequest:
+        """The JSON body of ``POST /v1/features/batch-get``, as received (bytes)."""
+        if not body:
             raise InvalidRequest("body", "is empty; expected a JSON object with 'entities'")
-        raw = body.encode() if isinstance(body, str) else body
-        if len(raw) > MAX_BODY_BYTES:
-            raise InvalidRequest("body", f"is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge("body", f"is {len(body)} bytes; at most {MAX_BODY_BYTES}")
         try:
-            document = json.loads(raw)
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidRequest(
+                "body", f"is not UTF-8 text (byte {error.start} cannot be decoded)"
+            ) from None
+        try:
+            document = json.loads(text, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             raise InvalidRequest("body", "is not valid JSON") from None
         if not isinstance(document, dict):
@@ -172,6 +181,10 @@ class RequestValidator:
                 f"{list(self._served[group])}",
             )
         return group, feature
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's extension, not JSON
 
 
 def _shown(value: Any) -> str:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -45,3 +46,10 @@ def result_json(result: FeatureResult) -> dict[str, Any]:
 def single_json(result: FeatureResult) -> dict[str, Any]:
     """``GET`` of one entity: the entity's fields at the top level."""
     return {"as_of": format_ms(result.as_of_ms), **entity_json(result.entities[0])}
+
+
+def json_text(document: Any) -> str:
+    """Compact JSON text of an answer. Non-finite floats are refused (``ValueError``), never
+    written as ``Infinity`` or ``NaN``: those are not JSON, and a client would fail to parse the
+    whole answer. The merge serves null where a value has no finite form."""
+    return json.dumps(document, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,740 @@
+"""The DuckDB path of the training-set builder: window aggregations in SQL and Arrow that equal
+the engine's fold and merge exactly, in event-time mode.
+
+A served feature's value at T merges the tiles of its window (``fold.window_tiles``): for a
+sliding window of size W over tiles of t, the events with an event time in ``[L, T]``, L the
+start of the tile ``W - t`` before the one holding T (the whole history for a lifetime
+window, T's tile for a tumbling one). In event-time mode every event counted at T has its
+event time at most T, so a window is an interval of event time, which SQL can compute for a
+million spine rows at once, with no per-entity Python:
+
+- **count, sum, mean**: prefix sums. The entity's events, a probe at each spine time and a
+  marker at each window's lower edge are sorted once by (entity, time); the value is the
+  running total at the probe less the one at the marker. Sums are exact, as the engine's
+  (``aggregations.Sum``): each value is an integer multiple of 2**Emin (Emin the smallest
+  exponent the values need), summed as 64-bit integers when the total provably fits and as
+  31-bit limbs otherwise; the total is rounded once, as ``Sum.result`` rounds it.
+- **the value's event time**: the newest event in the window is the last relevant event
+  before the probe, carried forward, where the window counts one.
+- **approx_distinct**: the engine's HyperLogLog of the window is a function of which
+  (register, rank) pairs its values reach (``hll.register_of``, computed once per distinct
+  value). A register at rank >= k is present at T exactly when T falls in one of the intervals
+  ``[first time in tile s, end of s + W)`` over the tiles s where it is seen; merged into runs,
+  each run is a +1 and a -1 on the timeline, and running totals give, per spine row, the count
+  of registers at each rank level, from which the empty registers and the exact sum of
+  ``2**-rank`` follow. ``hll.estimate_from`` turns them into the engine's estimate. Only an
+  entity that reaches more registers than linear counting covers needs the levels above 1;
+  for the others the count of set registers decides the estimate alone.
+- **min, max**: the window's full tiles (a RANGE window over tile aggregates) and the head
+  tile up to T (a running min/max inside the tile, joined ASOF).
+- **last**: the newest relevant event by (event time, event id), joined ASOF, if it lies in
+  the window; an exact tie goes to the first in fold order, as the fold decides it.
+
+``covered`` says which features this path computes; the builder sends the others (and every
+feature in as-served mode, where a window is no longer an interval of one column) through
+the reference path (``fastbreak.offline.reference``). A property test holds the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fastbreak.definitions.model import Aggregation, WindowKind
+from fastbreak.engine.aggregations import Mean, Sum, exact
+from fastbreak.engine.hll import MAX_RANK, REGISTERS, estimate_from, register_of
+from fastbreak.engine.plan import LIFETIME, GroupPlan, ServedFeature
+
+COVERED_AGGREGATIONS = frozenset({
+    Aggregation.COUNT, Aggregation.SUM, Aggregation.MEAN, Aggregation.MIN, Aggregation.MAX,
+    Aggregation.LAST, Aggregation.APPROX_DISTINCT,
+})
+COVERED_WINDOWS = frozenset({WindowKind.SLIDING, WindowKind.TUMBLING, WindowKind.LIFETIME})
+# Limbs of a sum beyond 64 bits: each 31 bits, so a running total of 2**32 rows stays in int64.
+LIMB_BITS = 31
+MAX_LIMBS = 8
+_LIMB_MASK = (1 << LIMB_BITS) - 1
+# The register-count sums: sum over registers of 2**-rank, times 2**53, as A * 2**27 + B
+# (ranks 1..26 in A, 27..53 in B: each stays far inside int64).
+_SPLIT_RANK = 26
+_HARMONIC_SCALE = 1 << MAX_RANK
+_EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
+_NEVER = 1 << 62  # a timeline position after every spine time
+
+
+def covered(served: ServedFeature) -> bool:
+    return (served.feature.aggregation in COVERED_AGGREGATIONS
+            and served.window.kind in COVERED_WINDOWS)
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """Which events a feature's slot folds: its event types, carrying its field."""
+
+    events: tuple[str, ...]
+    field: str | None
+
+
+@dataclass(frozen=True)
+class Span:
+    """A window's shape: what its lower edge is at a spine time."""
+
+    kind: WindowKind
+    tile_seconds: int
+    size_seconds: int
+
+    def lower_ms_sql(self, time_ms: str) -> str:
+        """The first event time (ms) the window holds at ``time_ms`` (>= 0); -1 for a lifetime
+        window (every event time the fast path takes is positive)."""
+        if self.kind is WindowKind.LIFETIME:
+            return "-1"
+        tile_ms = self.tile_seconds * 1000
+        below = 0 if self.kind is WindowKind.TUMBLING else (self.size_seconds - self.tile_seconds)
+        return f"(({time_ms}) // {tile_ms} * {tile_ms} - {below * 1000})"
+
+    @property
+    def end_after_ms(self) -> int | None:
+        """How long after its tile starts an event leaves the window; None: never."""
+        if self.kind is WindowKind.LIFETIME:
+            return None
+        size = self.tile_seconds if self.kind is WindowKind.TUMBLING else self.size_seconds
+        return size * 1000
+
+    def tile_sql(self, time_ms: str) -> str:
+        """The start (epoch s) of the tile holding ``time_ms``."""
+        if self.kind is WindowKind.LIFETIME:
+            return "0"
+        return f"(({time_ms}) // {self.tile_seconds * 1000} * {self.tile_seconds})"
+
+
+def relevance_of(group: GroupPlan, served: ServedFeature) -> Relevance:
+    events = served.feature.events or group.group.sources
+    return Relevance(tuple(sorted(events)), served.feature.field)
+
+
+def span_of(served: ServedFeature) -> Span:
+    tile = served.tile_seconds if served.tile_seconds != LIFETIME else 0
+    return Span(served.window.kind, tile, served.window.size_seconds)
+
+
+@dataclass
+class FeatureColumns:
+    """One feature over the spine, in spine row order: values and event times (epoch ms),
+    both null where the window holds no event."""
+
+    values: pa.Array
+    event_time_ms: pa.Array
+
+
+class GroupQuery:
+    """The covered features of one group. ``events_sql`` selects the group's applied events
+    for the spine's entities (``key_id``, ``t_ms``, ``event_type``, the payload fields,
+    ``event_id``, ``shard``, ``seq``, ``sub``); ``values_sql(field)`` a superset of a field's
+    values (a cheap scan, to map each value to its HyperLogLog register once); the table
+    ``{prefix}_probe`` holds one row per spine row: ``row``, ``key_id``, ``t`` (ms, >= 0).
+    """
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, group: GroupPlan, prefix: str, rows: int,
+        events_sql: str, values_sql: Callable[[str], str],
+    ) -> None:
+        self.con = con
+        self.group = group
+        self.ev = f"{prefix}_ev"
+        self.probe = f"{prefix}_probe"
+        self.prefix = prefix
+        self.rows = rows
+        self.events_sql = events_sql
+        self.values_sql = values_sql
+        self.codes = {name: code for code, name in enumerate(sorted(group.group.sources))}
+        self._register_tables: dict[Relevance, pa.Table] = {}
+
+    def _where(self, rel: Relevance) -> str:
+        """The SQL condition for ``rel``'s events in ``{prefix}_ev``."""
+        codes = ", ".join(str(self.codes[name]) for name in rel.events)
+        condition = f"code IN ({codes})"
+        if rel.field is None:
+            return condition
+        return f"{condition} AND {self._present[rel.field]} IS NOT NULL"
+
+    def _prepare(self, features: Sequence[ServedFeature]) -> None:
+        """Materialize the few columns the features read: event types as small codes, and a
+        field that feeds an approx_distinct as its register and rank, not its text."""
+        plain: set[str] = set()
+        sketched: set[str] = set()
+        tie_break = False
+        for served in features:
+            field = served.feature.field
+            if field is None:
+                continue
+            if served.feature.aggregation is Aggregation.APPROX_DISTINCT:
+                sketched.add(field)
+            else:
+                plain.add(field)
+            tie_break |= served.feature.aggregation is Aggregation.LAST
+        self._present = {name: f"a.{_ident(name)}" for name in plain}
+        columns = ["a.key_id", "a.t_ms", "(CASE a.event_type " + " ".join(
+            f"WHEN {_literal(name)} THEN {code}" for name, code in self.codes.items()
+        ) + " END)::TINYINT AS code"]
+        columns += [f"a.{_ident(name)}" for name in sorted(plain)]
+        if tie_break:
+            columns += ["a.event_id", "a.shard", "a.seq", "a.sub"]
+        joins = []
+        for index, name in enumerate(sorted(sketched)):
+            values = [v for (v,) in self.con.sql(self.values_sql(name)).fetchall()]
+            pairs = [register_of(value) for value in values]
+            table = f"{self.prefix}_registers_{index}"
+            self.con.register(table, pa.table({
+                "v": values, "reg": pa.array([p[0] for p in pairs], pa.int16()),
+                "rank": pa.array([p[1] for p in pairs], pa.int8()),
+            }))
+            alias = f"r{index}"
+            joins.append(f"LEFT JOIN {table} {alias} ON {alias}.v = a.{_ident(name)}")
+            columns += [f"{alias}.reg AS {_ident('reg_' + name)}",
+                        f"{alias}.rank AS {_ident('rank_' + name)}"]
+            self._present.setdefault(name, _ident("reg_" + name))
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {self.ev} AS
+            SELECT {', '.join(columns)} FROM ({self.events_sql}) a {' '.join(joins)}
+        """)
+        # the conditions read the table's own columns from now on
+        self._present = {name: column.removeprefix("a.") for name, column in self._present.items()}
+
+    def low_time_ms(self) -> int | None:
+        (low,), = self.con.sql(f"SELECT min(t_ms) FROM {self.ev}").fetchall()
+        return None if low is None else int(low)
+
+    # ---- entry -------------------------------------------------------------------------------
+    def compute(self, features: Sequence[ServedFeature]) -> dict[str, FeatureColumns]:
+        """The features this path computed: none when an event time is 0 or less (the fold
+        takes such a time as none at all), and not a sum too wide for ``MAX_LIMBS``."""
+        self._prepare(features)
+        low = self.low_time_ms()
+        if low is not None and low <= 0:
+            return {}
+        sums = {s.feature.field for s in features
+                if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)}
+        scales = {name: self._scale(name) for name in sorted(f for f in sums if f is not None)}
+        features = [s for s in features if s.feature.aggregation not in (
+            Aggregation.SUM, Aggregation.MEAN) or scales[s.feature.field or ""] is not None]
+        if not features:
+            return {}
+        additive = self._additive(features, {k: v for k, v in scales.items() if v is not None})
+        out: dict[str, FeatureColumns] = {}
+        sketches: dict[Relevance, dict[Span, tuple[pa.Array, pa.Array, pa.Array]]] = {}
+        for served in features:
+            aggregation = served.feature.aggregation
+            rel, span = relevance_of(self.group, served), span_of(served)
+            count, times = additive.count(rel, span), additive.event_times(rel)
+            present = pc.greater(count, 0)
+            event_time = pc.if_else(present, times, pa.scalar(None, pa.int64()))
+            if aggregation is Aggregation.COUNT:
+                values: pa.Array = pc.if_else(present, count, pa.scalar(None, pa.int64()))
+            elif aggregation in (Aggregation.SUM, Aggregation.MEAN):
+                scale = scales[served.feature.field or ""]
+                assert scale is not None
+                total = additive.total(served.feature.field or "", rel, span)
+                values = _sums(served, scale, total, count, present)
+            elif aggregation is Aggregation.APPROX_DISTINCT:
+                counts = sketches.get(rel)
+                if counts is None:
+                    counts = sketches[rel] = self._register_counts(rel, [
+                        span_of(s) for s in features if relevance_of(self.group, s) == rel
+                        and s.feature.aggregation is Aggregation.APPROX_DISTINCT])
+                values = _estimates(*counts[span], present)
+            elif aggregation is Aggregation.LAST:
+                values = self._last(rel, span, present)
+            else:
+                values = self._extreme(served, rel, span, present)
+            out[served.name] = FeatureColumns(values, event_time)
+        return out
+
+    # ---- exact sums ----------------------------------------------------------------------
+    def _scale(self, field: str) -> _Scale | None:
+        """How ``field``'s values become integers: ``value * 2**-emin``, in ``limbs`` columns."""
+        column = _ident(field)
+        rows = self.con.sql(
+            f"SELECT {column} AS v, count(*) AS n FROM {self.ev} WHERE {column} IS NOT NULL "
+            "GROUP BY ALL"
+        ).fetchall()
+        if not rows:
+            return _Scale(0, 1, None)
+        values = [value for value, _ in rows]
+        exacts = [exact(value) for value in values]
+        emin = min(e for _, e in exacts)
+        scaled = [m << (e - emin) for m, e in exacts]
+        # every running total of the timeline is bounded by the sum of all magnitudes
+        bound = sum(abs(v) * n for v, (_, n) in zip(scaled, rows, strict=True))
+        if bound < 1 << 62:
+            limbs = 1
+        else:
+            widest = max(abs(v) for v in scaled).bit_length() + 1
+            limbs = -(-widest // LIMB_BITS) + 1
+            if limbs > MAX_LIMBS:
+                return None
+        table = None
+        if limbs > 1 or any(type(value) is not int for value in values):
+            columns: dict[str, list[Any]] = {"v": values}
+            for limb in range(limbs):
+                columns[f"l{limb}"] = [_limb(v, limb, limbs) for v in scaled]
+            table = f"{self.prefix}_scale_{field}"
+            self.con.register(table, pa.table(columns))
+        return _Scale(emin, limbs, table)
+
+    # ---- the prefix-sum timeline ---------------------------------------------------------------
+    def _additive(self, features: Sequence[ServedFeature], scales: dict[str, _Scale]
+                  ) -> _Additive:
+        relevances = sorted({relevance_of(self.group, s) for s in features},
+                            key=lambda r: (r.events, r.field or ""))
+        spans = sorted({span_of(s) for s in features},
+                       key=lambda s: (s.kind.value, s.tile_seconds, s.size_seconds))
+        summed = sorted({(s.feature.field, relevance_of(self.group, s)) for s in features
+                         if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)},
+                        key=lambda p: (p[0] or "", p[1].events))
+        flags = [f"({self._where(rel)})::TINYINT AS f{bit}" for bit, rel in enumerate(relevances)]
+        flag_names = [f"f{bit}" for bit in range(len(relevances))]
+        joins, value_columns, names = [], [], []
+        for index, (field, rel) in enumerate(summed):
+            assert field is not None
+            scale = scales[field]
+            alias = f"s{index}"
+            for limb in range(scale.limbs):
+                name = f"x{index}_{limb}"
+                expr = _ident(field) if scale.table is None else f"{alias}.l{limb}"
+                value_columns.append(f"CASE WHEN {self._where(rel)} THEN {expr} END AS {name}")
+                names.append(name)
+            if scale.table is not None:
+                joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
+        values_sql = "".join(", " + column for column in value_columns)
+        nulls_sql = "".join(f", NULL::BIGINT AS {name}" for name in names)
+        zeros_sql = "".join(f", 0::TINYINT AS {name}" for name in flag_names)
+        markers = "".join(
+            f" UNION ALL SELECT key_id, {span.lower_ms_sql('t')} AS pos, 0::TINYINT AS ord,"
+            f" row::INTEGER AS row, {m}::TINYINT AS m{zeros_sql}{nulls_sql} FROM {self.probe}"
+            for m, span in enumerate(spans)
+        )
+        query = f"""
+            SELECT key_id, pos, ord, row, m{"".join(", " + n for n in flag_names + names)}
+            FROM (
+                SELECT key_id, t_ms AS pos, 1::TINYINT AS ord, NULL::INTEGER AS row,
+                       NULL::TINYINT AS m{"".join(", " + flag for flag in flags)}{values_sql}
+                FROM {self.ev} e {" ".join(joins)}
+                WHERE {" OR ".join(f"({self._where(rel)})" for rel in relevances)}
+                UNION ALL
+                SELECT key_id, t AS pos, 2::TINYINT AS ord, row::INTEGER AS row, NULL::TINYINT
+                       {zeros_sql}{nulls_sql}
+                FROM {self.probe}{markers}
+            )
+            ORDER BY key_id, pos, ord
+        """
+        table = self.con.sql(query).to_arrow_table()
+        return _Additive(table, self.rows, relevances, spans, summed, scales)
+
+    # ---- approx_distinct -----------------------------------------------------------------------
+    def _register_counts(self, rel: Relevance, spans: list[Span]
+                         ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
+        """Per window shape, the running count of set registers and the two parts of the rank
+        weights at each spine row (see the module's docstring), from one sorted timeline."""
+        events = self._register_events(rel)
+        parts = []
+        for index, span in enumerate(spans):
+            deltas = _register_runs(events, span)
+            parts.append(deltas.append_column("w", pa.repeat(pa.scalar(index, pa.int8()),
+                                                               deltas.num_rows)))
+        table = f"{self.prefix}_runs"
+        self.con.register(table, pa.concat_tables(parts))
+        try:
+            timeline = self.con.sql(f"""
+                SELECT key_id, pos, ord, row, w, n1, a, b FROM (
+                    SELECT key_id, pos, 1::TINYINT AS ord, NULL::INTEGER AS row, w, n1, a, b
+                    FROM {table}
+                    UNION ALL
+                    SELECT key_id, t, 2::TINYINT, row::INTEGER, -1::TINYINT, 0, 0, 0
+                    FROM {self.probe}
+                ) ORDER BY key_id, pos, ord
+            """).to_arrow_table()
+        finally:
+            self.con.unregister(table)
+        probes = pc.indices_nonzero(pc.equal(timeline["ord"], 2))
+        probes = pc.take(probes, pc.sort_indices(pc.take(timeline["row"], probes)))
+        counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
+        zero = pa.scalar(0, pa.int64())
+        for index, span in enumerate(spans):
+            mine = pc.equal(timeline["w"], index)
+            ones, high, low = (
+                pc.take(pc.cumulative_sum(pc.if_else(mine, timeline[name], zero)), probes)
+                for name in ("n1", "a", "b")
+            )
+            counts[span] = (ones, high, low)
+        return counts
+
+    def _register_events(self, rel: Relevance) -> pa.Table:
+        """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
+        register and time; ``heavy``: the entity reaches more registers than linear counting
+        covers, so its windows may need every rank level."""
+        found = self._register_tables.get(rel)
+        if found is not None:
+            return found
+        name = rel.field or ""
+        events = self.con.sql(f"""
+            SELECT key_id, {_ident('reg_' + name)} AS reg, {_ident('rank_' + name)} AS rank, t_ms
+            FROM {self.ev} WHERE {self._where(rel)}
+            ORDER BY key_id, reg, t_ms
+        """).to_arrow_table().combine_chunks()
+        key, reg = _array(events["key_id"]), _array(events["reg"])
+        new_register = _changed(key, reg)
+        keys_seen = pc.value_counts(pc.filter(key, new_register))
+        heavy_keys = pc.filter(keys_seen.field("values"),
+                               pc.greater(keys_seen.field("counts"), MAX_LINEAR_REGISTERS))
+        events = events.append_column("heavy", pc.is_in(key, heavy_keys))
+        self._register_tables[rel] = events
+        return events
+
+    # ---- last ------------------------------------------------------------------------------
+    def _last(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
+        field = rel.field
+        assert field is not None
+        query = f"""
+            WITH winners AS (
+                SELECT key_id, t_ms, {_ident(field)} AS x FROM {self.ev} WHERE {self._where(rel)}
+                QUALIFY row_number() OVER (
+                    PARTITION BY key_id, t_ms
+                    ORDER BY event_id DESC, shard, length(seq), seq, sub) = 1
+            )
+            SELECT p.row, CASE WHEN w.t_ms >= {span.lower_ms_sql('p.t')} THEN w.x END AS x
+            FROM {self.probe} p ASOF LEFT JOIN winners w ON p.key_id = w.key_id AND p.t >= w.t_ms
+            ORDER BY p.row
+        """
+        values = self.con.sql(query).to_arrow_table()["x"]
+        return pc.if_else(present, values, pa.scalar(None, values.type))
+
+    # ---- min, max ----------------------------------------------------------------------------
+    def _extreme(self, served: ServedFeature, rel: Relevance, span: Span, present: pa.Array
+                 ) -> pa.Array:
+        pick = "min" if served.feature.aggregation is Aggregation.MIN else "max"
+        combine = "least" if pick == "min" else "greatest"
+        field = _ident(rel.field or "")
+        tile = span.tile_sql("t_ms")
+        if span.kind is WindowKind.LIFETIME:
+            head_window = "PARTITION BY key_id ORDER BY t_ms"
+        else:
+            head_window = "PARTITION BY key_id, s ORDER BY t_ms"
+        base = "NULL"
+        base_cte = ""
+        if span.kind is WindowKind.SLIDING and span.size_seconds > span.tile_seconds:
+            before = span.size_seconds - span.tile_seconds
+            base_cte = f""",
+            tiles AS (SELECT key_id, s, {pick}(x) AS x FROM rel GROUP BY ALL),
+            frame AS (
+                SELECT key_id, s, x, NULL::BIGINT AS row FROM tiles
+                UNION ALL SELECT key_id, {span.tile_sql('t')}, NULL, row FROM {self.probe}
+            ),
+            base AS (
+                SELECT row, {pick}(x) OVER (
+                    PARTITION BY key_id ORDER BY s
+                    RANGE BETWEEN {before} PRECEDING AND {span.tile_seconds} PRECEDING) AS x
+                FROM frame QUALIFY row IS NOT NULL
+            )"""
+            base = "b.x"
+        query = f"""
+            WITH rel AS (
+                SELECT key_id, t_ms, {tile} AS s, {field} AS x FROM {self.ev}
+                WHERE {self._where(rel)}
+            ), head AS (
+                SELECT key_id, t_ms, s, {pick}(x) OVER ({head_window}) AS x FROM rel
+            ){base_cte}
+            SELECT p.row, {combine}(
+                {base}, CASE WHEN h.s = {span.tile_sql('p.t')} THEN h.x END) AS x
+            FROM {self.probe} p
+            ASOF LEFT JOIN head h ON p.key_id = h.key_id AND p.t >= h.t_ms
+            {'LEFT JOIN base b ON b.row = p.row' if base_cte else ''}
+            ORDER BY p.row
+        """
+        values = self.con.sql(query).to_arrow_table()["x"]
+        return pc.if_else(present, values, pa.scalar(None, values.type))
+
+
+@dataclass(frozen=True)
+class _Scale:
+    emin: int
+    limbs: int
+    table: str | None  # value -> limbs, when the values are not their own integers
+
+
+def _limb(value: int, limb: int, limbs: int) -> int:
+    if limbs == 1:
+        return value
+    if limb == limbs - 1:
+        return value >> (LIMB_BITS * limb)  # the signed top limb
+    return (value >> (LIMB_BITS * limb)) & _LIMB_MASK
+
+
+class _Additive:
+    """Running totals of the sorted timeline, read at the probes and the window markers."""
+
+    def __init__(self, table: pa.Table, rows: int, relevances: list[Relevance],
+                 spans: list[Span], summed: list[tuple[str | None, Relevance]],
+                 scales: dict[str, _Scale]) -> None:
+        self.table = table
+        self.rows = rows
+        self.bits = {rel: bit for bit, rel in enumerate(relevances)}
+        self.markers = {span: m for m, span in enumerate(spans)}
+        self.summed = {pair: index for index, pair in enumerate(summed)}
+        self.scales = scales
+        self.probes = self._positions(pc.equal(table["ord"], 2))
+        self.lower_edges: dict[int, pa.Array] = {}
+        self._cache: dict[Any, pa.Array] = {}
+
+    def _positions(self, rows: pa.Array) -> pa.Array:
+        """The timeline positions of the rows selected, in spine row order."""
+        positions = pc.indices_nonzero(rows)
+        return pc.take(positions, pc.sort_indices(pc.take(self.table["row"], positions)))
+
+    def _at(self, running: pa.Array, span: Span | None) -> pa.Array:
+        """``running`` at each probe (span None) or at the span's marker, in row order."""
+        if span is None:
+            return pc.take(running, self.probes)
+        m = self.markers[span]
+        positions = self.lower_edges.get(m)
+        if positions is None:
+            positions = self.lower_edges[m] = self._positions(
+                pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
+        return pc.take(running, positions)
+
+    def _window(self, column: pa.Array, span: Span, key: Any) -> pa.Array:
+        """The total of ``column`` over each row's window: the running total at the probe
+        less the one at the window's lower edge."""
+        running = self._cache.get(key)
+        if running is None:
+            running = self._cache[key] = pc.cumulative_sum(column)
+        return pc.subtract(self._at(running, None), self._at(running, span))
+
+    def count(self, rel: Relevance, span: Span) -> pa.Array:
+        key = ("count", rel, span)
+        found = self._cache.get(key)
+        if found is None:
+            column = pc.cast(self.table[f"f{self.bits[rel]}"], pa.int64())
+            found = self._cache[key] = self._window(column, span, ("count", rel))
+        return found
+
+    def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
+        """The window's scaled sum, one array per limb."""
+        index = self.summed[(field, rel)]
+        return [
+            self._window(pc.fill_null(self.table[f"x{index}_{limb}"], 0), span,
+                         ("sum", index, limb))
+            for limb in range(self.scales[field].limbs)
+        ]
+
+    def event_times(self, rel: Relevance) -> pa.Array:
+        key = ("times", rel)
+        found = self._cache.get(key)
+        if found is None:
+            relevant = pc.equal(self.table[f"f{self.bits[rel]}"], 1)
+            times = pc.if_else(relevant, self.table["pos"], pa.scalar(None, pa.int64()))
+            found = self._cache[key] = self._at(pc.fill_null_forward(times), None)
+        return found
+
+
+def _sums(served: ServedFeature, scale: _Scale, limbs: list[pa.Array], count: pa.Array,
+          present: pa.Array) -> pa.Array:
+    """The engine's result of each window's exact sum (``Sum.result`` / ``Mean.result``)."""
+    aggregator = served.aggregator
+    is_mean = served.feature.aggregation is Aggregation.MEAN
+    floating = isinstance(aggregator, Sum) and aggregator.floating
+    if len(limbs) == 1 and not floating and not is_mean and scale.emin == 0:
+        return pc.if_else(present, limbs[0], pa.scalar(None, pa.int64()))
+    if len(limbs) == 1 and _vectorizable(scale, limbs[0], count, is_mean):
+        total = pc.cast(limbs[0], pa.float64(), safe=False)  # correctly rounded
+        if is_mean:
+            total = pc.divide(total, pc.cast(count, pa.float64()))  # both exact: one rounding
+        value = pc.multiply(total, pa.scalar(2.0**scale.emin))  # exact: no subnormal, no overflow
+        return pc.if_else(present, value, pa.scalar(None, pa.float64()))
+    # Python's own rounding, row by row, through the engine's result
+    totals = [
+        sum((value or 0) << (LIMB_BITS * limb) for limb, value in enumerate(parts))
+        for parts in zip(*(limb.to_pylist() for limb in limbs), strict=True)
+    ]
+    counts = count.to_pylist()
+    flags = present.to_pylist()
+    results: list[Any] = []
+    mean, summed = Mean(), aggregator
+    for total, n, flag in zip(totals, counts, flags, strict=True):
+        if not flag:
+            results.append(None)
+        elif is_mean:
+            results.append(mean.result([0, total, scale.emin, n]))
+        else:
+            results.append(summed.result([0, total, scale.emin]))
+    kind = pa.float64() if is_mean or floating or scale.emin != 0 else pa.int64()
+    if kind == pa.int64():
+        results = [r if r is None or -(1 << 63) <= r < 1 << 63 else None for r in results]
+    return pa.array(results, kind)
+
+
+def _vectorizable(scale: _Scale, total: pa.Array, count: pa.Array, is_mean: bool) -> bool:
+    """Arrow's float arithmetic rounds exactly as Python's int division here: every total and
+    count is a double exactly (below 2**53), and the scaled result is a normal double."""
+    if len(total) == 0:
+        return True
+    bounds = pc.min_max(pc.abs(total))
+    widest = bounds["max"].as_py() or 0
+    if widest >= 1 << 53:
+        return False
+    if is_mean and (pc.max(count).as_py() or 0) >= 1 << 53:
+        return False
+    return scale.emin > -900 and widest.bit_length() + scale.emin < 1000
+
+
+def _linear_limit() -> int:
+    """The most registers a sketch can have set and still be estimated by linear counting."""
+    asked: list[int] = []
+
+    def harmonic() -> float:
+        asked.append(1)
+        return 1.0
+
+    limit = 0
+    for present in range(REGISTERS + 1):
+        estimate_from(REGISTERS - present, harmonic)
+        if asked:
+            break
+        limit = present
+    return limit
+
+
+MAX_LINEAR_REGISTERS = _linear_limit()
+# present registers -> the estimate, over the range linear counting decides
+_LINEAR = [
+    estimate_from(REGISTERS - present, lambda: 0.0) for present in range(MAX_LINEAR_REGISTERS + 1)
+]
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _changed(*columns: pa.Array) -> pa.Array:
+    """True where a row differs from the previous one in any of ``columns`` (and at row 0)."""
+    if len(columns[0]) == 0:
+        return pa.array([], pa.bool_())
+    differs = None
+    for column in columns:
+        step = pc.not_equal(column[1:], column[:-1])
+        differs = step if differs is None else pc.or_(differs, step)
+    assert differs is not None
+    return pa.concat_arrays([pa.array([True]), differs])
+
+
+def _register_runs(events: pa.Table, span: Span) -> pa.Table:
+    """+1/-1 deltas (``n1``, and the rank weights ``a``, ``b``) where the runs begin and end
+    in which each (entity, register) is present at each rank level: level 1 for every entity,
+    every level for heavy ones.
+
+    At level k, an event holding the register at rank >= k makes it present from the event's
+    time until the window no longer holds the event's tile; over one (entity, register) in
+    time order, an event starts a run when it comes after the previous one's presence ended,
+    and ends one when the next comes after its own presence ended (or there is none)."""
+    key, reg, rank, time_ms, heavy = (_array(events[name]) for name in (
+        "key_id", "reg", "rank", "t_ms", "heavy"))
+    end_after = span.end_after_ms
+    tile_ms = span.tile_seconds * 1000
+    parts: list[pa.Table] = []
+    level = 1
+    while len(key):
+        group = _changed(key, reg)
+        weights = _level_weights(level)
+        if end_after is None:  # lifetime: present from the first event on
+            first_keys = pc.filter(key, group)
+            parts.append(_deltas(first_keys, pc.filter(time_ms, group), weights, 1))
+            # and gone after every spine time: each entity's deltas sum to zero, so a running
+            # total over the whole timeline never carries one entity into the next
+            parts.append(_deltas(first_keys, pa.repeat(pa.scalar(_NEVER, pa.int64()),
+                                                       len(first_keys)), weights, -1))
+        else:
+            ends = pc.add(pc.multiply(pc.divide(time_ms, tile_ms), tile_ms), end_after)
+            gap = pc.greater(time_ms[1:], ends[:-1])
+            starts = pc.or_(group, pa.concat_arrays([pa.array([False]), gap]))
+            last = pa.concat_arrays([group[1:], pa.array([True])])
+            stops = pc.or_(last, pa.concat_arrays([gap, pa.array([False])]))
+            parts.append(_deltas(pc.filter(key, starts), pc.filter(time_ms, starts), weights, 1))
+            parts.append(_deltas(pc.filter(key, stops), pc.filter(ends, stops), weights, -1))
+        level += 1
+        keep = pc.and_(pc.greater_equal(rank, level), heavy)
+        key, reg, rank, time_ms, heavy = (pc.filter(column, keep) for column in (
+            key, reg, rank, time_ms, heavy))
+    if not parts:
+        return _deltas(pa.array([], pa.int32()), pa.array([], pa.int64()), (0, 0, 0), 1)
+    return pa.concat_tables(parts)
+
+
+def _level_weights(level: int) -> tuple[int, int, int]:
+    """What a register present at rank >= ``level`` adds to (n1, a, b): the count of set
+    registers, and 2**(53 - level) split as a * 2**27 + b."""
+    high = 1 << (_SPLIT_RANK - level) if level <= _SPLIT_RANK else 0
+    low = 1 << (MAX_RANK - level) if level > _SPLIT_RANK else 0
+    return (1 if level == 1 else 0), high, low
+
+
+def _deltas(key: pa.Array, pos: pa.Array, weights: tuple[int, int, int], sign: int) -> pa.Table:
+    n = len(key)
+    n1, high, low = (sign * weight for weight in weights)
+    return pa.table({
+        "key_id": pc.cast(key, pa.int32()), "pos": pc.cast(pos, pa.int64()),
+        "n1": pa.repeat(pa.scalar(n1, pa.int64()), n) if n else pa.array([], pa.int64()),
+        "a": pa.repeat(pa.scalar(high, pa.int64()), n) if n else pa.array([], pa.int64()),
+        "b": pa.repeat(pa.scalar(low, pa.int64()), n) if n else pa.array([], pa.int64()),
+    })
+
+
+def _estimates(n1: pa.Array, a: pa.Array, b: pa.Array, present: pa.Array) -> pa.Array:
+    """``hll.estimate_from`` for each row's register counts: linear counting by table where
+    the set registers decide it, the exact harmonic sum row by row where they do not."""
+    zeros = pc.subtract(pa.scalar(REGISTERS, pa.int64()), pc.cast(n1, pa.int64()))
+    linear = pa.array(
+        [_LINEAR[REGISTERS - z] if REGISTERS - z <= MAX_LINEAR_REGISTERS else None
+         for z in range(REGISTERS + 1)], pa.int64())
+    values = pc.take(linear, zeros)
+    dense = pc.and_(present, pc.is_null(values))
+    if pc.any(dense).as_py():
+        rows = pc.indices_nonzero(dense)
+        # many rows share a window's state (an entity's rows between two of its events)
+        known: dict[tuple[int, int, int], int] = {}
+        found: list[int] = []
+        for ones, high, low in zip(pc.take(n1, rows).to_pylist(), pc.take(a, rows).to_pylist(),
+                                   pc.take(b, rows).to_pylist(), strict=True):
+            estimate = known.get((ones, high, low))
+            if estimate is None:
+                weight = _EMPTY_WEIGHT - ((high << (MAX_RANK - _SPLIT_RANK)) + low)
+                estimate = known[(ones, high, low)] = estimate_from(
+                    REGISTERS - ones, _Harmonic(weight))
+            found.append(estimate)
+        exact: list[int | None] = values.to_pylist()
+        for row, estimate in zip(rows.to_pylist(), found, strict=True):
+            exact[row] = estimate
+        values = pa.array(exact, pa.int64())
+    return pc.if_else(present, values, pa.scalar(None, pa.int64()))
+
+
+class _Harmonic:
+    """The sum of ``2**-rank`` over all registers, correctly rounded, from its exact value
+    times 2**53 (Python's int division rounds correctly, as ``math.fsum`` does)."""
+
+    def __init__(self, scaled: int) -> None:
+        self.scaled = scaled
+
+    def __call__(self) -> float:
+        return self.scaled / _HARMONIC_SCALE
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
