@@ -21,10 +21,7 @@ Run on Managed Service for Apache Flink by ``main`` (docs/flink-runtime.md); loc
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from pyflink.common import Types
@@ -44,10 +41,8 @@ from fastbreak_flink.flush import (
     from_kinesis_row,
     summary,
 )
+from fastbreak_flink.settings import PROPERTY_GROUP, JobSettings, read_properties
 
-# The property group Managed Flink hands the job (its runtime properties), and where.
-PROPERTIES_FILE = Path("/etc/flink/application_properties.json")
-PROPERTY_GROUP = "fastbreak.audience"
 RECORD_TYPE = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING()])
 KEYED_TYPE = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING(), Types.LONG(),
                           Types.STRING()])
@@ -55,57 +50,6 @@ KEYED_TYPE = Types.TUPLE([Types.INT(), Types.STRING(), Types.STRING(), Types.LON
 # last flush. Processing-time timers do not fire once the input has ended.
 _DRAIN_AT = 2**63 - 2
 OPERATOR_UID = "fastbreak-audience-merge"  # keeps savepoints restorable across code changes
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """The job's settings: Managed Flink passes them as the ``fastbreak.audience`` property
-    group (strings), the local runner as arguments."""
-
-    table_name: str
-    bucket_name: str
-    stream_arn: str = ""
-    region: str = ""
-    endpoint_url: str = ""  # a local endpoint (moto); empty on AWS
-    quarantine_prefix: str = "quarantine/"
-    feature_log_prefix: str = "features/"
-    remember_seconds: int = 7 * 3600
-    key_buckets: int = 8
-    flush_interval_ms: int = 1000
-    flush_max_records: int = 2000
-    flush_attempts: int = 4
-    write_concurrency: int = 16
-    initial_position: str = "TRIM_HORIZON"
-
-    @classmethod
-    def from_properties(cls, properties: Mapping[str, str]) -> JobSettings:
-        known = {field.name: field for field in fields(cls)}
-        unknown = sorted(set(properties) - set(known))
-        if unknown:
-            raise ValueError(f"property group {PROPERTY_GROUP}: unknown keys {unknown}")
-        missing = [name for name in ("table_name", "bucket_name") if not properties.get(name)]
-        if missing:
-            raise ValueError(f"property group {PROPERTY_GROUP}: {missing} must be set")
-        values: dict[str, Any] = {}
-        for name, text in properties.items():
-            if known[name].type == "int":
-                try:
-                    values[name] = int(text)
-                except ValueError:
-                    raise ValueError(f"property group {PROPERTY_GROUP}: {name} must be an "
-                                     f"integer, not {text!r}") from None
-            else:
-                values[name] = text
-        return cls(**values)
-
-
-def read_properties(path: Path = PROPERTIES_FILE) -> dict[str, str]:
-    """The ``fastbreak.audience`` group of the runtime properties Managed Flink writes."""
-    groups = json.loads(path.read_text())
-    for group in groups:
-        if group.get("PropertyGroupId") == PROPERTY_GROUP:
-            return {str(key): str(value) for key, value in group["PropertyMap"].items()}
-    raise ValueError(f"{path} has no property group {PROPERTY_GROUP}")
 
 
 def build_merger(settings: JobSettings) -> Any:
@@ -247,10 +191,8 @@ def configure(env: StreamExecutionEnvironment) -> None:
 
 def main() -> None:
     settings = JobSettings.from_properties(read_properties())
+    # On Managed Flink the zip's `jarfile` (the Kinesis connector) is on the classpath already.
     env = StreamExecutionEnvironment.get_execution_environment()
-    jar = os.environ.get("FASTBREAK_FLINK_JAR")  # on Managed Flink: the zip's `jarfile`
-    if jar:
-        env.add_jars(f"file://{jar}")
     configure(env)
     audience_stage(kinesis_records(env, settings), settings)
     env.execute("fastbreak-audience-stage")
