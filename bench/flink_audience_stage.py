@@ -21,6 +21,8 @@ No target yet: the number says what the mini-cluster adds or saves around the sa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -87,11 +89,13 @@ def run_lambda_stage(records: list[StreamRecord], endpoint_url: str, table: str,
     for record in records:
         by_shard.setdefault(record.shard_id, []).append(record)
     started = time.perf_counter()
-    for shard_records in by_shard.values():
-        for start in range(0, len(shard_records), batch_size):
-            event = lambda_event(shard_records[start:start + batch_size])
-            answer = audience_stage.handler(event, LambdaContext())
-            assert answer == {"batchItemFailures": []}, answer
+    # The handler prints its metrics (EMF) per invocation, as on Lambda: not wanted here.
+    with contextlib.redirect_stdout(io.StringIO()):
+        for shard_records in by_shard.values():
+            for start in range(0, len(shard_records), batch_size):
+                event = lambda_event(shard_records[start:start + batch_size])
+                answer = audience_stage.handler(event, LambdaContext())
+                assert answer == {"batchItemFailures": []}, answer
     return time.perf_counter() - started
 
 

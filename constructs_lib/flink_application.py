@@ -37,14 +37,11 @@ from constructs import Construct
 from constructs_lib.defaults import FLINK_APPLICATION
 from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.props import ConstructPropsError, merge_props
+from fastbreak_flink.settings import ZIP_ENTRY, ZIP_JAR, ZIP_PYTHON
 
 RUN_OPTIONS_GROUP = "kinesis.analytics.flink.run.options"
-# The zip's layout (fastbreak_flink.package writes it so).
-RUN_OPTIONS: Mapping[str, str] = {
-    "python": "main.py",
-    "jarfile": "lib/fastbreak-flink-connectors.jar",
-    "pyFiles": "python/",
-}
+# The zip's layout, as fastbreak_flink.package writes it.
+RUN_OPTIONS: Mapping[str, str] = {"python": ZIP_ENTRY, "jarfile": ZIP_JAR, "pyFiles": ZIP_PYTHON}
 
 
 class FlinkApplication(Construct):

@@ -1,13 +1,17 @@
 """The audience stage's Flink job in a local mini-cluster (``apache-flink`` from PyPI, Java 17).
 
 The source is bounded: a file of partials-stream records (``flush.to_json_line``, one a line, in
-each shard's order), emitted in order by one source reader, optionally no more than N records
+each shard's order), or what a Kinesis stream holds now (``--stream``, every shard from its
+start: the local platform's partials stream, say), emitted in order by one source reader, optionally no more than N records
 between two checkpoints (Flink's per-checkpoint rate limiter), so that a run reliably has
 checkpoints in the middle of its input. The merge writes through boto3 to the endpoint given
 (moto in server mode in the tests). Checkpointing is on; a restart restores the last one.
 
     .venv-flink/bin/python -m fastbreak_flink.local --records partials.jsonl \\
         --endpoint-url http://127.0.0.1:5000 --table fastbreak-online --bucket fastbreak-offline
+
+The endpoint, table and bucket default to what the local platform exports (``AWS_ENDPOINT_URL``,
+``FASTBREAK_ONLINE_TABLE``, ``FASTBREAK_OFFLINE_BUCKET`` in ``.fastbreak/local.env``).
 
 Prints one JSON line: what the flushes did (``flush.summary`` summed), the number of flushes and
 the job's restarts. Test hooks: ``--trace`` appends one JSON line per flush (attempt, records);
@@ -33,14 +37,15 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors import Source
 from pyflink.java_gateway import get_gateway
 
-from fastbreak_flink.flush import FlushReport, PartialsRecord, from_json_line, summary
-from fastbreak_flink.job import (
-    RECORD_TYPE,
-    AudienceMergeFunction,
-    JobSettings,
-    audience_stage,
-    configure,
+from fastbreak_flink.flush import (
+    FlushReport,
+    PartialsRecord,
+    from_json_line,
+    summary,
+    to_json_line,
 )
+from fastbreak_flink.job import RECORD_TYPE, AudienceMergeFunction, audience_stage, configure
+from fastbreak_flink.settings import JobSettings
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -105,10 +110,30 @@ def bounded_records(env: StreamExecutionEnvironment, lines: list[str],
     return text.map(from_json_line, output_type=RECORD_TYPE).set_parallelism(1)
 
 
+def stream_lines(stream: str, endpoint_url: str, region: str) -> list[str]:
+    """What ``stream`` holds now, every shard from its start, as records-file lines (the
+    shards interleaved, each in order)."""
+    import boto3
+
+    from localplatform.stores import StreamTail
+
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint_url or None, region_name=region)
+    by_shard = list(StreamTail(kinesis, stream).take().values())
+    lines: list[str] = []
+    for index in range(max((len(records) for records in by_shard), default=0)):
+        lines.extend(to_json_line(r.shard_id, r.sequence_number, int(r.arrival * 1000), r.data)
+                     for records in by_shard if index < len(records)
+                     for r in [records[index]])
+    return lines
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    lines = [line for line in Path(args.records).read_text().splitlines() if line.strip()]
+    if args.stream:
+        lines = stream_lines(args.stream, args.endpoint_url, args.region)
+    else:
+        lines = [line for line in Path(args.records).read_text().splitlines() if line.strip()]
     if not lines:
-        raise SystemExit(f"{args.records}: no records")
+        raise SystemExit(f"{args.stream or args.records}: no records")
     checkpoints = Path(args.checkpoint_dir or tempfile.mkdtemp(prefix="fastbreak-flink-"))
     # The embedded interpreter (thread mode) starts from the base Python's paths: give it this
     # venv's packages (PyFlink's pemja among them) and the repository's, before the JVM starts.
@@ -160,11 +185,16 @@ def _shard_sequence(text: str) -> tuple[str, int]:
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(prog="python -m fastbreak_flink.local",
                                   description=__doc__.split("\n\n")[0])
-    cli.add_argument("--records", required=True, help="partials-stream records, one a line")
-    cli.add_argument("--endpoint-url", required=True, help="DynamoDB and S3 endpoint (moto)")
-    cli.add_argument("--region", default="us-east-1")
-    cli.add_argument("--table", required=True, help="the online store table")
-    cli.add_argument("--bucket", required=True, help="the offline store bucket")
+    source = cli.add_mutually_exclusive_group(required=True)
+    source.add_argument("--records", help="a file of partials-stream records, one a line")
+    source.add_argument("--stream", help="a Kinesis stream to read, every shard from its start")
+    cli.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL", ""),
+                     help="DynamoDB, S3 and Kinesis endpoint (moto; default $AWS_ENDPOINT_URL)")
+    cli.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    cli.add_argument("--table", default=os.environ.get("FASTBREAK_ONLINE_TABLE", ""),
+                     help="the online store table (default $FASTBREAK_ONLINE_TABLE)")
+    cli.add_argument("--bucket", default=os.environ.get("FASTBREAK_OFFLINE_BUCKET", ""),
+                     help="the offline store bucket (default $FASTBREAK_OFFLINE_BUCKET)")
     cli.add_argument("--parallelism", type=int, default=2)
     cli.add_argument("--key-buckets", type=int, default=8)
     cli.add_argument("--flush-interval-ms", type=int, default=200)
@@ -181,7 +211,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    for option in ("endpoint_url", "table", "bucket"):
+        if not getattr(args, option):
+            cli.error(f"--{option.replace('_', '-')} is required (or source .fastbreak/local.env)")
     print(json.dumps(run(args)))
     return 0
 

@@ -13,6 +13,11 @@ from typing import Any
 # Where Managed Flink writes the application's runtime properties for the job to read.
 PROPERTIES_FILE = Path("/etc/flink/application_properties.json")
 PROPERTY_GROUP = "fastbreak.audience"
+# The application zip's layout (fastbreak_flink.package writes it, the application's run options
+# name it): the entry point, the one jar of connectors, the folder of Python code.
+ZIP_ENTRY = "main.py"
+ZIP_JAR = "lib/fastbreak-flink-connectors.jar"
+ZIP_PYTHON = "python/"
 
 
 @dataclass(frozen=True)
