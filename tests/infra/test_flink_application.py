@@ -160,7 +160,7 @@ def test_millis_behind_latest_threshold_is_the_iterator_age_setting(
     flink.monitoring.has_resource_properties("AWS::CloudWatch::Alarm", {
         "AlarmName": "Fastbreak-dev-AudienceFlinkBehindLatest",
         "MetricName": "millisBehindLatest",
-        "Threshold": 300_000,
+        "Threshold": 60_000,  # monitoring.iterator_age_alarm_seconds, in ms
     })
 
 
