@@ -264,3 +264,12 @@ def test_the_run_options_group_cannot_be_the_jobs(stack: cdk.Stack) -> None:
         FlinkApplication(stack, "App", log_group=logs.LogGroup(stack, "Logs"),
                          job_property_group=RUN_OPTIONS_GROUP, job_properties={},
                          code_bucket=bucket, code_key="a.zip")
+
+
+def test_flink_templates_lint_without_errors(flink: SynthesizedPlatform) -> None:
+    from tests.infra.test_cfn_lint import errors
+
+    for stack in (flink.platform.processing, flink.platform.storage, flink.platform.monitoring):
+        template = json.loads(
+            (Path(flink.assembly.directory) / f"{stack.stack_name}.template.json").read_text())
+        assert errors(template) == [], stack.stack_name
