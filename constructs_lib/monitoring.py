@@ -369,13 +369,7 @@ class Monitoring(Construct):
                 "replayed.",
                 failed_batches, 0, evaluation_periods=1, datapoints_to_alarm=1,
             ),
-            AlarmSpec(
-                "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
-                "Stage 1's partials are throttled by a shard of the partials stream (a hot game "
-                "or content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then "
-                "fails its batches, and every group lags.",
-                write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
-            ),
+            _partials_write_throttled(write_exceeded),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Audience stage errors/throttles",
@@ -441,13 +435,7 @@ class Monitoring(Construct):
                 "and content features are stale.",
                 behind, iterator_age_seconds * 1000,
             ),
-            AlarmSpec(
-                "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
-                "Stage 1's partials are throttled by a shard of the partials stream (a hot game "
-                "or content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then "
-                "fails its batches, and every group lags.",
-                write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
-            ),
+            _partials_write_throttled(write_exceeded),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Audience stage (Flink) downtime / restarts",
@@ -565,3 +553,14 @@ class Monitoring(Construct):
             *(cloudwatch.AlarmStatusWidget(alarms=[self.alarms[s.name]], width=4, height=3)
               for s in specs)
         )
+
+
+def _partials_write_throttled(write_exceeded: cloudwatch.IMetric) -> AlarmSpec:
+    """The partials stream's alarm, whichever runtime runs the audience stage."""
+    return AlarmSpec(
+        "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
+        "Stage 1's partials are throttled by a shard of the partials stream (a hot game or "
+        "content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then fails its "
+        "batches, and every group lags.",
+        write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
+    )

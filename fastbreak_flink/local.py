@@ -2,10 +2,11 @@
 
 The source is bounded: a file of partials-stream records (``flush.to_json_line``, one a line, in
 each shard's order), or what a Kinesis stream holds now (``--stream``, every shard from its
-start: the local platform's partials stream, say), emitted in order by one source reader, optionally no more than N records
-between two checkpoints (Flink's per-checkpoint rate limiter), so that a run reliably has
-checkpoints in the middle of its input. The merge writes through boto3 to the endpoint given
-(moto in server mode in the tests). Checkpointing is on; a restart restores the last one.
+start: the local platform's partials stream, say), emitted in order by one source reader,
+optionally no more than N records between two checkpoints (Flink's per-checkpoint rate
+limiter), so that a run reliably has checkpoints in the middle of its input. The merge writes
+through boto3 to the endpoint given (moto in server mode in the tests). Checkpointing is on; a
+restart restores the last one.
 
     .venv-flink/bin/python -m fastbreak_flink.local --records partials.jsonl \\
         --endpoint-url http://127.0.0.1:5000 --table fastbreak-online --bucket fastbreak-offline

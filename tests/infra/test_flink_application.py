@@ -174,12 +174,12 @@ def test_audience_runtime_defaults_to_lambda() -> None:
 
 
 def test_an_unknown_audience_runtime_fails_naming_the_setting() -> None:
-    with pytest.raises(SettingsError, match="'audience.runtime' must be one of lambda, flink"):
+    with pytest.raises(SettingsError, match=r"'audience\.runtime' must be one of lambda, flink"):
         _load(audience={"runtime": "spark"})
 
 
 def test_flink_runtime_without_a_zip_fails_naming_the_settings() -> None:
-    with pytest.raises(SettingsError, match="'flink.code_zip'.*neither is set"):
+    with pytest.raises(SettingsError, match=r"'flink\.code_zip'.*neither is set"):
         _load(audience={"runtime": "flink"})
 
 
@@ -189,21 +189,21 @@ def test_flink_runtime_with_a_zip_in_s3_and_a_local_zip_fails() -> None:
 
 
 def test_a_code_key_without_its_bucket_fails_naming_both() -> None:
-    with pytest.raises(SettingsError, match="'flink.code_bucket_name' and 'flink.code_key'"):
+    with pytest.raises(SettingsError, match=r"'flink\.code_bucket_name' and 'flink\.code_key'"):
         _load(audience={"runtime": "flink"}, flink={"code_key": "app.zip"})
 
 
 def test_a_local_zip_that_is_not_a_file_fails_the_synth(tmp_path: Path) -> None:
     settings = _load(audience={"runtime": "flink"},
                      flink={"code_zip": str(tmp_path / "missing.zip")})
-    with pytest.raises(SettingsError, match="'flink.code_zip' names .* not a file"):
+    with pytest.raises(SettingsError, match=r"'flink\.code_zip' names .* not a file"):
         check_deployable(settings)
 
 
 def test_flink_settings_out_of_range_fail_naming_the_setting() -> None:
-    with pytest.raises(SettingsError, match="'flink.key_buckets' must be an integer"):
+    with pytest.raises(SettingsError, match=r"'flink\.key_buckets' must be an integer"):
         _load(flink={"key_buckets": 0})
-    with pytest.raises(SettingsError, match="'flink.initial_position' must be one of"):
+    with pytest.raises(SettingsError, match=r"'flink\.initial_position' must be one of"):
         _load(flink={"initial_position": "AT_TIMESTAMP"})
 
 
