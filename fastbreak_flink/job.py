@@ -33,6 +33,9 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
+from fastbreak.definitions import CATALOG
+from fastbreak.engine import AudienceMerger, AudienceSettings, OnlineStore, RetryPolicy
+from fastbreak.engine.sinks import S3Sink
 from fastbreak_flink.flush import (
     Flusher,
     FlushReport,
@@ -52,13 +55,9 @@ _DRAIN_AT = 2**63 - 2
 OPERATOR_UID = "fastbreak-audience-merge"  # keeps savepoints restorable across code changes
 
 
-def build_merger(settings: JobSettings) -> Any:
+def build_merger(settings: JobSettings) -> AudienceMerger:
     """The audience stage's merger over boto3 clients (the Lambda handler's wiring)."""
-    import boto3
-
-    from fastbreak.definitions import CATALOG
-    from fastbreak.engine import AudienceMerger, AudienceSettings, OnlineStore, RetryPolicy
-    from fastbreak.engine.sinks import S3Sink
+    import boto3  # the engine itself never imports it
 
     client_args: dict[str, str] = {}
     if settings.region:

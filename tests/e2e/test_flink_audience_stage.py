@@ -38,7 +38,7 @@ from localplatform.stores import create_feature_stores
 
 pytestmark = pytest.mark.e2e
 
-PER_CHECKPOINT = 150  # records the restart run's source emits between two checkpoints
+PER_CHECKPOINT = 120  # records the restart run's source emits between two checkpoints
 
 
 def _with_redeliveries(records: list[StreamRecord]) -> list[StreamRecord]:
@@ -62,7 +62,7 @@ def _with_redeliveries(records: list[StreamRecord]) -> list[StreamRecord]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("flink")
-    records = _with_redeliveries(partials_records(1000))
+    records = _with_redeliveries(partials_records(700))
     path = records_file(records, work / "partials.jsonl")
     fail_index = PER_CHECKPOINT + PER_CHECKPOINT // 2  # past the first checkpoint's records
     fail_from: dict[str, int] = {}
