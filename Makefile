@@ -16,7 +16,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONPATH := $(CURDIR):$(CURDIR)/lambdas
 
-.PHONY: setup test synth bench demo schema-check lint clean
+.PHONY: setup test synth bench demo schema-check lint clean flink-venv flink-package
 
 setup: $(STAMP) $(CDK) $(BIN)/fastbreak
 
@@ -39,13 +39,13 @@ $(CDK): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $(CDK)
 
-test: setup
+test: setup flink-venv
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 synth: setup
 	$(CDK) synth --quiet $(ARGS)
 
-bench: setup
+bench: setup flink-venv
 	$(BIN)/python -m bench $(ARGS)
 
 demo: setup
@@ -57,6 +57,29 @@ schema-check: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# ---- the audience stage on Flink (docs/flink-runtime.md) ---------------------------------------
+FLINK_VENV := .venv-flink
+FLINK_STAMP := $(FLINK_VENV)/.installed
+FLINK_ZIP ?= dist/fastbreak-audience-stage.zip
+
+# apache-flink 2.2 pins pandas and pyarrow older than requirements-dev.txt's: a venv of its own,
+# which the mini-cluster tests and the benchmark run the job in.
+flink-venv: $(FLINK_STAMP)
+
+$(FLINK_STAMP): requirements-flink.txt
+	test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLINK_VENV)/bin/python -m pip install --quiet -r requirements-flink.txt
+	# The repository and the Lambda asset root on its path, as for .venv.
+	$(FLINK_VENV)/bin/python -c 'import site, sys; open(site.getsitepackages()[0] + "/fastbreak.pth", "w").write(sys.argv[1] + "\n" + sys.argv[1] + "/lambdas\n")' "$(CURDIR)"
+	touch $(FLINK_STAMP)
+
+# The Managed Flink application zip: Maven builds the connectors jar (needs Maven Central),
+# then the zip gets the job, the engine and boto3 (from PyPI).
+flink-package: setup
+	mvn -q -f fastbreak_flink/pom.xml package
+	$(BIN)/python -m fastbreak_flink.package --jar fastbreak_flink/target/fastbreak-flink-connectors.jar --out $(FLINK_ZIP)
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

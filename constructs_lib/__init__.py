@@ -2,6 +2,7 @@
 
 from constructs_lib.event_stream import EventStream
 from constructs_lib.feature_api import FeatureApi
+from constructs_lib.flink_application import FlinkApplication
 from constructs_lib.monitoring import Monitoring
 from constructs_lib.offline_store import OfflineStore
 from constructs_lib.online_store import OnlineStore
@@ -13,6 +14,7 @@ __all__ = [
     "ConstructPropsError",
     "EventStream",
     "FeatureApi",
+    "FlinkApplication",
     "Monitoring",
     "OfflineStore",
     "OnlineStore",

@@ -120,3 +120,30 @@ DEPLOYMENT_CONFIGS: MappingProxyType[str, codedeploy.ILambdaDeploymentConfig] = 
 def seconds(duration: Duration) -> int:
     """A default duration as the whole seconds cdk.json states it in."""
     return int(duration.to_seconds())
+
+
+# ---- the audience stage on Managed Service for Apache Flink ------------------------------------
+FLINK_APPLICATION: MappingProxyType[str, Any] = MappingProxyType({
+    # Two subtasks, one KPU each (1 vCPU, 4 GB): the merge is Python, CPU-bound per record.
+    "parallelism": 2,
+    "parallelism_per_kpu": 1,
+    # Managed Flink scales parallelism up on CPU above 75% and down below 10% (it restarts
+    # the job from a snapshot to do so).
+    "auto_scaling_enabled": True,
+    "checkpointing_enabled": True,
+    # What a restart re-delivers at most (the merge skips what was applied); a flush is at
+    # most one flush interval behind.
+    "checkpoint_interval": Duration.minutes(1),
+    "min_pause_between_checkpoints": Duration.seconds(5),
+    "snapshots_enabled": True,  # a snapshot on every stop and update: no re-read on deploys
+})
+# The job's own settings (fastbreak_flink.job.JobSettings), passed as runtime properties.
+FLINK_JOB: MappingProxyType[str, Any] = MappingProxyType({
+    # Keys of the merge: a bucket of entities each. Every flush of a bucket writes each
+    # partials shard's dedup item once, so buckets x flushes per second is the rate of those
+    # writes; more buckets spread the merge over more subtasks.
+    "key_buckets": 8,
+    "flush_interval_ms": 1000,  # the Lambda stage's default batching window
+    "flush_max_records": 2000,
+    "initial_position": "TRIM_HORIZON",
+})

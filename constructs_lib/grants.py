@@ -21,6 +21,8 @@ QUEUE_SEND_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 # PutRecords to a stream with server-side encryption: Kinesis asks KMS for a data key as the
 # producer.
 STREAM_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey",)
+# GetRecords from a stream with server-side encryption: Kinesis decrypts as the consumer.
+STREAM_READ_KEY_ACTIONS = ("kms:Decrypt",)
 
 
 def allow_key_use(role: iam.IRole, key: kms.IKey, actions: Sequence[str]) -> None:

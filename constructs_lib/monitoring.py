@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aws_cdk.aws_kinesisanalytics_flink_alpha as flink
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -368,13 +369,7 @@ class Monitoring(Construct):
                 "replayed.",
                 failed_batches, 0, evaluation_periods=1, datapoints_to_alarm=1,
             ),
-            AlarmSpec(
-                "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
-                "Stage 1's partials are throttled by a shard of the partials stream (a hot game "
-                "or content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then "
-                "fails its batches, and every group lags.",
-                write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
-            ),
+            _partials_write_throttled(write_exceeded),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Audience stage errors/throttles",
@@ -386,6 +381,69 @@ class Monitoring(Construct):
                                    width=8),
             cloudwatch.GraphWidget(title="Partials stream write throttles", left=[write_exceeded],
                                    width=8),
+        )
+
+    def monitor_flink_audience_stage(
+        self,
+        application: flink.IApplication,
+        partials: kinesis.IStream,
+        *,
+        iterator_age_seconds: int = MONITORING["iterator_age_seconds"],
+    ) -> None:
+        """Stage 2 on Managed Service for Apache Flink, and the partials stream."""
+        downtime = application.metric_downtime(statistic="Maximum", period=ONE_MINUTE)
+        failed_checkpoints = application.metric_number_of_failed_checkpoints(
+            statistic="Maximum", period=FIVE_MINUTES)
+        # fullRestarts counts since the job started: its rise over a period is the restarts
+        # in that period.
+        restarts_total = application.metric_full_restarts(statistic="Maximum", period=ONE_MINUTE)
+        restarts = cloudwatch.MathExpression(
+            expression="DIFF(restarts)",
+            using_metrics={"restarts": restarts_total},
+            label="Full restarts", period=ONE_MINUTE,
+        )
+        # The Kinesis source's lag behind the tip of the partials stream (its shards' worst).
+        behind = application.metric("millisBehindLatest", statistic="Maximum", period=ONE_MINUTE)
+        back_pressure = application.metric_back_pressured_time_ms_per_second(
+            statistic="Maximum", period=ONE_MINUTE)
+        write_exceeded = partials.metric_write_provisioned_throughput_exceeded(
+            statistic="Sum", period=ONE_MINUTE)
+        self._add_alarms(
+            AlarmSpec(
+                "AudienceFlinkDowntime", "audience-flink-downtime",
+                "The audience stage's Flink job has not been running for 5 minutes (failing, "
+                "restarting or stopped; an update or a scaling restart takes less): game and "
+                "content features stop updating.",
+                downtime, 0, evaluation_periods=5, datapoints_to_alarm=5,
+            ),
+            AlarmSpec(
+                "AudienceFlinkCheckpointFailures", "audience-flink-checkpoint-failures",
+                "Checkpoints of the audience stage's Flink job fail: a restart would re-read "
+                "everything since the last good one, and snapshots on update may fail.",
+                failed_checkpoints, 0, evaluation_periods=1, datapoints_to_alarm=1,
+            ),
+            AlarmSpec(
+                "AudienceFlinkFullRestarts", "audience-flink-full-restarts",
+                "The audience stage's Flink job restarted in 3 of the last 5 minutes: a flush "
+                "keeps failing (DynamoDB, S3, KMS or the code) and the job loops.",
+                restarts, 0, evaluation_periods=5, datapoints_to_alarm=3,
+            ),
+            AlarmSpec(
+                "AudienceFlinkBehindLatest", "audience-flink-behind-latest",
+                f"The audience stage's Flink job reads partials over {iterator_age_seconds}s "
+                "behind the partials stream (back-pressure or too little parallelism): game "
+                "and content features are stale.",
+                behind, iterator_age_seconds * 1000,
+            ),
+            _partials_write_throttled(write_exceeded),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Audience stage (Flink) downtime / restarts",
+                                   left=[downtime], right=[restarts], width=8),
+            cloudwatch.GraphWidget(title="Audience stage (Flink) behind latest (ms)",
+                                   left=[behind], right=[back_pressure], width=8),
+            cloudwatch.GraphWidget(title="Audience stage (Flink) failed checkpoints",
+                                   left=[failed_checkpoints], width=8),
         )
 
     def monitor_online_store(self, table: dynamodb.ITable) -> None:
@@ -495,3 +553,14 @@ class Monitoring(Construct):
             *(cloudwatch.AlarmStatusWidget(alarms=[self.alarms[s.name]], width=4, height=3)
               for s in specs)
         )
+
+
+def _partials_write_throttled(write_exceeded: cloudwatch.IMetric) -> AlarmSpec:
+    """The partials stream's alarm, whichever runtime runs the audience stage."""
+    return AlarmSpec(
+        "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
+        "Stage 1's partials are throttled by a shard of the partials stream (a hot game or "
+        "content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then fails its "
+        "batches, and every group lags.",
+        write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
+    )

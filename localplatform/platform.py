@@ -234,6 +234,7 @@ class LocalPlatform:
             "AWS_ACCESS_KEY_ID": "fastbreak-local",
             "AWS_SECRET_ACCESS_KEY": "fastbreak-local",
             "FASTBREAK_STREAM": self.stream_name,
+            "FASTBREAK_PARTIALS_STREAM": self.partials_stream_name,
             "FASTBREAK_ONLINE_TABLE": self.table_name,
             "FASTBREAK_OFFLINE_BUCKET": self.offline_bucket(),
             "FASTBREAK_ON_FAILURE_QUEUE_URL": self.on_failure_queue_url,

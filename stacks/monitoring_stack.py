@@ -46,12 +46,20 @@ class MonitoringStack(Stack):
             storage.failed_batches.queue,
             iterator_age_seconds=iterator_age,
         )
-        self.monitoring.monitor_audience_stage(
-            processing.audience.function,
-            storage.audience_failed_batches.queue,
-            storage.partials.stream,
-            iterator_age_seconds=iterator_age,
-        )
+        if processing.audience_flink is not None:
+            self.monitoring.monitor_flink_audience_stage(
+                processing.audience_flink.application,
+                storage.partials.stream,
+                iterator_age_seconds=iterator_age,
+            )
+        else:
+            assert processing.audience is not None
+            self.monitoring.monitor_audience_stage(
+                processing.audience.function,
+                storage.audience_failed_batches.queue,
+                storage.partials.stream,
+                iterator_age_seconds=iterator_age,
+            )
         self.monitoring.monitor_online_store(storage.online_store.table)
         self.monitoring.monitor_offline_delivery(
             storage.offline_store.delivery_stream,

@@ -11,6 +11,7 @@ import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from constructs_lib import defaults
@@ -59,6 +60,23 @@ DEFAULTS: dict[str, Any] = {
         "timeout_seconds": defaults.seconds(defaults.AUDIENCE_FUNCTION["timeout"]),
         "reserved_concurrency": defaults.AUDIENCE_FUNCTION["reserved_concurrent_executions"],
         "deployment": defaults.AUDIENCE_DEPLOYMENT,
+        # lambda (the settings above) or flink (the settings of "flink"; docs/flink-runtime.md)
+        "runtime": "lambda",
+    },
+    # The audience stage on Managed Service for Apache Flink, when 'audience.runtime' is flink.
+    "flink": {
+        # The application zip (`make flink-package`): an S3 object (with the key that encrypts
+        # it, if a customer-managed one), or a local file that CDK uploads as an asset.
+        "code_bucket_name": "",
+        "code_key": "",
+        "code_kms_key_arn": "",
+        "code_zip": "",
+        "parallelism": defaults.FLINK_APPLICATION["parallelism"],
+        "parallelism_per_kpu": defaults.FLINK_APPLICATION["parallelism_per_kpu"],
+        "autoscaling": defaults.FLINK_APPLICATION["auto_scaling_enabled"],
+        "checkpoint_interval_seconds": defaults.seconds(
+            defaults.FLINK_APPLICATION["checkpoint_interval"]),
+        **defaults.FLINK_JOB,
     },
     "online_store": {"deletion_protection": False, "retain_on_delete": False},
     "offline_store": {
@@ -197,6 +215,26 @@ def _log_retention(value: Any) -> str | None:
     return None
 
 
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KMS_KEY_ARN = re.compile(r"arn:aws[\w-]*:kms:[\w-]+:\d{12}:key/[\w-]+")
+
+
+def _optional_bucket_name(value: Any) -> str | None:
+    if value == "" or (isinstance(value, str) and _BUCKET_NAME.fullmatch(value)):
+        return None
+    return "must be empty or an S3 bucket name"
+
+
+def _optional_kms_key_arn(value: Any) -> str | None:
+    if value == "" or (isinstance(value, str) and _KMS_KEY_ARN.fullmatch(value)):
+        return None
+    return "must be empty or a KMS key ARN"
+
+
 # The limits are AWS's (its service quotas and API limits) or the kit's, where noted.
 RULES: dict[str, Callable[[Any], str | None]] = {
     "stream.mode": _one_of("on_demand", "provisioned"),
@@ -223,6 +261,20 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "audience.timeout_seconds": _int_range(10, 900),
     "audience.reserved_concurrency": _int_range(1, 1000),
     "audience.deployment": _one_of(*defaults.DEPLOYMENT_CONFIGS),
+    "audience.runtime": _one_of("lambda", "flink"),
+    "flink.code_bucket_name": _optional_bucket_name,
+    "flink.code_key": _string,
+    "flink.code_kms_key_arn": _optional_kms_key_arn,
+    "flink.code_zip": _string,
+    # Managed Flink's default quota is 64 KPUs per application; a KPU runs 1..8 subtasks.
+    "flink.parallelism": _int_range(1, 512),
+    "flink.parallelism_per_kpu": _int_range(1, 8),
+    "flink.autoscaling": _boolean,
+    "flink.checkpoint_interval_seconds": _int_range(1, 3600),
+    "flink.key_buckets": _int_range(1, 4096),
+    "flink.flush_interval_ms": _int_range(100, 60_000),
+    "flink.flush_max_records": _int_range(1, 100_000),
+    "flink.initial_position": _one_of("TRIM_HORIZON", "LATEST"),
     "online_store.deletion_protection": _boolean,
     "online_store.retain_on_delete": _boolean,
     "offline_store.retain_on_delete": _boolean,
@@ -335,6 +387,7 @@ def _check_relations(settings: Settings) -> None:
         raise SettingsError(f"{where}: setting 'api.throttle_burst' is too small for the rate")
     _check_processor_concurrency(settings, where)
     _check_audience_concurrency(settings, where)
+    _check_flink_code(settings, where)
     _check_provisioned_concurrency(settings, where)
 
 
@@ -343,6 +396,11 @@ def check_deployable(settings: Settings) -> None:
     tools such as the cost model read the settings): prod pages must reach someone."""
     if settings.is_production:
         _check_paging(settings, f"environment '{settings.env_name}'")
+    code_zip = settings.get("flink.code_zip")
+    if settings.get("audience.runtime") == "flink" and code_zip and not Path(code_zip).is_file():
+        raise SettingsError(
+            f"environment '{settings.env_name}': setting 'flink.code_zip' names {code_zip!r}, "
+            "which is not a file (`make flink-package` builds it)")
 
 
 def planned_shards(settings: Settings) -> tuple[int, str]:
@@ -377,6 +435,27 @@ def _check_audience_concurrency(settings: Settings, where: str) -> None:
             f"('audience.partials_peak_shards' {shards} x 'audience.parallelization_factor' "
             f"{factor}); raise it or plan fewer shards"
         )
+
+
+def _check_flink_code(settings: Settings, where: str) -> None:
+    """With 'audience.runtime' flink, the application zip comes from one place."""
+    flink = settings.section("flink")
+    in_s3 = bool(flink["code_bucket_name"] or flink["code_key"])
+    if flink["code_kms_key_arn"] and not in_s3:
+        raise SettingsError(f"{where}: setting 'flink.code_kms_key_arn' is the key of the "
+                            "zip's S3 object: set 'flink.code_bucket_name' and 'flink.code_key'")
+    if settings.get("audience.runtime") != "flink":
+        return
+    if in_s3 and not (flink["code_bucket_name"] and flink["code_key"]):
+        raise SettingsError(f"{where}: settings 'flink.code_bucket_name' and 'flink.code_key' "
+                            "name the application zip together; one of them is empty")
+    if in_s3 == bool(flink["code_zip"]):
+        which = ("both are set: keep one" if in_s3 else
+                 "neither is set (docs/flink-runtime.md, Packaging)")
+        raise SettingsError(
+            f"{where}: setting 'audience.runtime' is flink, so the application zip is either in "
+            "S3 ('flink.code_bucket_name' and 'flink.code_key') or a local file "
+            f"('flink.code_zip'); {which}")
 
 
 def remember_seconds(settings: Settings) -> int:

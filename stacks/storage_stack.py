@@ -123,6 +123,12 @@ class StorageStack(Stack):
             for name in ("ProcessorLogs", "AudienceLogs", "FeatureApiLogs",
                          "FeatureApiAccessLogs")
         )
+        if settings.get("audience.runtime") == "flink":
+            # Named, as the offline bucket's ARN: the Flink application's role and its cdk-nag
+            # acknowledgements name its log streams by it.
+            self.audience_log_group_name: str = self.export_value(
+                self.audience_log_group.log_group_name,
+                name=f"{self.stack_name}-AudienceLogGroupName")
         CfnOutput(
             self, "OnFailureQueueUrl", value=self.failed_batches.queue.queue_url,
             description="The processor's on-failure queue: python -m fastbreak_ops.redrive "

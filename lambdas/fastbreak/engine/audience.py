@@ -174,21 +174,34 @@ class AudienceMerger:
 
     # ---- the batch -----------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> AudienceResult:
-        result = AudienceResult()
-        by_shard: dict[str, tuple[list[SourceRecord], list[_Received], list[_Unread]]] = {}
+        """A Lambda batch: records as the event source mapping delivers them."""
+        sources: list[SourceRecord] = []
         unattributed: list[_Unread] = []
         for index, raw in enumerate(records):
-            result.records_in += 1
             source = read_source(raw, index)
             if isinstance(source, Rejection):
-                _count(result, source.reason)
                 unattributed.append(_Unread(source.reason, source.message, None, raw=raw))
-                continue
-            sources, received, unread = by_shard.setdefault(source.shard_id, ([], [], []))
-            sources.append(source)
-            self._decode(source, result, received, unread)
+            else:
+                sources.append(source)
+        result = AudienceResult(records_in=len(unattributed))
+        for unread in unattributed:
+            _count(result, unread.reason)
         if unattributed:
             self._put_lines("partials/unattributed", [], unattributed)
+        return self.process_sources(sources, result)
+
+    def process_sources(
+        self, sources: Sequence[SourceRecord], result: AudienceResult | None = None,
+    ) -> AudienceResult:
+        """Records already read from the partials stream, by any runtime (the Lambda batch
+        above, a Flink flush): each shard's records in the order they sat in the shard."""
+        result = result or AudienceResult()
+        by_shard: dict[str, tuple[list[SourceRecord], list[_Received], list[_Unread]]] = {}
+        for source in sources:
+            result.records_in += 1
+            shard_sources, received, unread = by_shard.setdefault(source.shard_id, ([], [], []))
+            shard_sources.append(source)
+            self._decode(source, result, received, unread)
         for shard_id, (sources, received, unread) in by_shard.items():
             lowest = self._process_shard(shard_id, sources, received, unread, result)
             if lowest is not None:
