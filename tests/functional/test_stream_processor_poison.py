@@ -83,13 +83,13 @@ def test_lone_surrogates_in_any_field_are_quarantined_and_their_neighbours_appli
     event, _ = batch(payloads)
 
     response = stream_processor.handler(event, LambdaContext())
+    output = capsys.readouterr().out  # stage 1's (``read`` runs the audience stage after it)
 
     assert response == {"batchItemFailures": []}
     assert read(dynamodb, "user_engagement", "fan-1")["views_1h"] == 3
     assert read(dynamodb, "user_engagement", "fan-2")["views_1h"] == 1
     reasons = [line["reason"] for line in objects(s3, "quarantine/")]
     assert reasons == ["unencodable_string"] * (2 * len(poison) + 1)
-    output = capsys.readouterr().out
     assert emf(output)["RecordsInvalid"] == 2 * len(poison) + 1
     assert '"reason":"unencodable_string"' in output  # the metric's dimension
     assert all(line.isascii() or json.loads(line) for line in output.splitlines())
