@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from fastbreak.offline.builder import TrainingSetRequest
+    from fastbreak.offline.request import TrainingSetRequest
     from fastbreak.offline.engines import engine
     from fastbreak.offline.raw_files import S3Options
     from fastbreak.offline.selection import TrainingSetError
