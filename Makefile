@@ -15,7 +15,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/lambdas
 
 .PHONY: setup test synth bench demo schema-check lint clean
 
-setup: $(STAMP) $(CDK)
+setup: $(STAMP) $(CDK) $(BIN)/fastbreak
 
 # Re-install only when a requirements file changes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -26,6 +26,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	# `.venv/bin/python -m fastbreak_producer` or `-m localplatform` work without PYTHONPATH.
 	$(BIN)/python -c 'import site, sys; open(site.getsitepackages()[0] + "/fastbreak.pth", "w").write(sys.argv[1] + "\n" + sys.argv[1] + "/lambdas\n")' "$(CURDIR)"
 	touch $(STAMP)
+
+# The `fastbreak` command (fastbreak/cli): the venv's Python running `-m fastbreak`.
+$(BIN)/fastbreak: $(STAMP)
+	printf '#!/bin/sh\nexec "%s" -m fastbreak "$$@"\n' "$(CURDIR)/$(BIN)/python" > $@
+	chmod +x $@
 
 $(CDK): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent

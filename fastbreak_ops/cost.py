@@ -295,9 +295,9 @@ def _cpu_gb_s(measured_gb_s: float, memory_mb: int) -> float:
 
 
 # ---- the command -------------------------------------------------------------------------------
-def parser() -> ArgumentParser:
+def parser(prog: str = PROG) -> ArgumentParser:
     root = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Monthly cost of a Fastbreak environment per component, from the ratios "
         "`make bench` measures, the environment's settings and a dated us-east-1 price table.",
     )
@@ -325,8 +325,8 @@ def parser() -> ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
     try:
         measured = Measured.load(args.bench_results)
         prices = Prices.load(args.prices)

@@ -373,9 +373,9 @@ def _code(error: ClientError) -> str:
 
 
 # ---- the command -------------------------------------------------------------------------------
-def parser() -> ArgumentParser:
+def parser(prog: str = PROG) -> ArgumentParser:
     root = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Replay the stream processor's on-failure queue: fetch each failed "
         "batch's records from the stream, run them through the processor (events already "
         "applied are skipped), delete the message when all were applied, and report what "
@@ -404,8 +404,8 @@ def parser() -> ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
     import boto3
 
     session = boto3.session.Session(region_name=args.region)

@@ -46,9 +46,9 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m fastbreak_producer") -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m fastbreak_producer",
+        prog=prog,
         description="Send Fastbreak events to the events stream: validated against the "
         "feature catalog, batched (500 records / 5 MiB per PutRecords), failed records retried "
         "with backoff and jitter, partitioned by entity. Region, endpoint and credentials are "
@@ -77,8 +77,8 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError
 
     kinesis: Any = None

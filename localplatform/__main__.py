@@ -29,9 +29,9 @@ def file_in_existing_folder(text: str) -> Path:
     return path
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m localplatform") -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m localplatform",
+        prog=prog,
         description="Fastbreak's embedded local platform: the synthesized templates deployed "
         "into moto on 127.0.0.1, the real handlers in-process. No AWS account, no Docker.",
     )
@@ -77,8 +77,8 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = (parser() if prog is None else parser(prog)).parse_args(argv)
     for name, value in QUIET_JSII.items():
         os.environ.setdefault(name, value)
     # Imported after parsing so that --help and argument errors answer at once.

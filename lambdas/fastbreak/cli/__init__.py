@@ -1,11 +1,16 @@
-"""``python -m fastbreak``: one entry point, one subcommand per module of this package.
+"""``fastbreak`` (or ``python -m fastbreak``): one entry point, one subcommand per module of this
+package.
 
 A subcommand is a module here (its name not starting with ``_``) that defines
 
 - ``NAME``: the subcommand, e.g. ``"training-set"``;
-- ``HELP``: one line for ``python -m fastbreak --help``;
+- ``HELP``: one line for ``fastbreak --help``;
 - ``add_arguments(parser)``: its options, on an ``argparse`` parser;
-- ``run(args, console) -> int``: the exit code; ``console`` is a ``rich`` console on stderr.
+- ``run(args, console) -> int``: the exit code; ``console`` is a ``rich`` console on stderr;
+
+or, for a command that has a command line of its own elsewhere in the repository (the local
+platform, the producer, the operations tools), ``main(argv) -> int`` instead of the last two:
+its arguments are handed over untouched, ``--help`` included.
 
 Adding a module adds the subcommand: nothing else to edit. Keep heavy imports (DuckDB,
 pyarrow, boto3) inside ``run``, so that ``--help`` and the other subcommands stay fast.
@@ -18,10 +23,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 USAGE_ERROR = 2
+PROG = "fastbreak"
 
 
 class UsageError(Exception):
@@ -40,22 +47,29 @@ def commands() -> dict[str, ModuleType]:
 
 def parser(found: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="python -m fastbreak",
-        description="Fastbreak's offline tools: training sets from the raw events table, "
-        "computed with the engine that serves features online.",
+        prog=PROG,
+        description="Fastbreak from a terminal: the local platform, producing and reading "
+        "features, training sets, operations. `fastbreak COMMAND --help` for each.",
     )
     subcommands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in (found or commands()).items():
+        if hasattr(command, "main"):  # parses its own arguments: listed here, handed over
+            subcommands.add_parser(name, help=command.HELP, add_help=False)
+            continue
         sub = subcommands.add_parser(name, help=command.HELP, description=command.HELP)
         command.add_arguments(sub)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    found = commands()
+    if arguments and arguments[0] in found and hasattr(found[arguments[0]], "main"):
+        delegated: int = found[arguments[0]].main(arguments[1:])
+        return delegated
     from rich.console import Console
 
-    found = commands()
-    args = parser(found).parse_args(argv)
+    args = parser(found).parse_args(arguments)
     console = Console(stderr=True)
     try:
         code: int = found[args.command].run(args, console)
