@@ -36,7 +36,7 @@ from fastbreak.offline.output import (
     value_column,
     value_type,
 )
-from fastbreak.offline.raw_files import TIMESTAMP, open_raw
+from fastbreak.offline.raw_files import TIMESTAMP, open_raw, raw_files
 from fastbreak.offline.reference import entity_values
 from fastbreak.offline.replay import RawEvent
 from fastbreak.offline.request import (
@@ -167,16 +167,13 @@ class _DuckDBBuild:
         """The raw table as DuckDB reads it, and the columns its files hold. Local files go
         through DuckDB's own Parquet reader (parallel); S3 through pyarrow's filesystem."""
         location = self.request.raw
+        raw_files(location, self.request.s3)  # the errors every engine gives for a bad location
         try:
             if location.startswith("s3://"):
                 dataset = open_raw(location, self.catalog, self.request.s3)
                 self.con.register("raw_dataset", dataset)
                 return "raw_dataset", set(dataset.schema.names)
             root = Path(location)
-            if not root.is_dir():
-                raise TrainingSetError(f"cannot read raw table {location}: no such folder")
-            if next(root.rglob("*.parquet"), None) is None:
-                raise TrainingSetError(f"cannot read raw table {location}: no Parquet files")
             source = (
                 f"read_parquet({_literal(str(root / '**' / '*.parquet'))}, "
                 "hive_partitioning = true, union_by_name = true, "

@@ -2,33 +2,36 @@
 engine's semantics and output, with the per-entity work spread over Spark's executors.
 
 1. The request is prepared as every engine prepares it (``fastbreak.offline.request``: the spine
-   read and checked on the driver, the features resolved).
-2. The raw table's files of the partitions the spine's times can need are listed on the driver
-   (``raw_files``). Spark reads them in place where its Hadoop file system has the scheme (a local
-   folder; ``s3://`` on Glue, through EMRFS); where it has not (``s3://`` outside Glue, where no
-   hadoop-aws jar is installed, or an endpoint such as the local platform's), they are first
-   copied to a local staging folder through pyarrow's S3 file system.
+   read and checked on the driver, the features resolved), and the raw table's files of the
+   partitions the spine's times can need are listed (``raw_files.raw_files``), all before Spark
+   starts: bad input is one line, as with DuckDB.
+2. Spark reads those files in place where its Hadoop file system has the scheme (a local folder;
+   ``s3://`` on Glue, through EMRFS); where it has not (``s3://`` outside Glue, where no
+   hadoop-aws jar is installed, or at another endpoint such as the local platform's), they are
+   first copied to a local staging folder through pyarrow's S3 file system.
 3. Of the admitted rows within the spine's time bounds, the applied copy of each identity is kept
-   as the DuckDB engine keeps it (a window per shard, event id and event time, the lowest
-   position first), over every row before grouping by entity, since copies can disagree on their
-   entity keys. The result is cached: each group reads it again.
+   as the DuckDB engine keeps it (per shard, event id and event time, the lowest position), over
+   every row before grouping by entity, since copies can disagree on their entity keys.
 4. Per group, its events (its sources, within its allowed lateness), keyed by the entity key of
    their route and limited to the spine's entities, and the spine rows keyed the same are
    repartitioned by key and sorted (key, events before spine rows, fold order). Each partition
    streams through ``_entity_rows`` (``mapInArrow``): per entity, ``reference.entity_values``,
-   the engine's own fold and merge, at its spine times. A sorted stream rather than a cogroup:
-   it costs nothing per entity, where a grouped map builds two data frames for each.
+   the engine's own fold and merge, at its spine times. A sorted stream rather than a grouped
+   map: it holds one entity at a time and builds no data frame per entity.
 5. The values come back to the driver as ``marshal`` bytes (plain Python values, exact: integers
    beyond 64 bits, every double, lists), become columns by ``output.arrow_values`` (the DuckDB
    engine's own conversion) and are written as every engine writes (``request.finish``).
 
-Imports pyspark: loaded only when this engine is chosen (``fastbreak.offline.engines``).
+Every feature goes through the reference path: Spark runs no second implementation of any
+aggregation. Imports pyspark: loaded only when this engine is chosen
+(``fastbreak.offline.engines``).
 """
 
 from __future__ import annotations
 
 import marshal
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -48,10 +51,9 @@ from fastbreak.definitions import CATALOG, Catalog
 from fastbreak.definitions.model import FieldType
 from fastbreak.engine.fold import FeatureValue
 from fastbreak.engine.plan import compile_plan
-from fastbreak.engine.timestamps import format_ms
 from fastbreak.offline.output import arrow_values, event_time_column, value_column, value_type
 from fastbreak.offline.raw import raw_columns
-from fastbreak.offline.raw_files import S3Options, resolve
+from fastbreak.offline.raw_files import S3Options, raw_files
 from fastbreak.offline.reference import entity_values
 from fastbreak.offline.replay import RawEvent
 from fastbreak.offline.request import (
@@ -76,15 +78,19 @@ _SPARK_TYPES: dict[FieldType, T.DataType] = {
     FieldType.BOOL: T.BooleanType(),
     FieldType.TIMESTAMP: T.TimestampType(),
 }
-# What a local session (not under spark-submit, as on Glue) is started with.
-_LOCAL_CONFIG = {
-    "spark.sql.session.timeZone": "UTC",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.shuffle.partitions": str(2 * (os.cpu_count() or 1)),
-    "spark.driver.memory": os.environ.get("FASTBREAK_SPARK_DRIVER_MEMORY", "2g"),
-}
+# Spark's own log lines (its start-up banner and warnings) would bury the command's one line. The
+# gateway pyspark starts prints the shell's default log level unless its own logger is set.
+_LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = spark: %p %c{1}: %m%n%ex
+logger.repl.name = org.apache.spark.api.python.PythonGatewayServer
+logger.repl.level = error
+"""
 _RESULT_SCHEMA = "row long, values binary"
 _RESULT_BATCH_ROWS = 4096
 EVENT, SPINE_ROW = 0, 1  # the ``kind`` of a row of a group's sorted stream: events sort first
@@ -98,36 +104,32 @@ def build_training_set(
     request: TrainingSetRequest, catalog: Catalog = CATALOG, progress: Progress | None = None,
     spark: SparkSession | None = None,
 ) -> tuple[pa.Table, TrainingSetSummary]:
-    """Build (and write, if ``request.out``) a training set with Spark: the same table the DuckDB
-    engine builds. ``spark``: a session to use (default: the active one, else a local one)."""
+    """Build (and write, if ``request.out``) a training set with Spark: the table the DuckDB
+    engine builds. ``spark``: the session to use (default: the active one, else a local one on
+    every core of this machine)."""
     report = progress or SilentProgress()
     prepared = prepare(request, catalog, report)
+    low, high = event_time_bounds(prepared.groups, prepared.spine.times_ms, request.as_served)
+    report.stage("listing the raw table")
+    filesystem, files = raw_files(request.raw, request.s3, low, high)
     session = spark or spark_session()
+    # A runtime setting, so that it holds in a session that spark-submit (Glue) configured too.
+    session.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     with ExitStack() as cleanup:
         build = _SparkBuild(session, catalog, request, prepared, report, cleanup)
-        columns = build.run()
+        columns = build.run(filesystem, files, low, high)
     return finish(prepared, request, columns, report), prepared.summary
 
 
-def spark_session() -> SparkSession:
+def spark_session(cores: int | None = None) -> SparkSession:
     """The active session; else, under spark-submit (Glue), the one it configured; else a local
-    session on every core of this machine."""
+    session on ``cores`` cores (default: all of this machine's)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     builder = SparkSession.builder.appName("fastbreak-training-set")
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # spark-submit sets it: its config rules
-        # Python workers are started by the JVM: the same interpreter, and the package's root
-        # on their path (a test runner may have put it on sys.path only).
-        os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_DRIVER_PYTHON", "")
-                              or _interpreter())
-        root = str(Path(fastbreak.__file__).resolve().parents[1])
-        paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-        if root not in paths:
-            os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-        builder = builder.master(f"local[{os.cpu_count() or 1}]")
-        for key, value in _LOCAL_CONFIG.items():
-            builder = builder.config(key, value)
+        builder = _local(builder, cores or os.cpu_count() or 1)
     try:
         session = builder.getOrCreate()
     except Exception as error:  # pyspark raises its own types; Java missing is one of them
@@ -137,52 +139,36 @@ def spark_session() -> SparkSession:
     return session
 
 
-def _interpreter() -> str:
-    import sys
-
-    return sys.executable
+def _local(builder: SparkSession.Builder, cores: int) -> SparkSession.Builder:
+    # Python workers are started by the JVM: this interpreter, with the package's root on their
+    # path (a test runner or a zip on PYTHONPATH may have put it on sys.path only).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    root = str(Path(fastbreak.__file__).resolve().parents[1])
+    paths = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: no network lookup
+    log_config = Path(tempfile.gettempdir()) / "fastbreak-spark-log4j2.properties"
+    if not log_config.exists() or log_config.read_text() != _LOG4J2:
+        log_config.write_text(_LOG4J2)
+    settings = {
+        "spark.master": f"local[{cores}]",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(2 * cores),
+        "spark.driver.memory": os.environ.get("FASTBREAK_SPARK_DRIVER_MEMORY", "2g"),
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log_config}",
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder
 
 
 def raw_spark_schema(catalog: Catalog) -> T.StructType:
     """The raw table's columns as Spark reads its files (the partition columns live in paths)."""
     return T.StructType([T.StructField(name, _SPARK_TYPES[kind]) for name, kind in
                          raw_columns(catalog)])
-
-
-def list_raw_files(location: str, s3: S3Options | None, low_ms: int | None, high_ms: int
-                   ) -> tuple[pafs.FileSystem, list[str]]:
-    """The Parquet files under ``location`` in the ``event_date`` partitions that can hold event
-    times from ``low_ms`` (None: the first) to ``high_ms``, as paths on their file system."""
-    filesystem, base = resolve(location, s3)
-    low = None if low_ms is None else format_ms(low_ms)[:10]
-    high = format_ms(high_ms)[:10]
-    try:
-        if filesystem.get_file_info(base).type != pafs.FileType.Directory:
-            raise TrainingSetError(f"cannot read raw table {location}: no such folder")
-        selected: list[str] = []
-        for partition in filesystem.get_file_info(pafs.FileSelector(base)):
-            name = partition.base_name
-            if partition.type != pafs.FileType.Directory or not name.startswith("event_date="):
-                continue
-            date = name.partition("=")[2]
-            if (low is None or date >= low) and date <= high:
-                selected += _parquet_files(filesystem, partition.path)
-        if not selected and not _parquet_files(filesystem, base):
-            raise TrainingSetError(f"cannot read raw table {location}: no Parquet files")
-    except TrainingSetError:
-        raise
-    except (OSError, pa.ArrowException, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise TrainingSetError(f"cannot read raw table {location}: {reason}") from error
-    return filesystem, sorted(selected)
-
-
-def _parquet_files(filesystem: pafs.FileSystem, folder: str) -> list[str]:
-    return [
-        info.path for info in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True))
-        if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
-    ]
 
 
 def reads_natively(spark: SparkSession, location: str, s3: S3Options | None) -> bool:
@@ -214,19 +200,41 @@ class _SparkBuild:
         self.cleanup = cleanup
         self.rows = prepared.spine.table.num_rows
 
-    def run(self) -> dict[str, pa.Array]:
-        applied = self._applied()
+    def run(self, filesystem: pafs.FileSystem, files: Sequence[str], low: int | None,
+            high: int) -> dict[str, pa.Array]:
+        applied = self._applied(self._raw(filesystem, files), low, high)
         columns: dict[str, pa.Array] = {}
         for group in self.prepared.groups:
             columns.update(self._group(group, applied))
         return columns
 
     # ---- the applied events ----------------------------------------------------------------
-    def _applied(self) -> DataFrame:
-        low, high = event_time_bounds(self.prepared.groups, self.prepared.spine.times_ms,
-                                      self.request.as_served)
-        self.progress.stage("listing the raw table")
-        raw = self._raw(low, high)
+    def _raw(self, filesystem: pafs.FileSystem, files: Sequence[str]) -> DataFrame:
+        location, s3 = self.request.raw, self.request.s3
+        schema = raw_spark_schema(self.catalog)
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        if reads_natively(self.spark, location, s3):
+            paths = [f"s3://{path}" if location.startswith("s3://") else path for path in files]
+        else:
+            self.progress.stage(f"staging {len(files)} raw files locally", len(files))
+            paths = self._stage(filesystem, files)
+        return self.spark.read.schema(schema).parquet(*paths)
+
+    def _stage(self, filesystem: pafs.FileSystem, files: Sequence[str]) -> list[str]:
+        folder = Path(self.cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="fastbreak-raw-")))
+        local = pafs.LocalFileSystem()
+        staged = []
+        for index, path in enumerate(files):
+            target = folder / f"{index:06d}.parquet"
+            pafs.copy_files(path, str(target), source_filesystem=filesystem,
+                            destination_filesystem=local)
+            staged.append(str(target))
+            self.progress.advance()
+        return staged
+
+    def _applied(self, raw: DataFrame, low: int | None, high: int) -> DataFrame:
         payload = sorted({name for group in self.prepared.groups
                           for name in payload_fields(self.catalog, group)})
         t_ms = F.unix_millis("event_time")
@@ -251,32 +259,6 @@ class _SparkBuild:
         self.prepared.summary.duplicates_dropped = ranked.where(F.col("copy") > 1).count()
         return ranked.where(F.col("copy") == 1).drop("copy")
 
-    def _raw(self, low: int | None, high: int) -> DataFrame:
-        location, s3 = self.request.raw, self.request.s3
-        filesystem, files = list_raw_files(location, s3, low, high)
-        schema = raw_spark_schema(self.catalog)
-        if not files:
-            return self.spark.createDataFrame([], schema)
-        if reads_natively(self.spark, location, s3):
-            paths = [f"s3://{path}" if location.startswith("s3://") else path for path in files]
-        else:
-            self.progress.stage(f"staging {len(files)} raw files locally", len(files))
-            paths = self._stage(filesystem, files)
-        return self.spark.read.schema(schema).parquet(*paths)
-
-    def _stage(self, filesystem: pafs.FileSystem, files: Sequence[str]) -> list[str]:
-        folder = Path(self.cleanup.enter_context(
-            tempfile.TemporaryDirectory(prefix="fastbreak-raw-")))
-        local = pafs.LocalFileSystem()
-        staged = []
-        for index, path in enumerate(files):
-            target = folder / f"{index:06d}.parquet"
-            pafs.copy_files(path, str(target), source_filesystem=filesystem,
-                            destination_filesystem=local)
-            staged.append(str(target))
-            self.progress.advance()
-        return staged
-
     # ---- one group ---------------------------------------------------------------------------
     def _group(self, group: SelectedGroup, applied: DataFrame) -> dict[str, pa.Array]:
         self.progress.stage(
@@ -293,16 +275,15 @@ class _SparkBuild:
             return _entity_rows(batches, catalog, name, wanted, as_served)
 
         result: Any = ordered.mapInArrow(entity_rows, _RESULT_SCHEMA).toPandas()
+        rows = result["row"].tolist()
+        if len(rows) != self.rows or sorted(rows) != list(range(self.rows)):
+            raise RuntimeError(f"{group.name}: Spark answered {len(rows)} rows for "
+                               f"{self.rows} spine rows")  # a bug, not bad input
         found: dict[str, list[FeatureValue | None]] = {n: [None] * self.rows for n in wanted}
-        seen = bytearray(self.rows)
-        for row, blob in zip(result["row"].tolist(), result["values"].tolist(), strict=True):
-            seen[row] += 1
+        for row, blob in zip(rows, result["values"].tolist(), strict=True):
             for feature, item in zip(wanted, marshal.loads(blob), strict=True):
                 if item is not None:
                     found[feature][row] = FeatureValue(item[0], item[1], None)
-        if len(result) != self.rows or seen.count(1) != self.rows:
-            raise RuntimeError(f"{group.name}: Spark returned {len(result)} rows for "
-                               f"{self.rows} spine rows")  # a bug, not bad input
         columns: dict[str, pa.Array] = {}
         for served in group.features:
             kind = value_type(self.catalog, group.plan, served)
