@@ -1,0 +1,341 @@
+"""The Spark engine (local mode, Java 17) builds exactly the DuckDB engine's training sets.
+
+Same raw table, same spine, both engines: every column and row equal, in order, floats bit for
+bit, in event-time and as-served mode, over every aggregation and window kind (sketches past
+linear counting, top_k past its capacity, since-kickoff sessions), with a hot key, spine rows
+whose entity has no event (nulls), and late, duplicate, future-dated and refused raw rows. The
+raw table is read from a local folder and from ``s3://`` on moto in server mode. Bad input is
+the same one line from either engine.
+
+One Spark session for the module (``spark_session``), small data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from fastbreak.cli import main
+from fastbreak.definitions import CATALOG, Catalog
+from fastbreak.engine.hll import REGISTERS
+from fastbreak.offline.builder import build_training_set as build_with_duckdb
+from fastbreak.offline.raw_files import S3Options, resolve, write_raw
+from fastbreak.offline.request import TrainingSetRequest, TrainingSetSummary
+from fastbreak.offline.spark_engine import build_training_set as build_with_spark
+from fastbreak.offline.spark_engine import spark_session
+from localplatform.embedded_aws import client, embedded_aws
+from tests.fixtures.offline import (
+    MINUTE,
+    OFFLINE_CATALOG,
+    T0,
+    Sent,
+    document,
+    refused_payloads,
+    stream_records,
+)
+from tests.fixtures.raw_events import raw_rows
+
+pytestmark = pytest.mark.e2e
+
+HOUR = 60 * MINUTE
+SHARDS = ("shardId-000000000000", "shardId-000000000001")
+BUCKET = "fastbreak-spark-parity"
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    session = spark_session(cores=2)
+    yield session
+    session.stop()
+
+
+# ---- the histories --------------------------------------------------------------------------
+def arrival(rng: random.Random, time_ms: int) -> int:
+    """Mostly on time; some late (beyond one group's lateness, or both), some dated ahead of
+    their arrival (beyond five minutes the processor refuses them)."""
+    draw = rng.random()
+    if draw < 0.06:
+        return time_ms + rng.randrange(200_000, 1_500_000)
+    if draw < 0.09:
+        return time_ms - rng.randrange(1_000, 700_000)
+    return time_ms + rng.randrange(0, 3_000)
+
+
+def with_copies(rng: random.Random, body: dict[str, Any], arrived: int, shard: str
+                ) -> list[Sent]:
+    """The record, and now and then a producer retry of it: the same event, later."""
+    payload = json.dumps(body).encode()
+    sent = [Sent(payload, arrived, shard)]
+    if rng.random() < 0.08:
+        sent.append(Sent(payload, arrived + rng.randrange(1, 900_000), shard))
+    return sent
+
+
+def offline_history() -> list[Sent]:
+    """``OFFLINE_CATALOG``'s events: u0 a hot key (most events, and a burst of 11,000 distinct
+    items that puts its sketches past linear counting and its top_k past capacity)."""
+    rng = random.Random(11)
+    users = [f"u{n}" for n in range(5)]
+    sent: list[Sent] = []
+    for n in range(500):
+        user = "u0" if rng.random() < 0.5 else rng.choice(users[1:])
+        time_ms = T0 + rng.randrange(0, 2 * HOUR)
+        kind = rng.choice(["view", "view2", "buy"])
+        payload: dict[str, Any] = {
+            "user_id": user, "item_id": f"i{rng.randrange(12)}",
+            "amount": rng.choice([0.25, 1.5, -3.0, 0.1, 1e300, 5e-324, 2.0**70]),
+        }
+        if kind != "buy" and rng.random() < 0.7:
+            payload["qty"] = rng.choice([1, -7, 2**62, 40])
+        if kind == "view2":
+            payload["channel"] = "app"
+        shard = SHARDS[users.index(user) % 2]
+        if rng.random() < 0.05:
+            shard = SHARDS[(users.index(user) + 1) % 2]  # after a resharding
+        body = document("buy" if kind == "buy" else "view", f"e{n}", time_ms, **payload)
+        sent += with_copies(rng, body, arrival(rng, time_ms), shard)
+    for n in range(11_000):
+        time_ms = T0 + 40 * MINUTE + n * 100
+        body = document("view", f"burst{n}", time_ms, user_id="u0", item_id=f"item-{n}",
+                        amount=1.0)
+        sent.append(Sent(json.dumps(body).encode(), time_ms + 400, SHARDS[0]))
+    sent += [Sent(payload, T0 + n * MINUTE, SHARDS[0])
+             for n, payload in enumerate(refused_payloads() * 2)]
+    return sent
+
+
+def offline_spine() -> pa.Table:
+    rng = random.Random(5)
+    keys = ["u0"] * 14 + ["u1", "u2", "u3", "u4", "nobody", "nobody"] * 2
+    rng.shuffle(keys)  # spine order is not time order, and it is kept
+    times = [T0 + rng.choice([0, 5 * MINUTE, 29 * MINUTE + 59_999, 47 * MINUTE,
+                              rng.randrange(0, 3 * HOUR)]) for _ in keys]
+    keys.append("u0")
+    times.append(T0 + 58 * MINUTE)  # the end of u0's burst: its sketches at their fullest
+    return pa.table({
+        "user_id": keys,
+        "item_id": [f"i{rng.randrange(14)}" for _ in keys],  # i12, i13: items with no event
+        "timestamp": pa.array(times, pa.int64()),
+        "label": [n % 3 == 0 for n in range(len(keys))],
+    })
+
+
+def catalog_history() -> list[Sent]:
+    """The shipped catalog's events, every type: two games that kick off, fans who view, click,
+    play, follow, open pushes and see experiments."""
+    rng = random.Random(23)
+    users = [f"fan-{n}" for n in range(6)]
+    contents = [f"clip-{n}" for n in range(5)]
+    games = ["game-1", "game-2"]
+    sent: list[Sent] = []
+    for n in range(24):
+        game = games[n % 2]
+        time_ms = T0 + 10 * MINUTE + n * 5 * MINUTE
+        body = document("score_update", f"s{n}", time_ms, game_id=game, home_score=n,
+                        away_score=n // 2, period=1 + n // 8, clock_seconds=n * 30,
+                        status="pregame" if n < 2 else "live")
+        sent += with_copies(rng, body, arrival(rng, time_ms), SHARDS[n % 2])
+    for n in range(400):
+        user = "fan-0" if rng.random() < 0.4 else rng.choice(users[1:])
+        time_ms = T0 + rng.randrange(0, 3 * HOUR)
+        kind = rng.choice(["content_view", "content_click", "video_play", "push_open",
+                           "game_follow", "experiment_exposure"])
+        content, game = rng.choice(contents), rng.choice(games)
+        payload: dict[str, Any] = {
+            "content_view": {"content_id": content, "sport": rng.choice(["nba", "nfl"])},
+            "content_click": {"content_id": content, "position": rng.randrange(20)},
+            "video_play": {"content_id": content, "game_id": game,
+                           "watch_seconds": rng.choice([1.5, 30.0, 0.1, 1e9])},
+            "push_open": {"campaign_id": f"c{rng.randrange(3)}"},
+            "game_follow": {"game_id": game, "team_id": f"team-{rng.randrange(4)}"},
+            "experiment_exposure": {"experiment_id": "exp-1",
+                                    "variant": rng.choice(["a", "b"])},
+        }[kind]
+        body = document(kind, f"e{n}", time_ms, user_id=user, **payload)
+        sent += with_copies(rng, body, arrival(rng, time_ms), SHARDS[users.index(user) % 2])
+    sent += [Sent(payload, T0 + n * MINUTE, SHARDS[1])
+             for n, payload in enumerate(refused_payloads())]
+    return sent
+
+
+def catalog_spine() -> pa.Table:
+    rng = random.Random(8)
+    rows = 30
+    return pa.table({
+        "user_id": [rng.choice(["fan-0", "fan-0", "fan-1", "fan-4", "no-fan"])
+                    for _ in range(rows)],
+        "game_id": [rng.choice(["game-1", "game-2", "game-9"]) for _ in range(rows)],
+        "content_id": [rng.choice(["clip-0", "clip-3", "clip-9"]) for _ in range(rows)],
+        "timestamp": pa.array([T0 + rng.randrange(0, 4 * HOUR) for _ in range(rows)],
+                              pa.int64()),
+    })
+
+
+CASES: dict[str, tuple[Catalog, Any, Any]] = {
+    "offline-catalog": (OFFLINE_CATALOG, offline_history, offline_spine),
+    "shipped-catalog": (CATALOG, catalog_history, catalog_spine),
+}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Per case, a folder with its raw table (``raw/``) and spine (``spine.parquet``)."""
+    made = {}
+    for name, (catalog, history, spine) in CASES.items():
+        folder = tmp_path_factory.mktemp(name)
+        write_raw(raw_rows(stream_records(history()), catalog), str(folder / "raw"), catalog)
+        pq.write_table(spine(), folder / "spine.parquet")
+        made[name] = folder
+    return made
+
+
+def groups(catalog: Catalog) -> tuple[str, ...]:
+    return tuple(group.name for group in catalog.groups)
+
+
+# ---- comparing ------------------------------------------------------------------------------
+def exact(value: Any) -> Any:
+    """A value with every float replaced by its bytes: -0.0, NaN and the last bit count."""
+    if isinstance(value, float):
+        return struct.pack(">d", value)
+    if isinstance(value, list):
+        return [exact(item) for item in value]
+    if isinstance(value, dict):
+        return {key: exact(item) for key, item in value.items()}
+    return value
+
+
+def assert_identical(found: pa.Table, expected: pa.Table) -> None:
+    assert found.schema == expected.schema
+    assert found.num_rows == expected.num_rows
+    for name in expected.column_names:
+        assert exact(found[name].to_pylist()) == exact(expected[name].to_pylist()), name
+
+
+def both(folder: Path, catalog: Catalog, spark: SparkSession, **options: Any
+         ) -> tuple[pa.Table, TrainingSetSummary, pa.Table, TrainingSetSummary]:
+    request = TrainingSetRequest(str(folder / "spine.parquet"), groups(catalog),
+                                 str(folder / "raw"), **options)
+    with_spark, spark_summary = build_with_spark(request, catalog, spark=spark)
+    with_duckdb, duckdb_summary = build_with_duckdb(request, catalog)
+    return with_spark, spark_summary, with_duckdb, duckdb_summary
+
+
+# ---- the tests ------------------------------------------------------------------------------
+@pytest.mark.parametrize("as_served", [False, True], ids=["event-time", "as-served"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_spark_builds_the_duckdb_engines_training_set_from_a_local_raw_table(
+    case: str, as_served: bool, folders: dict[str, Path], spark: SparkSession,
+) -> None:
+    catalog = CASES[case][0]
+    found, found_summary, expected, expected_summary = both(
+        folders[case], catalog, spark, as_served=as_served)
+    assert_identical(found, expected)
+    assert found_summary.duplicates_dropped == expected_summary.duplicates_dropped > 0
+    assert found_summary.features == expected_summary.features
+    # the spine as it was, every row in its order, and values that mean something
+    spine = pq.read_table(folders[case] / "spine.parquet")
+    assert found.select(spine.column_names).equals(spine)
+    values = [name for name in found.column_names[len(spine.column_names):]
+              if not name.endswith("__event_time")]
+    assert all(found[name].null_count < found.num_rows for name in values), "an empty column"
+    assert any(found[name].null_count > 0 for name in values), "no row without an event"
+
+
+def test_the_hot_keys_sketch_is_past_linear_counting_and_equal(
+    folders: dict[str, Path], spark: SparkSession,
+) -> None:
+    request = TrainingSetRequest(str(folders["offline-catalog"] / "spine.parquet"),
+                                 ("user_stats.items_30m", "user_stats.top_items_lifetime"),
+                                 str(folders["offline-catalog"] / "raw"))
+    found, _ = build_with_spark(request, OFFLINE_CATALOG, spark=spark)
+    expected, _ = build_with_duckdb(request, OFFLINE_CATALOG)
+    assert_identical(found, expected)
+    assert max(v or 0 for v in found["user_stats__items_30m"].to_pylist()) > 2.5 * REGISTERS
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as env, embedded_aws() as url:
+        # pyarrow's S3 filesystem reads credentials from the environment, as boto3 does
+        env.setenv("AWS_ACCESS_KEY_ID", "fastbreak-local")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "fastbreak-local")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        client("s3", url).create_bucket(Bucket=BUCKET)
+        yield url
+
+
+def test_spark_reads_and_writes_s3_on_moto_as_it_reads_a_local_folder(
+    endpoint: str, folders: dict[str, Path], spark: SparkSession,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3 = S3Options(endpoint)
+    catalog, history, spine = CASES["shipped-catalog"]
+    write_raw(raw_rows(stream_records(history()), catalog), f"s3://{BUCKET}/raw", catalog, s3)
+    filesystem, path = resolve(f"s3://{BUCKET}/training-sets/labels.parquet", s3)
+    with filesystem.open_output_stream(path) as sink:
+        pq.write_table(spine(), sink)
+    out = f"s3://{BUCKET}/training-sets/all-groups.parquet"
+    code = main(["training-set", "--engine", "spark", "--spine",
+                 f"s3://{BUCKET}/training-sets/labels.parquet", "--raw", f"s3://{BUCKET}/raw",
+                 "--features", *groups(catalog), "--out", out, "--endpoint-url", endpoint])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.startswith(f"wrote {out}: 30 rows") and err.count("\n") == 1, err
+    with filesystem.open_input_file(resolve(out, s3)[1]) as source:
+        from_s3 = pq.read_table(source)
+    _, _, from_folder, _ = both(folders["shipped-catalog"], catalog, spark)
+    assert_identical(from_s3, from_folder)
+
+
+def spine_with(**columns: Any) -> pa.Table:
+    data: dict[str, Any] = {"user_id": ["u1", "u2"], "timestamp": pa.array([T0, T0], pa.int64())}
+    data.update(columns)
+    return pa.table({name: value for name, value in data.items() if value is not None})
+
+
+BAD_INPUT: dict[str, tuple[Any, list[str]]] = {
+    "no key column": (spine_with(user_id=None), []),
+    "naive times": (spine_with(timestamp=pa.array([1, 2], pa.timestamp("ms"))), []),
+    "empty keys": (spine_with(user_id=["u1", None]), []),
+    "no rows": (spine_with().slice(0, 0), []),
+    "unknown feature": (spine_with(), ["--features", "user_engagement.views_2h"]),
+    "missing raw table": (spine_with(), ["--raw", "{tmp}/nowhere"]),
+    "raw folder without Parquet": (spine_with(), ["--raw", "{tmp}/notes"]),
+    "missing bucket": (spine_with(), ["--raw", "s3://no-such-bucket/raw"]),
+    "missing prefix": (spine_with(), ["--raw", f"s3://{BUCKET}/nothing-here"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_the_same_one_line_error_from_either_engine(
+    case: str, endpoint: str, folders: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spine, extra = BAD_INPUT[case]
+    pq.write_table(spine, tmp_path / "labels.parquet")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("no Parquet here")
+    arguments = ["training-set", "--spine", str(tmp_path / "labels.parquet"),
+                 "--raw", str(folders["shipped-catalog"] / "raw"), "--features",
+                 "user_engagement", "--endpoint-url", endpoint,
+                 *(item.format(tmp=tmp_path) for item in extra)]
+    answers = []
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / f"{engine}.parquet"
+        code = main([*arguments, "--engine", engine, "--out", str(out)])
+        answers.append((code, capsys.readouterr().err))
+        assert not out.exists()
+    (duckdb_code, duckdb_err), (spark_code, spark_err) = answers
+    assert duckdb_code == spark_code == 2
+    assert spark_err == duckdb_err and spark_err.startswith("error: ")
+    assert spark_err.count("\n") == 1, spark_err
