@@ -150,7 +150,7 @@ def catalog_history() -> list[Sent]:
         kind = rng.choice(["content_view", "content_click", "video_play", "push_open",
                            "game_follow", "experiment_exposure"])
         content, game = rng.choice(contents), rng.choice(games)
-        payload: dict[str, Any] = {
+        payloads: dict[str, dict[str, Any]] = {
             "content_view": {"content_id": content, "sport": rng.choice(["nba", "nfl"])},
             "content_click": {"content_id": content, "position": rng.randrange(20)},
             "video_play": {"content_id": content, "game_id": game,
@@ -159,8 +159,8 @@ def catalog_history() -> list[Sent]:
             "game_follow": {"game_id": game, "team_id": f"team-{rng.randrange(4)}"},
             "experiment_exposure": {"experiment_id": "exp-1",
                                     "variant": rng.choice(["a", "b"])},
-        }[kind]
-        body = document(kind, f"e{n}", time_ms, user_id=user, **payload)
+        }
+        body = document(kind, f"e{n}", time_ms, user_id=user, **payloads[kind])
         sent += with_copies(rng, body, arrival(rng, time_ms), SHARDS[users.index(user) % 2])
     sent += [Sent(payload, T0 + n * MINUTE, SHARDS[1])
              for n, payload in enumerate(refused_payloads())]
