@@ -12,9 +12,6 @@ One Spark session for the module (``spark_session``), small data.
 
 from __future__ import annotations
 
-import json
-import random
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,21 +30,18 @@ from fastbreak.offline.request import TrainingSetRequest, TrainingSetSummary
 from fastbreak.offline.spark_engine import build_training_set as build_with_spark
 from fastbreak.offline.spark_engine import spark_session
 from localplatform.embedded_aws import client, embedded_aws
-from tests.fixtures.offline import (
-    MINUTE,
-    OFFLINE_CATALOG,
-    T0,
-    Sent,
-    document,
-    refused_payloads,
-    stream_records,
+from tests.fixtures.histories import (
+    assert_identical,
+    catalog_history,
+    catalog_spine,
+    offline_history,
+    offline_spine,
 )
+from tests.fixtures.offline import OFFLINE_CATALOG, T0, stream_records
 from tests.fixtures.raw_events import raw_rows
 
 pytestmark = pytest.mark.e2e
 
-HOUR = 60 * MINUTE
-SHARDS = ("shardId-000000000000", "shardId-000000000001")
 BUCKET = "fastbreak-spark-parity"
 
 
@@ -56,128 +50,6 @@ def spark() -> Iterator[SparkSession]:
     session = spark_session(cores=2)
     yield session
     session.stop()
-
-
-# ---- the histories --------------------------------------------------------------------------
-def arrival(rng: random.Random, time_ms: int) -> int:
-    """Mostly on time; some late (beyond one group's lateness, or both), some dated ahead of
-    their arrival (beyond five minutes the processor refuses them)."""
-    draw = rng.random()
-    if draw < 0.06:
-        return time_ms + rng.randrange(200_000, 1_500_000)
-    if draw < 0.09:
-        return time_ms - rng.randrange(1_000, 700_000)
-    return time_ms + rng.randrange(0, 3_000)
-
-
-def with_copies(rng: random.Random, body: dict[str, Any], arrived: int, shard: str
-                ) -> list[Sent]:
-    """The record, and now and then a producer retry of it: the same event, later."""
-    payload = json.dumps(body).encode()
-    sent = [Sent(payload, arrived, shard)]
-    if rng.random() < 0.08:
-        sent.append(Sent(payload, arrived + rng.randrange(1, 900_000), shard))
-    return sent
-
-
-def offline_history() -> list[Sent]:
-    """``OFFLINE_CATALOG``'s events: u0 a hot key (most events, and a burst of 11,000 distinct
-    items that puts its sketches past linear counting and its top_k past capacity)."""
-    rng = random.Random(11)
-    users = [f"u{n}" for n in range(5)]
-    sent: list[Sent] = []
-    for n in range(500):
-        user = "u0" if rng.random() < 0.5 else rng.choice(users[1:])
-        time_ms = T0 + rng.randrange(0, 2 * HOUR)
-        kind = rng.choice(["view", "view2", "buy"])
-        payload: dict[str, Any] = {
-            "user_id": user, "item_id": f"i{rng.randrange(12)}",
-            "amount": rng.choice([0.25, 1.5, -3.0, 0.1, 1e300, 5e-324, 2.0**70]),
-        }
-        if kind != "buy" and rng.random() < 0.7:
-            payload["qty"] = rng.choice([1, -7, 2**62, 40])
-        if kind == "view2":
-            payload["channel"] = "app"
-        shard = SHARDS[users.index(user) % 2]
-        if rng.random() < 0.05:
-            shard = SHARDS[(users.index(user) + 1) % 2]  # after a resharding
-        body = document("buy" if kind == "buy" else "view", f"e{n}", time_ms, **payload)
-        sent += with_copies(rng, body, arrival(rng, time_ms), shard)
-    for n in range(11_000):
-        time_ms = T0 + 40 * MINUTE + n * 100
-        body = document("view", f"burst{n}", time_ms, user_id="u0", item_id=f"item-{n}",
-                        amount=1.0)
-        sent.append(Sent(json.dumps(body).encode(), time_ms + 400, SHARDS[0]))
-    sent += [Sent(payload, T0 + n * MINUTE, SHARDS[0])
-             for n, payload in enumerate(refused_payloads() * 2)]
-    return sent
-
-
-def offline_spine() -> pa.Table:
-    rng = random.Random(5)
-    keys = ["u0"] * 14 + ["u1", "u2", "u3", "u4", "nobody", "nobody"] * 2
-    rng.shuffle(keys)  # spine order is not time order, and it is kept
-    times = [T0 + rng.choice([0, 5 * MINUTE, 29 * MINUTE + 59_999, 47 * MINUTE,
-                              rng.randrange(0, 3 * HOUR)]) for _ in keys]
-    keys.append("u0")
-    times.append(T0 + 58 * MINUTE)  # the end of u0's burst: its sketches at their fullest
-    return pa.table({
-        "user_id": keys,
-        "item_id": [f"i{rng.randrange(14)}" for _ in keys],  # i12, i13: items with no event
-        "timestamp": pa.array(times, pa.int64()),
-        "label": [n % 3 == 0 for n in range(len(keys))],
-    })
-
-
-def catalog_history() -> list[Sent]:
-    """The shipped catalog's events, every type: two games that kick off, fans who view, click,
-    play, follow, open pushes and see experiments."""
-    rng = random.Random(23)
-    users = [f"fan-{n}" for n in range(6)]
-    contents = [f"clip-{n}" for n in range(5)]
-    games = ["game-1", "game-2"]
-    sent: list[Sent] = []
-    for n in range(24):
-        game = games[n % 2]
-        time_ms = T0 + 10 * MINUTE + n * 5 * MINUTE
-        body = document("score_update", f"s{n}", time_ms, game_id=game, home_score=n,
-                        away_score=n // 2, period=1 + n // 8, clock_seconds=n * 30,
-                        status="pregame" if n < 2 else "live")
-        sent += with_copies(rng, body, arrival(rng, time_ms), SHARDS[n % 2])
-    for n in range(400):
-        user = "fan-0" if rng.random() < 0.4 else rng.choice(users[1:])
-        time_ms = T0 + rng.randrange(0, 3 * HOUR)
-        kind = rng.choice(["content_view", "content_click", "video_play", "push_open",
-                           "game_follow", "experiment_exposure"])
-        content, game = rng.choice(contents), rng.choice(games)
-        payloads: dict[str, dict[str, Any]] = {
-            "content_view": {"content_id": content, "sport": rng.choice(["nba", "nfl"])},
-            "content_click": {"content_id": content, "position": rng.randrange(20)},
-            "video_play": {"content_id": content, "game_id": game,
-                           "watch_seconds": rng.choice([1.5, 30.0, 0.1, 1e9])},
-            "push_open": {"campaign_id": f"c{rng.randrange(3)}"},
-            "game_follow": {"game_id": game, "team_id": f"team-{rng.randrange(4)}"},
-            "experiment_exposure": {"experiment_id": "exp-1",
-                                    "variant": rng.choice(["a", "b"])},
-        }
-        body = document(kind, f"e{n}", time_ms, user_id=user, **payloads[kind])
-        sent += with_copies(rng, body, arrival(rng, time_ms), SHARDS[users.index(user) % 2])
-    sent += [Sent(payload, T0 + n * MINUTE, SHARDS[1])
-             for n, payload in enumerate(refused_payloads())]
-    return sent
-
-
-def catalog_spine() -> pa.Table:
-    rng = random.Random(8)
-    rows = 30
-    return pa.table({
-        "user_id": [rng.choice(["fan-0", "fan-0", "fan-1", "fan-4", "no-fan"])
-                    for _ in range(rows)],
-        "game_id": [rng.choice(["game-1", "game-2", "game-9"]) for _ in range(rows)],
-        "content_id": [rng.choice(["clip-0", "clip-3", "clip-9"]) for _ in range(rows)],
-        "timestamp": pa.array([T0 + rng.randrange(0, 4 * HOUR) for _ in range(rows)],
-                              pa.int64()),
-    })
 
 
 CASES: dict[str, tuple[Catalog, Any, Any]] = {
@@ -200,25 +72,6 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def groups(catalog: Catalog) -> tuple[str, ...]:
     return tuple(group.name for group in catalog.groups)
-
-
-# ---- comparing ------------------------------------------------------------------------------
-def exact(value: Any) -> Any:
-    """A value with every float replaced by its bytes: -0.0, NaN and the last bit count."""
-    if isinstance(value, float):
-        return struct.pack(">d", value)
-    if isinstance(value, list):
-        return [exact(item) for item in value]
-    if isinstance(value, dict):
-        return {key: exact(item) for key, item in value.items()}
-    return value
-
-
-def assert_identical(found: pa.Table, expected: pa.Table) -> None:
-    assert found.schema == expected.schema
-    assert found.num_rows == expected.num_rows
-    for name in expected.column_names:
-        assert exact(found[name].to_pylist()) == exact(expected[name].to_pylist()), name
 
 
 def both(folder: Path, catalog: Catalog, spark: SparkSession, **options: Any
