@@ -15,7 +15,7 @@ from pathlib import Path
 BENCHMARKS = (
     "processor_throughput", "write_amplification", "feature_read", "local_pipeline", "feast_peer",
     "cost_ratios",
-    "training_set", "training_set_parity",
+    "training_set", "training_set_parity", "training_set_spark",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

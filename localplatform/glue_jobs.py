@@ -13,6 +13,8 @@ local platform runs a job's script itself, as Glue runs it.
   ``--py-files`` (what ``--extra-py-files`` is to Glue), and the arguments Glue passes a
   script: ``--JOB_NAME``, ``--JOB_RUN_ID``, the job's default arguments, then the run's. The
   script's AWS SDK calls go to the embedded AWS through the standard ``AWS_ENDPOINT_URL``.
+- ``start_job_run``: all of the above for a platform running in another process
+  (``python -m localplatform glue-job``, the local ``aws glue start-job-run``).
 """
 
 from __future__ import annotations
@@ -160,3 +162,22 @@ def run_glue_job(spec: GlueJobSpec, arguments: Mapping[str, str], endpoint_url: 
     done = subprocess.run(command, env=environment, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
     return GlueJobRun(run_id, done.returncode, done.stdout, done.stderr)
+
+
+def start_job_run(endpoint_url: str, arguments: Mapping[str, str], job: str = "TrainingSetJob",
+                  workdir: Path | None = None, env_name: str = "dev") -> GlueJobRun:
+    """Run a Glue job of the local platform that serves ``endpoint_url`` (started by another
+    process): the app is synthesized again, as the platform synthesized it, and its deployment
+    read back from the platform's CloudFormation."""
+    import tempfile
+
+    from localplatform.assembly import synthesize
+    from localplatform.deploy import deployed
+    from localplatform.embedded_aws import client
+
+    with tempfile.TemporaryDirectory(prefix="fastbreak-glue-job-") as scratch:
+        assembly = (workdir or Path(scratch)) / "cdk.out"
+        templates = synthesize(assembly, env_name)
+        deployment = deployed(templates, endpoint_url)
+        register_catalog(deployment, client("glue", endpoint_url))
+        return run_glue_job(glue_job(deployment, assembly, job), arguments, endpoint_url)
