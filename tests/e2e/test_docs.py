@@ -82,7 +82,9 @@ def test_every_block_names_a_language_the_docs_test_knows() -> None:
 def test_blocks_not_run_are_few_and_say_why() -> None:
     not_run = [block for block in ALL_BLOCKS if block.not_run is not None]
     runnable = [block for block in ALL_BLOCKS if block.language in {"bash", "console", "python"}]
-    assert len(not_run) <= 4, [block.where for block in not_run]
+    # make demo/test, the minutes-long demos, and what needs an AWS account: deploying, API
+    # Gateway's account role, the training-set Glue job
+    assert len(not_run) <= 5, [block.where for block in not_run]
     assert len(runnable) - len(not_run) >= 8
 
 
