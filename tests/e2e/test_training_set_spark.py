@@ -192,3 +192,19 @@ def test_bad_input_is_the_same_one_line_error_from_either_engine(
     assert duckdb_code == spark_code == 2
     assert spark_err == duckdb_err and spark_err.startswith("error: ")
     assert spark_err.count("\n") == 1, spark_err
+
+
+def test_a_spine_long_after_every_event_reads_no_partition_and_gets_nulls_from_both(
+    folders: dict[str, Path], spark: SparkSession, tmp_path: Path,
+) -> None:
+    later = T0 + 10 * 24 * 3_600_000  # ten days on: no partition within a 10-minute window
+    pq.write_table(pa.table({"user_id": ["u0", "u1"], "item_id": ["i1", "i2"],
+                             "timestamp": pa.array([later, later + 1], pa.int64())}),
+                   tmp_path / "later.parquet")
+    request = TrainingSetRequest(str(tmp_path / "later.parquet"),
+                                 ("user_stats.views_10m", "item_stats.views_10m"),
+                                 str(folders["offline-catalog"] / "raw"))
+    found, _ = build_with_spark(request, OFFLINE_CATALOG, spark=spark)
+    expected, _ = build_with_duckdb(request, OFFLINE_CATALOG)
+    assert_identical(found, expected)
+    assert found["user_stats__views_10m"].to_pylist() == [None, None]
