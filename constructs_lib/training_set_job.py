@@ -60,8 +60,8 @@ JOB_PROP_NAMES = ("worker_type", "number_of_workers", "timeout", "max_retries",
                   "max_concurrent_runs", "job_run_queuing_enabled", "description", "job_name")
 # CloudWatch Logs' own names under a security configuration: Glue writes a run's output and
 # error logs to the first two, its continuous (driver and executor) log to the third.
-OUTPUT_LOG, ERROR_LOG = "/aws-glue/jobs/{config}-role/{role}/output", \
-    "/aws-glue/jobs/{config}-role/{role}/error"
+OUTPUT_LOG = "/aws-glue/jobs/{config}-role/{role}/output"
+ERROR_LOG = "/aws-glue/jobs/{config}-role/{role}/error"
 CONTINUOUS_LOG = "/aws-glue/jobs/logs-v2-{config}"
 
 
