@@ -43,6 +43,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from constructs_lib.defaults import LOG_RETENTION_DAYS, TRAINING_SET_JOB
+from constructs_lib.grants import glue_table_arns
 from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.powertools_function import LAMBDA_ASSET_DIR
 from constructs_lib.props import ConstructPropsError, merge_props
@@ -195,13 +196,7 @@ class TrainingSetJob(Construct):
             iam.PolicyStatement(
                 sid="ReadRawTableSchema",
                 actions=["glue:GetTable"],
-                resources=[
-                    stack.format_arn(service="glue", resource="catalog"),
-                    stack.format_arn(service="glue", resource="database",
-                                     resource_name=database_name),
-                    stack.format_arn(service="glue", resource="table",
-                                     resource_name=f"{database_name}/{raw_table_name}"),
-                ],
+                resources=glue_table_arns(stack, database_name, raw_table_name),
             ),
             iam.PolicyStatement(
                 sid="ReadRawEventsAndSpines",

@@ -23,10 +23,10 @@ from fastbreak.offline.raw_files import S3Options, resolve, write_raw
 from fastbreak.offline.request import TrainingSetRequest
 from localplatform.assembly import synthesize
 from localplatform.deploy import Deployment, deploy
-from localplatform.embedded_aws import client, embedded_aws
+from localplatform.embedded_aws import client
 from localplatform.glue_jobs import GlueJobSpec, glue_job, register_catalog, run_glue_job
 from tests.fixtures.histories import assert_identical, catalog_history, catalog_spine
-from tests.fixtures.offline import stream_records
+from tests.fixtures.offline import s3_on_moto, stream_records
 from tests.fixtures.raw_events import raw_rows
 
 pytestmark = pytest.mark.e2e
@@ -50,11 +50,7 @@ class Deployed:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     assembly = tmp_path_factory.mktemp("glue-job") / "cdk.out"
     templates = synthesize(assembly)
-    with pytest.MonkeyPatch.context() as env, embedded_aws() as url:
-        # the test's own pyarrow reads and writes go to moto as the job's do
-        env.setenv("AWS_ACCESS_KEY_ID", "fastbreak-local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "fastbreak-local")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with s3_on_moto() as url:  # the test's own reads and writes go to moto as the job's do
         deployment = deploy(templates, url)
         (bucket,) = [stack.physical_ids[logical_id]
                      for stack, logical_id, resource in deployment.each("AWS::S3::Bucket")

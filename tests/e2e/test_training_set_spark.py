@@ -29,7 +29,6 @@ from fastbreak.offline.raw_files import S3Options, resolve, write_raw
 from fastbreak.offline.request import TrainingSetRequest, TrainingSetSummary
 from fastbreak.offline.spark_engine import build_training_set as build_with_spark
 from fastbreak.offline.spark_engine import spark_session
-from localplatform.embedded_aws import client, embedded_aws
 from tests.fixtures.histories import (
     assert_identical,
     catalog_history,
@@ -37,7 +36,7 @@ from tests.fixtures.histories import (
     offline_history,
     offline_spine,
 )
-from tests.fixtures.offline import OFFLINE_CATALOG, T0, stream_records
+from tests.fixtures.offline import OFFLINE_CATALOG, T0, s3_on_moto, stream_records
 from tests.fixtures.raw_events import raw_rows
 
 pytestmark = pytest.mark.e2e
@@ -118,12 +117,7 @@ def test_the_hot_keys_sketch_is_past_linear_counting_and_equal(
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env, embedded_aws() as url:
-        # pyarrow's S3 filesystem reads credentials from the environment, as boto3 does
-        env.setenv("AWS_ACCESS_KEY_ID", "fastbreak-local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "fastbreak-local")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        client("s3", url).create_bucket(Bucket=BUCKET)
+    with s3_on_moto(BUCKET) as url:
         yield url
 
 
