@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CDK := node_modules/.bin/cdk
 ARGS ?=
+# The suite runs on every core there is (pytest-xdist); a module stays on one worker, so that its
+# moto server, local platform or Spark session is started once.
+TEST_WORKERS ?= auto
 
 # Node 20 is past its end of life for jsii: silence the banner it prints on every synth
 # (the first name is the documented one, the second the one this jsii version reads).
@@ -37,7 +40,7 @@ $(CDK): package.json package-lock.json
 	touch $(CDK)
 
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 synth: setup
 	$(CDK) synth --quiet $(ARGS)

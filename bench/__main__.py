@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = (
-    "processor_throughput", "write_amplification", "feature_read", "local_pipeline", "feast_peer",
+    "processor_throughput", "write_amplification", "online_store_costs", "audience_read_fanout",
+    "feature_read", "local_pipeline", "feast_peer",
     "cost_ratios",
     "training_set", "training_set_parity", "training_set_spark",
 )

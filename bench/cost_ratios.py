@@ -2,19 +2,21 @@
 (``python -m fastbreak_ops.cost``) multiplies by a traffic and a price table.
 
 The stream processor handler runs over 1,000-record batches of the benchmark workload (Zipf(1.1)
-over 100,000 users and 20,000 contents, 50 live games, six seconds of event time per batch)
-against the in-process DynamoDB, which meters capacity units as DynamoDB bills them
-(``bench.online_store_costs``); the second half of the run is measured, once items have
-grown to steady state. Then the feature reader (``FeatureClient``, the API's code) reads one
-user's groups, for users drawn from the same distribution.
+over 100,000 users and 20,000 contents, 50 live games, six seconds of event time per batch),
+and the audience stage's handler over the partials each batch emitted (a batch per shard of a
+four-shard partials stream), against the in-process DynamoDB, which meters capacity units as
+DynamoDB bills them (``bench.online_store_costs``); the second half of the run is measured, once
+items have grown to steady state. Then the feature reader (``FeatureClient``, the API's code)
+reads one user's groups, for users drawn from the same distribution.
 
-Measured, per event: processor CPU seconds (this machine's process time, handler included:
-decode, validation, fold, JSON, metrics), DynamoDB write requests and write units, the
-processor's strongly consistent read units, feature-log bytes and objects, the event's JSON
-bytes, its Kinesis billing size (each record rounded up to 1 KB) and its Parquet bytes (the
-raw table's format). Per read: read units (eventually consistent: half a unit per 4 KB) and
-reader CPU seconds. The baseline of each ratio is the unit it is counted against, so that
-``ratio`` says, e.g., write units per write request (the item-size effect).
+Measured, per event: each stage's CPU seconds (this machine's process time, handler included:
+decode, validation, fold or merge, JSON, metrics), DynamoDB write requests and write units of
+both stages, their strongly consistent read units, feature-log bytes and objects, the partials
+stream's billed KB (each record rounded up to 1 KB), the event's JSON bytes, its Kinesis billing
+size and its Parquet bytes (the raw table's format). Per read: read units (eventually
+consistent: half a unit per 4 KB) and reader CPU seconds. The baseline of each ratio is the
+unit it is counted against, so that ``ratio`` says, e.g., write units per write request (the
+item-size effect).
 
 GB-seconds per event follow from the CPU time: Lambda gives a function one vCPU per 1,769 MB,
 so CPU-bound work takes ``cpu_s * 1769 / memory_mb`` seconds at ``memory_mb`` and costs
@@ -39,10 +41,11 @@ from bench.online_store_costs import MeteredDynamoDB, item_bytes
 from bench.results_format import BenchResult
 from fastbreak.engine import hll
 from fastbreak.engine.reference import league_of
-from fastbreak.handlers import stream_processor
+from fastbreak.handlers import audience_stage, stream_processor
 from fastbreak.serving import FeatureClient
 from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
 from localplatform.lambda_context import LambdaContext
+from localplatform.memory_kinesis import MemoryKinesis
 
 BATCH = 1_000
 BATCHES = 120
@@ -51,7 +54,9 @@ READS = 500
 LAMBDA_MB_PER_VCPU = 1769
 # One write at a time: the meter's counters are plain integers, and the units do not depend on
 # how many writes run at once.
-ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1"}
+ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1",
+       "PARTIALS_STREAM_NAME": "partials"}
+PARTIALS_SHARDS = 4
 
 
 class _MeteredS3:
@@ -82,14 +87,20 @@ class _ReadMeter(MeteredDynamoDB):
         return response
 
 
+def _writes(table: _ReadMeter) -> int:
+    return table.calls["UpdateItem"] + table.calls["PutItem"] + table.calls["DeleteItem"]
+
+
 def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
-    table, s3 = _ReadMeter(), _MeteredS3()
+    table, s3, partials = _ReadMeter(), _MeteredS3(), MemoryKinesis(PARTIALS_SHARDS)
     hll.forget_registers()
     league_of.cache_clear()
-    stream_processor.configure(table, s3, ENV)
+    stream_processor.configure(table, s3, ENV, kinesis=partials)
+    audience_stage.configure(table, s3, ENV)
     sequence = SEQUENCE_BASE
     half = BATCHES // 2
-    cpu = 0.0
+    cpu = audience_cpu = 0.0
+    partial_kb = 0
     start = (0, 0, 0, 0, 0)
     sample: list[bytes] = []
     for batch in range(BATCHES):
@@ -103,8 +114,7 @@ def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
         ]}
         sequence += BATCH
         if batch == half:
-            start = (table.calls["UpdateItem"], table.write_units, table.read_units,
-                     s3.objects, s3.bytes)
+            start = (_writes(table), table.write_units, table.read_units, s3.objects, s3.bytes)
         if batch >= half:
             sample.extend(payloads)
         began = time.process_time()
@@ -113,12 +123,27 @@ def _processor_run() -> tuple[dict[str, float], _ReadMeter, list[bytes]]:
         if batch >= half:
             cpu += time.process_time() - began
         assert response == {"batchItemFailures": []}, response
+        for shard in partials.shard_ids:
+            emitted = partials.take(shard)
+            if not emitted:
+                continue
+            began = time.process_time()
+            with contextlib.redirect_stdout(io.StringIO()):
+                response = audience_stage.handler(
+                    {"Records": [lambda_record(record) for record in emitted]}, LambdaContext())
+            if batch >= half:
+                audience_cpu += time.process_time() - began
+                partial_kb += sum(math.ceil((len(r.data) + len(r.partition_key)) / 1024)
+                                  for r in emitted)
+            assert response == {"batchItemFailures": []}, response
     events = (BATCHES - half) * BATCH
-    now = (table.calls["UpdateItem"], table.write_units, table.read_units, s3.objects, s3.bytes)
+    now = (_writes(table), table.write_units, table.read_units, s3.objects, s3.bytes)
     writes, write_units, read_units, objects, log_bytes = (
         after - before for after, before in zip(now, start, strict=True))
     return {
         "cpu_s": cpu / events,
+        "audience_cpu_s": audience_cpu / events,
+        "partials_kb": partial_kb / events,
         "write_requests": writes / events,
         "write_units": write_units / events,
         "read_units": read_units / events,
@@ -162,6 +187,9 @@ def measure() -> dict[str, float]:
     return {
         "processor_cpu_s_per_event": processor["cpu_s"],
         "processor_gb_s_per_event": processor["cpu_s"] * LAMBDA_MB_PER_VCPU / 1024,
+        "audience_cpu_s_per_event": processor["audience_cpu_s"],
+        "audience_gb_s_per_event": processor["audience_cpu_s"] * LAMBDA_MB_PER_VCPU / 1024,
+        "partials_kb_per_event": processor["partials_kb"],
         "write_requests_per_event": processor["write_requests"],
         "write_units_per_event": processor["write_units"],
         "processor_read_units_per_event": processor["read_units"],
@@ -189,11 +217,18 @@ def run() -> list[BenchResult]:
         ratio("cost_processor_gb_s_per_event", m["processor_gb_s_per_event"],
               "GB-s per event (CPU-bound part)", "processor CPU seconds per event",
               m["processor_cpu_s_per_event"]),
-        ratio("cost_write_units_per_event", m["write_units_per_event"], "WRU per event",
-              "UpdateItem requests per event", m["write_requests_per_event"]),
-        ratio("cost_processor_read_units_per_event", m["processor_read_units_per_event"],
-              "RRU per event (strongly consistent)", "UpdateItem requests per event",
+        ratio("cost_audience_gb_s_per_event", m["audience_gb_s_per_event"],
+              "GB-s per event (audience stage, CPU-bound part)",
+              "audience stage CPU seconds per event", m["audience_cpu_s_per_event"]),
+        ratio("cost_write_units_per_event", m["write_units_per_event"],
+              "WRU per event (both stages)", "write requests per event (both stages)",
               m["write_requests_per_event"]),
+        ratio("cost_processor_read_units_per_event", m["processor_read_units_per_event"],
+              "RRU per event (both stages, strongly consistent)",
+              "write requests per event (both stages)", m["write_requests_per_event"]),
+        ratio("cost_partials_kb_per_event", m["partials_kb_per_event"],
+              "partials stream billed KB per event (1 KB per record)",
+              "Kinesis billed KB per event (events stream)", m["kinesis_kb_per_event"]),
         ratio("cost_feature_log_bytes_per_event", m["feature_log_bytes_per_event"],
               "bytes per event", "feature-log objects per event",
               m["feature_log_objects_per_event"]),

@@ -51,6 +51,31 @@ ON_FAILURE_QUEUE_RETENTION = Duration.days(14)
 # and the mapping's own invocations reach the new version within the first minute.
 PROCESSOR_DEPLOYMENT = "canary_10_percent_5_minutes"
 
+# ---- the audience stage (stage 2) -------------------------------------------------------------
+AUDIENCE_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
+    # Merging partials is lighter than decoding and validating events: a batch of 1,000
+    # partials is a few thousand state merges.
+    "memory_size": 512,
+    "timeout": Duration.seconds(60),
+    # At least the partials stream's shards x the audience parallelization factor (checked).
+    "reserved_concurrent_executions": 20,
+})
+AUDIENCE_EVENT_SOURCE: MappingProxyType[str, Any] = MappingProxyType({
+    "starting_position": lambda_.StartingPosition.TRIM_HORIZON,
+    # A hot game is one partition key of the partials stream: one record per stage-1 batch
+    # that saw it. Larger batches merge more of them into one write per item.
+    "batch_size": 1000,
+    "max_batching_window": Duration.seconds(1),
+    # Items are keyed by the partials stream's partition key (the entity): any factor keeps one
+    # writer per item; 1 keeps the fewest concurrent writers of the stage's dedup memory.
+    "parallelization_factor": 1,
+    "retry_attempts": 10,
+    "max_record_age": Duration.hours(6),
+})
+AUDIENCE_DEPLOYMENT = PROCESSOR_DEPLOYMENT
+# An on-demand partials stream starts with 4 shards, like the events stream.
+PARTIALS_INITIAL_SHARDS = ON_DEMAND_INITIAL_SHARDS
+
 # ---- the feature API --------------------------------------------------------------------------
 READER_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
     "memory_size": 512,  # reads are I/O-bound; enough CPU to merge 100 entities' tiles

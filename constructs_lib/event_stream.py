@@ -1,4 +1,5 @@
-"""The events stream producers write to: Kinesis with a customer-managed key."""
+"""A Kinesis stream with a customer-managed key: the events stream producers write to, and the
+partials stream stage 1 writes to for the audience stage."""
 
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ class EventStream(Construct):
         shard_count: int | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
         stream_props: Mapping[str, Any] | None = None,
+        purpose: str = "the events stream",
     ) -> None:
         super().__init__(scope, construct_id)
         self.key: kms.Key = customer_managed_key(
             self,
             "Key",
-            description="Fastbreak: encrypts the events stream",
+            description=f"Fastbreak: encrypts {purpose}",
             removal_policy=removal_policy,
         )
         defaults: dict[str, Any] = {

@@ -20,6 +20,9 @@ OBJECT_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 # SendMessage to an SSE-KMS queue: a data key to encrypt the message (reused for the queue's
 # data key reuse period), Decrypt to use a cached one.
 QUEUE_SEND_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# PutRecords to a stream with server-side encryption: Kinesis asks KMS for a data key as the
+# producer.
+STREAM_WRITE_KEY_ACTIONS = ("kms:GenerateDataKey",)
 
 
 def allow_key_use(role: iam.IRole, key: kms.IKey, actions: Sequence[str]) -> None:

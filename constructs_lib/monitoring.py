@@ -33,6 +33,7 @@ from constructs_lib.powertools_function import METRICS_NAMESPACE
 from constructs_lib.props import exactly_one, merge_props
 from constructs_lib.runbooks import runbook_url
 from constructs_lib.secure_defaults import customer_managed_key
+from constructs_lib.stream_processor import AUDIENCE_STAGE
 from constructs_lib.stream_processor import SERVICE_NAME as PROCESSOR_SERVICE
 
 # The dimension every custom metric of the handlers carries (Powertools default dimensions,
@@ -315,6 +316,76 @@ class Monitoring(Construct):
                                    width=8),
             cloudwatch.GraphWidget(title="Failed batches / invalid events",
                                    left=[failed_batches], right=[invalid], width=8),
+        )
+
+    def monitor_audience_stage(
+        self,
+        function: lambda_.IFunction,
+        on_failure_queue: sqs.IQueue,
+        partials: kinesis.IStream,
+        *,
+        iterator_age_seconds: int = MONITORING["iterator_age_seconds"],
+    ) -> None:
+        """Stage 2 and the partials stream that feeds it."""
+        errors = function.metric_errors(statistic="Sum", period=ONE_MINUTE)
+        throttles = function.metric_throttles(statistic="Sum", period=ONE_MINUTE)
+        iterator_age = function.metric("IteratorAge", statistic="Maximum", period=ONE_MINUTE)
+        failed_batches = on_failure_queue.metric_approximate_number_of_messages_visible(
+            statistic="Maximum", period=ONE_MINUTE
+        )
+        write_exceeded = partials.metric_write_provisioned_throughput_exceeded(
+            statistic="Sum", period=ONE_MINUTE
+        )
+        partials_in = partials.metric_incoming_records(statistic="Sum", period=ONE_MINUTE)
+        duplicates = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE, metric_name="DuplicatePartials",
+            dimensions_map={"service": AUDIENCE_STAGE.service_name,
+                            ENVIRONMENT_DIMENSION: self._environment},
+            statistic="Sum", period=ONE_MINUTE,
+        )
+        self._add_alarms(
+            AlarmSpec(
+                "AudienceErrors", "audience-stage-errors",
+                "The audience stage fails whole invocations; game and content features stop "
+                "updating while its shards retry.",
+                errors, 0,
+            ),
+            AlarmSpec(
+                "AudienceThrottles", "audience-stage-throttles",
+                "The audience stage hit its reserved concurrency; partials shards wait.",
+                throttles, 0, evaluation_periods=5, datapoints_to_alarm=3,
+            ),
+            AlarmSpec(
+                "AudienceIteratorAge", "audience-stage-iterator-age",
+                f"The audience stage reads partials over {iterator_age_seconds}s after stage 1 "
+                "emitted them: game and content features are stale.",
+                iterator_age, iterator_age_seconds * 1000,
+            ),
+            AlarmSpec(
+                "AudienceFailedBatches", "audience-stage-failed-batches",
+                "Partials batches exhausted their retries and went to the audience stage's "
+                "on-failure queue: their events are not in game and content features until "
+                "replayed.",
+                failed_batches, 0, evaluation_periods=1, datapoints_to_alarm=1,
+            ),
+            AlarmSpec(
+                "PartialsStreamWriteThrottled", "partials-stream-write-throttled",
+                "Stage 1's partials are throttled by a shard of the partials stream (a hot game "
+                "or content past a shard's 1,000 records/s or 1 MB/s): stage 1 retries, then "
+                "fails its batches, and every group lags.",
+                write_exceeded, 0, evaluation_periods=5, datapoints_to_alarm=3,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Audience stage errors/throttles",
+                                   left=[errors, throttles], width=8),
+            cloudwatch.GraphWidget(title="Audience stage iterator age (ms)", left=[iterator_age],
+                                   width=8),
+            cloudwatch.GraphWidget(title="Partials in / re-emitted, failed batches",
+                                   left=[partials_in, duplicates], right=[failed_batches],
+                                   width=8),
+            cloudwatch.GraphWidget(title="Partials stream write throttles", left=[write_exceeded],
+                                   width=8),
         )
 
     def monitor_online_store(self, table: dynamodb.ITable) -> None:

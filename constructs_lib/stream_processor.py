@@ -1,8 +1,10 @@
-"""The Lambda stream processor: Kinesis event source mapping with Lambda's safety features on.
+"""A Lambda stream consumer: Kinesis event source mapping with Lambda's safety features on.
 
-Bisect on error and ``ReportBatchItemFailures`` isolate a poison record instead of retrying a
-whole batch forever; bounded retries and record age keep one bad shard from stalling; what
-still fails lands in an encrypted on-failure queue with the batch's shard and sequence range
+Two consumers are built with it: the stream processor (stage 1, on the events stream) and the
+audience stage (stage 2, on the partials stream), one ``StreamFunctionSpec`` each. Bisect on
+error and ``ReportBatchItemFailures`` isolate a poison record instead of retrying a whole batch
+forever; bounded retries and record age keep one bad shard from stalling; what still fails lands
+in an encrypted on-failure queue with the batch's shard and sequence range
 (``python -m fastbreak_ops.redrive`` replays it). The mapping invokes the ``live`` alias, and a
 new version reaches it through a canary that rolls back on errors.
 """
@@ -10,6 +12,7 @@ new version reaches it through a canary that rolls back on errors.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jsii
@@ -24,6 +27,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from constructs_lib.defaults import (
+    AUDIENCE_EVENT_SOURCE,
+    AUDIENCE_FUNCTION,
     LOG_RETENTION_DAYS,
     ON_FAILURE_QUEUE_RETENTION,
     PROCESSOR_DEPLOYMENT,
@@ -41,10 +46,51 @@ from constructs_lib.safe_deployment import (
 )
 from constructs_lib.secure_defaults import customer_managed_key
 
-HANDLER = "fastbreak.handlers.stream_processor.handler"
-SERVICE_NAME = "stream-processor"
 MAX_PARALLELIZATION_FACTOR = 10
 MAX_RETRY_ATTEMPTS = 10_000
+
+
+@dataclass(frozen=True)
+class StreamFunctionSpec:
+    """Which consumer a ``StreamProcessor`` builds: its handler, its kit defaults, and the
+    names of what it adds (the Powertools service, the canary's rollback alarm)."""
+
+    handler: str
+    service_name: str
+    description: str
+    reaches: str
+    function_defaults: Mapping[str, Any]
+    event_source_defaults: Mapping[str, Any]
+    deploy_alarm: str
+    deploy_alarm_summary: str
+    queue_purpose: str
+
+
+PROCESSOR = StreamFunctionSpec(
+    handler="fastbreak.handlers.stream_processor.handler",
+    service_name="stream-processor",
+    description="Fastbreak: turns events into features in the online store",
+    reaches="Kinesis, DynamoDB, S3, SQS and X-Ray",
+    function_defaults=PROCESSOR_FUNCTION,
+    event_source_defaults=PROCESSOR_EVENT_SOURCE,
+    deploy_alarm="ProcessorDeployErrors",
+    deploy_alarm_summary="The live alias of the stream processor failed whole invocations.",
+    queue_purpose="the processor's on-failure queue",
+)
+AUDIENCE_STAGE = StreamFunctionSpec(
+    handler="fastbreak.handlers.audience_stage.handler",
+    service_name="audience-stage",
+    description="Fastbreak: merges audience partials into game and content features",
+    reaches="Kinesis, DynamoDB, S3, SQS and X-Ray",
+    function_defaults=AUDIENCE_FUNCTION,
+    event_source_defaults=AUDIENCE_EVENT_SOURCE,
+    deploy_alarm="AudienceDeployErrors",
+    deploy_alarm_summary="The live alias of the audience stage failed whole invocations.",
+    queue_purpose="the audience stage's on-failure queue",
+)
+# The stream processor's names, as other modules import them.
+HANDLER = PROCESSOR.handler
+SERVICE_NAME = PROCESSOR.service_name
 
 
 class FailedBatchQueue(Construct):
@@ -63,12 +109,13 @@ class FailedBatchQueue(Construct):
         *,
         queue_props: Mapping[str, Any] | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        purpose: str = PROCESSOR.queue_purpose,
     ) -> None:
         super().__init__(scope, construct_id)
         self.key = customer_managed_key(
             self,
             "Key",
-            description="Fastbreak: encrypts the processor's on-failure queue",
+            description=f"Fastbreak: encrypts {purpose}",
             removal_policy=removal_policy,
         )
         defaults: dict[str, Any] = {
@@ -112,7 +159,8 @@ class _QueueDestination:
 
 
 class StreamProcessor(Construct):
-    """Exposes ``function``, ``version``, ``alias``, ``role``, ``log_group``,
+    """A Kinesis consumer Lambda, the stream processor by default (``spec``: ``PROCESSOR`` or
+    ``AUDIENCE_STAGE``). Exposes ``function``, ``version``, ``alias``, ``role``, ``log_group``,
     ``event_source``, ``on_failure_queue``, ``queue_key`` (None for an existing queue whose
     key it was not told) and ``deployment``.
 
@@ -146,8 +194,10 @@ class StreamProcessor(Construct):
         name_prefix: str | None = None,
         runbook_base_url: str = "",
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        spec: StreamFunctionSpec = PROCESSOR,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.spec = spec
         exactly_one("StreamProcessor", "existing_on_failure_queue", existing_on_failure_queue,
                     "queue_props", queue_props)
         exactly_one("StreamProcessor", "existing_log_group", existing_log_group,
@@ -157,14 +207,11 @@ class StreamProcessor(Construct):
         processor = PowertoolsFunction(
             self,
             "Processor",
-            handler=HANDLER,
-            service_name=SERVICE_NAME,
+            handler=spec.handler,
+            service_name=spec.service_name,
             environment=environment,
-            reaches="Kinesis, DynamoDB, S3, SQS and X-Ray",
-            defaults={
-                **PROCESSOR_FUNCTION,
-                "description": "Fastbreak: turns events into features in the online store",
-            },
+            reaches=spec.reaches,
+            defaults={**spec.function_defaults, "description": spec.description},
             function_props=function_props,
             log_group=existing_log_group,
             log_key=log_key,
@@ -180,7 +227,8 @@ class StreamProcessor(Construct):
         self.queue_key: kms.IKey | None = existing_on_failure_queue_key
         if existing_on_failure_queue is None:
             failed = FailedBatchQueue(self, "OnFailure", queue_props=queue_props,
-                                      removal_policy=removal_policy)
+                                      removal_policy=removal_policy,
+                                      purpose=spec.queue_purpose)
             existing_on_failure_queue, self.queue_key = failed.queue, failed.key
         self.on_failure_queue: sqs.IQueue = existing_on_failure_queue
         # What the mapping does with the processor's role when it sends a failure record.
@@ -193,7 +241,7 @@ class StreamProcessor(Construct):
 
         props = merge_props(
             "StreamProcessor",
-            PROCESSOR_EVENT_SOURCE,
+            spec.event_source_defaults,
             event_source_props,
             {
                 "bisect_batch_on_error": True,
@@ -217,13 +265,10 @@ class StreamProcessor(Construct):
             deployment_config=deployment_config,
             name_prefix=prefix,
             runbook_base_url=runbook_base_url,
-            alarms=[alias_errors(
-                "ProcessorDeployErrors",
-                "The live alias of the stream processor failed whole invocations.", self.alias,
-            )],
+            alarms=[alias_errors(spec.deploy_alarm, spec.deploy_alarm_summary, self.alias)],
         )
         lambda_dlq_reason = (
-            "the processor is invoked synchronously by its Kinesis event source mapping; a "
+            "the function is invoked synchronously by its Kinesis event source mapping; a "
             "function DLQ applies only to async invocations, and failed batches go to the "
             "mapping's on-failure queue instead"
         )

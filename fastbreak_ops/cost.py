@@ -4,8 +4,9 @@ Fastbreak environment costs a month, per component, at a steady traffic.
 Three inputs, each named in the output:
 
 - **measured ratios** from ``make bench`` (``bench/results/latest.json``, benchmark
-  ``cost_ratios``): DynamoDB write and read units per event and per feature read, processor
-  and reader CPU GB-seconds, event, Parquet and feature-log bytes;
+  ``cost_ratios``): DynamoDB write and read units per event (both stages) and per feature
+  read, processor, audience stage and reader CPU GB-seconds, event, partials, Parquet and
+  feature-log bytes;
 - **the environment's settings** from ``cdk.json`` (``--env``): memory sizes, batching,
   stream retention, provisioned concurrency, log retention;
 - **a dated price table** (``fastbreak_ops/prices/us-east-1.json``: each price with its
@@ -37,15 +38,19 @@ GB = 1024**3
 LAMBDA_MB_PER_VCPU = 1769
 BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
 # What this release deploys, counted in its synthesized templates (a test keeps these true).
-KMS_KEYS = 7
-ALARM_METRICS = 27  # metrics the alarms of one environment evaluate (metric math: each)
+KMS_KEYS = 9
+ALARM_METRICS = 33  # metrics the alarms of one environment evaluate (metric math: each)
 DASHBOARDS = 1
-# Custom metrics the handlers publish (each a metric-month): the processor's 12 totals and
-# its invalid-record reasons, the reader's 8, and Powertools' cold starts, per function.
-CUSTOM_METRICS = 12 + 12 + 8 + 2
+# Custom metrics the handlers publish (each a metric-month): the processor's 15 totals and its
+# invalid-record reasons (14 with the partition-key one), the audience stage's 11 and its
+# reasons (3 seen in practice), the reader's 8, and Powertools' cold starts, per function.
+CUSTOM_METRICS = 15 + 14 + 11 + 3 + 8 + 3
 STREAM_CONSUMERS = 2  # the processor's mapping and Firehose, both shared throughput
+PARTIALS_CONSUMERS = 1  # the audience stage's mapping
 RATIOS = {  # the name in latest.json -> what it measures
     "cost_processor_gb_s_per_event": "processor CPU GB-seconds per event",
+    "cost_audience_gb_s_per_event": "audience stage CPU GB-seconds per event",
+    "cost_partials_kb_per_event": "partials stream billed KB per event",
     "cost_write_units_per_event": "DynamoDB write units per event",
     "cost_processor_read_units_per_event": "processor read units per event",
     "cost_feature_log_bytes_per_event": "feature-log bytes per event",
@@ -139,6 +144,9 @@ class Deployment:
     """What the environment's settings say about capacity."""
 
     processor_memory_mb: int
+    audience_memory_mb: int
+    audience_batching_window_s: float
+    partials_shards: int
     reader_memory_mb: int
     batch_size: int
     batching_window_s: float
@@ -161,6 +169,9 @@ class Deployment:
             raise CostInputError(str(error)) from None
         return Deployment(
             processor_memory_mb=settings.get("processor.memory_mb"),
+            audience_memory_mb=settings.get("audience.memory_mb"),
+            audience_batching_window_s=settings.get("audience.max_batching_window_seconds"),
+            partials_shards=settings.get("audience.partials_peak_shards"),
             reader_memory_mb=READER_FUNCTION["memory_size"],
             batch_size=settings.get("processor.batch_size"),
             batching_window_s=settings.get("processor.max_batching_window_seconds"),
@@ -198,6 +209,16 @@ def estimate(traffic: Traffic, deployment: Deployment, measured: Measured, price
     lines.append(Line("Kinesis", kinesis, f"{ingest_gb:,.0f} GB in, read by "
                       f"{STREAM_CONSUMERS} consumers, {deployment.retention_hours} h retention"))
 
+    # The partials stream: stage 1's partials, on demand like the events stream, one consumer.
+    partials_gb = events * measured["cost_partials_kb_per_event"] / 1024**2
+    partials = (730 * prices["kinesis_on_demand_stream_hour"]
+                + partials_gb * prices["kinesis_on_demand_ingest_gb"]
+                + PARTIALS_CONSUMERS * partials_gb * prices["kinesis_on_demand_retrieval_gb"]
+                + partials_gb / 730 * extra_hours
+                * prices["kinesis_on_demand_extended_retention_gb_month"])
+    lines.append(Line("Kinesis partials", partials,
+                      f"{partials_gb:,.0f} GB of partials, read by the audience stage"))
+
     # Lambda, processor: one invocation per batch; CPU measured, DynamoDB waits assumed.
     shards = max(deployment.planned_shards, math.ceil(traffic.events_per_second / 1000))
     per_shard = traffic.events_per_second / shards
@@ -217,6 +238,21 @@ def estimate(traffic: Traffic, deployment: Deployment, measured: Measured, price
     lines.append(Line("Lambda processor", processor,
                       f"{invocations / 1e6:,.2f} M invocations of ~{batch:,.0f} records, "
                       f"{processor_gb_s:,.0f} GB-s at {deployment.processor_memory_mb} MB"))
+
+    # Lambda, audience stage: one invocation per partials shard and batching window (at least);
+    # CPU measured; two rounds of DynamoDB calls (read, write) per invocation assumed.
+    windows = SECONDS_PER_MONTH / max(deployment.audience_batching_window_s, 0.1)
+    audience_invocations = min(invocations, deployment.partials_shards * windows) if events else 0
+    audience_gb = deployment.audience_memory_mb / 1024
+    audience_gb_s = (events * _cpu_gb_s(measured["cost_audience_gb_s_per_event"],
+                                        deployment.audience_memory_mb)
+                     + audience_invocations * 2 * assume.dynamodb_round_trip_ms / 1000
+                     * audience_gb)
+    audience = (audience_gb_s * prices["lambda_arm_gb_second"]
+                + audience_invocations / 1e6 * prices["lambda_requests_million"])
+    lines.append(Line("Lambda audience stage", audience,
+                      f"{audience_invocations / 1e6:,.2f} M invocations, {audience_gb_s:,.0f} "
+                      f"GB-s at {deployment.audience_memory_mb} MB"))
 
     # Lambda, reader: CPU measured, one round of DynamoDB calls per read assumed.
     reader_gb = deployment.reader_memory_mb / 1024
@@ -265,7 +301,7 @@ def estimate(traffic: Traffic, deployment: Deployment, measured: Measured, price
     # S3: the month's raw Parquet and feature log, held one month in Standard, and the PUTs.
     stored_gb = events * (measured["cost_parquet_bytes_per_event"]
                           + measured["cost_feature_log_bytes_per_event"]) / GB
-    puts = invocations + objects
+    puts = invocations + audience_invocations + objects  # a feature-log object per invocation
     s3 = stored_gb * prices["s3_standard_gb_month"] + puts / 1000 * prices["s3_put_thousand"]
     lines.append(Line("S3", s3, f"+{stored_gb:,.0f} GB a month (raw Parquet and feature "
                       f"log), {puts / 1e6:,.2f} M PUTs"))
@@ -275,7 +311,7 @@ def estimate(traffic: Traffic, deployment: Deployment, measured: Measured, price
     lines.append(Line("API Gateway", api, f"{reads / 1e6:,.1f} M requests"))
 
     # CloudWatch: metrics, alarms, the dashboard, and the functions' logs.
-    log_gb = (invocations + reads) * assume.log_bytes_per_invocation / GB
+    log_gb = (invocations + audience_invocations + reads) * assume.log_bytes_per_invocation / GB
     stored_log_gb = log_gb * min(deployment.log_retention_days, 3653) / 30.4
     cloudwatch = (CUSTOM_METRICS * prices["cloudwatch_custom_metric_month"]
                   + ALARM_METRICS * prices["cloudwatch_alarm_metric_month"]

@@ -1,15 +1,17 @@
-"""``python -m fastbreak_ops.redrive --queue-url URL``: replay the stream processor's
-on-failure queue.
+"""``python -m fastbreak_ops.redrive --queue-url URL``: replay an on-failure queue of the stream
+processor (stage 1) or of the audience stage (stage 2).
 
 Each message is Lambda's failure record for a Kinesis batch that exhausted its retries: the
 shard, the first and last sequence numbers and the batch size, no data. For each message the
 redrive fetches those records from the stream (``GetShardIterator AT_SEQUENCE_NUMBER``),
-runs them through the processor's own code (``StreamProcessor``, configured from the deployed
-function's environment, as its cold start does) and deletes the message only when every
-record was applied. Events already applied are skipped by the items' high-water marks, so a
-redrive can run again. It reports what it could not recover: records past the stream's
-retention, and items a later batch of the shard overtook (``docs/exactly-once.md``,
-"Redrive"). ``--dry-run`` reads the queue and the stream, and changes nothing.
+runs them through the failed function's own code (the stream processor's or the audience
+stage's, by the deployed function's handler, configured from its environment as its cold start
+does) and deletes the message only when every record was applied. Events and partials already
+applied are skipped by the items' high-water marks and the dedup memories, so a redrive can run
+again; a stage-1 replay also completes the pending emission its records hold. It reports what it
+could not recover: records past the stream's retention, and items a later batch of the shard
+overtook (``docs/exactly-once.md``, "Redrive"). ``--dry-run`` reads the queue and the stream,
+and changes nothing.
 
 Exit code: 0 when every message was redriven (or, with ``--dry-run``, every record is still
 in the stream), 1 when something was not recovered, 2 on a bad argument.
@@ -32,8 +34,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fastbreak.engine import StreamProcessor
-from fastbreak.engine.layout import DEDUP_PREFIX, ItemKey, decode_hw, decode_position
+from fastbreak.engine import AudienceMerger, StreamProcessor
+from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX, ItemKey, decode_hw, decode_position
 from fastbreak_ops.arguments import ArgumentParser, non_negative_float, positive_int
 from localplatform.kinesis_events import EventSource, StreamRecord, lambda_event
 
@@ -208,7 +210,7 @@ def overtaken(marks: dict[ItemKey, str], batch: FailedBatch) -> list[ItemKey]:
     end = int(batch.end)
     return sorted(
         key for key, text in marks.items()
-        if not key[0].startswith(DEDUP_PREFIX)
+        if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))
         and (mark := decode_hw(text).get(batch.shard_id)) is not None
         and decode_position(mark)[0] > end
     )
@@ -216,15 +218,16 @@ def overtaken(marks: dict[ItemKey, str], batch: FailedBatch) -> list[ItemKey]:
 
 @dataclass
 class ProcessorHandle:
-    processor: StreamProcessor
+    processor: StreamProcessor | AudienceMerger
     reads: ItemReads
     role_arn: str
 
 
 class Processors:
-    """One processor per deployed function, built by the handler's own ``configure`` from the
-    function's environment (its $LATEST configuration: the live version's, once a deployment
-    has completed)."""
+    """One processor per deployed function, built by the handler's own ``configure`` (the
+    stream processor's or the audience stage's, by the function's handler) from the function's
+    environment (its $LATEST configuration: the live version's, once a deployment has
+    completed)."""
 
     def __init__(self, clients: Callable[[str], Any]) -> None:
         self._clients = clients
@@ -232,13 +235,17 @@ class Processors:
 
     def for_function(self, name: str) -> ProcessorHandle:
         if name not in self._built:
-            from fastbreak.handlers import stream_processor
+            from fastbreak.handlers import audience_stage, stream_processor
 
             configuration = self._clients("lambda").get_function_configuration(
                 FunctionName=name)
             environment = configuration.get("Environment", {}).get("Variables", {})
             reads = ItemReads(self._clients("dynamodb"))
-            processor = stream_processor.configure(reads, self._clients("s3"), environment)
+            handler = str(configuration.get("Handler", ""))
+            module = (audience_stage if handler.startswith("fastbreak.handlers.audience_stage.")
+                      else stream_processor)
+            processor = module.configure(reads, self._clients("s3"), environment,
+                                         kinesis=self._clients("kinesis"))
             self._built[name] = ProcessorHandle(processor, reads, configuration["Role"])
         return self._built[name]
 

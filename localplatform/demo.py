@@ -10,6 +10,7 @@ went in and where it went, and reads sample feature vectors back through the loc
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import urllib.request
@@ -31,6 +32,7 @@ from fastbreak_producer.simulator import Emission, Kind, LiveGameSimulator, Simu
 from localplatform.fault_drill import FaultDrill
 from localplatform.freshness import FreshnessTracker
 from localplatform.mapping_emulator import MappingHooks
+from localplatform.metrics import MetricKey, percentile
 from localplatform.offline_export import EXPORTED_PREFIXES, export_offline_store
 from localplatform.platform import LocalPlatform, PlatformOptions
 
@@ -152,7 +154,7 @@ def _run(platform: LocalPlatform, options: DemoOptions, tracker: FreshnessTracke
         kwargs={"on_emission": on_emission, "should_stop": stop.is_set}, daemon=True,
     )
     sender.start()
-    (mapping,) = platform.mappings
+    mapping = platform.events_mapping
     last_line = 0.0
     with _live(console) as live:
         while sender.is_alive():
@@ -238,6 +240,7 @@ class _Moment:
     sent_rate: float
     processed: int
     processed_rate: float
+    partials_merged: int
     quarantined: float
     freshness: tuple[float | None, float | None]
     alarms: str
@@ -257,6 +260,7 @@ def _moment(platform: LocalPlatform, producer: Producer, processed: int,
               + (f"   drill: [bold]{drill.phase.value}[/]" if drill else ""))
     return _Moment(
         time.monotonic() - progress.started, sent, sent_rate, processed, processed_rate,
+        platform.audience_mapping.stats.records_succeeded,
         platform.metrics.total("Fastbreak", "RecordsInvalid", _service()),
         tracker.percentiles(since=max(0, len(tracker.lags_ms) - 2000)), alarms,
     )
@@ -264,13 +268,14 @@ def _moment(platform: LocalPlatform, producer: Producer, processed: int,
 
 def _progress_view(moment: _Moment) -> RenderableType:
     table = Table(show_header=True, header_style="bold", box=None)
-    for column in ("elapsed", "sent", "sent/s", "processed", "processed/s", "quarantined",
-                   "freshness p50 / p99"):
+    for column in ("elapsed", "sent", "sent/s", "processed", "processed/s", "partials merged",
+                   "quarantined", "freshness p50 / p99"):
         table.add_column(column, justify="right")
     p50, p99 = moment.freshness
     table.add_row(
         f"{moment.elapsed_s:5.0f}s", f"{moment.sent:,}", f"{moment.sent_rate:,.0f}",
-        f"{moment.processed:,}", f"{moment.processed_rate:,.0f}", f"{moment.quarantined:,.0f}",
+        f"{moment.processed:,}", f"{moment.processed_rate:,.0f}", f"{moment.partials_merged:,}",
+        f"{moment.quarantined:,.0f}",
         f"{_ms(p50)} / {_ms(p99)}",
     )
     return Group(table, moment.alarms)
@@ -280,6 +285,7 @@ def _progress_line(moment: _Moment) -> str:
     p50, p99 = moment.freshness
     return (f"{moment.elapsed_s:5.0f}s  sent {moment.sent:,} ({moment.sent_rate:,.0f}/s)  "
             f"processed {moment.processed:,} ({moment.processed_rate:,.0f}/s)  "
+            f"partials merged {moment.partials_merged:,}  "
             f"quarantined {moment.quarantined:,.0f}  freshness p50 {_ms(p50)} / p99 {_ms(p99)}"
             f"  {moment.alarms}")
 
@@ -315,13 +321,19 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         ("quarantined (invalid)", f"{summary['quarantined']:,}"),
         ("late / duplicates dropped", f"{summary['late_events']:,} / "
                                       f"{summary['duplicate_events']:,}"),
-        ("feature items written", f"{summary['features_written']:,}"),
+        ("stage 1: user items written, partials emitted",
+         f"{summary['features_written']:,}, {summary['partials_emitted']:,}"),
+        ("stage 2: partials merged, audience items written",
+         f"{summary['audience']['partials_merged']:,}, "
+         f"{summary['audience']['items_written']:,} (stage-2 lag p99 "
+         f"{_ms(summary['audience']['lag_p99_ms'])})"),
         ("freshness p50 / p99", f"{_ms(freshness['p50'])} / {_ms(freshness['p99'])} "
                                 f"({freshness['measured']:,} events)"),
         ("offline files", f"{offline['raw_parquet_files']} Parquet ({offline['raw_records']:,} "
                           f"events), {offline['feature_log_objects']} feature log, "
                           f"{offline['quarantine_objects']} quarantine"),
-        ("on-failure queue", f"{summary['on_failure_messages']} messages"),
+        ("on-failure queues", f"{summary['on_failure_messages']} messages (stage 1), "
+                              f"{summary['audience']['on_failure_messages']} (stage 2)"),
         ("alarms fired", ", ".join(_short(a) for a in summary["alarms_fired"]) or "none"),
         ("pages received", _pages_line(summary["pages"])),
     ]
@@ -354,7 +366,7 @@ def _value_text(value: Any) -> str:
 def _summary(platform: LocalPlatform, producer: Producer, simulator: LiveGameSimulator,
              tracker: FreshnessTracker, progress: _Progress, drill: FaultDrill | None,
              caught_up: bool) -> dict[str, Any]:
-    (mapping,) = platform.mappings
+    mapping = platform.events_mapping
     p50, p99 = tracker.percentiles()
     total = platform.metrics.total
     elapsed = time.monotonic() - progress.started
@@ -371,6 +383,14 @@ def _summary(platform: LocalPlatform, producer: Producer, simulator: LiveGameSim
         "late_events": int(total("Fastbreak", "LateEvents", _service())),
         "duplicate_events": int(total("Fastbreak", "DuplicateEvents", _service())),
         "features_written": int(total("Fastbreak", "ItemWrites", _service())),
+        "partials_emitted": int(total("Fastbreak", "PartialsEmitted", _service())),
+        "audience": {
+            "partials_merged": platform.audience_mapping.stats.records_succeeded,
+            "items_written": int(total("Fastbreak", "ItemWrites", _audience())),
+            "lag_p99_ms": _p99(platform, "FreshnessLagMs", _audience()),
+            "on_failure_messages": _queue_depth(platform,
+                                                platform.audience_on_failure_queue_url),
+        },
         "freshness_ms": {"p50": p50, "p99": p99, "measured": len(tracker.lags_ms)},
         "offline": _offline(platform),
         "on_failure_messages": _queue_depth(platform, platform.on_failure_queue_url),
@@ -455,6 +475,17 @@ def _wait_for_ctrl_c(platform: LocalPlatform, console: Console) -> None:
 
 def _service() -> dict[str, str]:
     return {"service": "stream-processor"}
+
+
+def _audience() -> dict[str, str]:
+    return {"service": "audience-stage"}
+
+
+def _p99(platform: LocalPlatform, name: str, dimensions: dict[str, str]) -> float | None:
+    """The p99 of a handler metric over the whole run (stage 2's lag: from the emission of a
+    partial to its merge)."""
+    values = platform.metrics.values(MetricKey.of("Fastbreak", name, dimensions), 0, math.inf)
+    return percentile(values, 99) if values else None
 
 
 def _short(alarm_name: str) -> str:

@@ -150,7 +150,7 @@ class KinesisEventSourceMapping:
             with self._stats_lock:
                 self.stats.records_read += len(records)
             for record in records:
-                lane = lanes[_lane_index(record.partition_key, len(lanes))]
+                lane = lanes[lane_index(record.partition_key, len(lanes))]
                 with lane.changed:
                     if not lane.records:
                         lane.first_waiting_since = time.monotonic()
@@ -229,7 +229,8 @@ class KinesisEventSourceMapping:
             self._outer_hooks.on_discard(records, condition)
 
 
-def _lane_index(partition_key: str, lanes: int) -> int:
+def lane_index(partition_key: str, lanes: int) -> int:
+    """Which of ``lanes`` concurrent batches of a shard carries a partition key's records."""
     if lanes == 1:
         return 0
     return int.from_bytes(hashlib.md5(partition_key.encode(), usedforsecurity=False).digest()[:8],

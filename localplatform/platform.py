@@ -260,14 +260,24 @@ class LocalPlatform:
         self._exit.callback(remove)
 
     # ---- conveniences for the demo, tests and benchmark ----------------------------------
-    def physical_name(self, resource_type: str) -> str:
+    def physical_name(self, resource_type: str, prefix: str = "") -> str:
+        """The one resource of a type (whose logical id starts with ``prefix``)."""
         assert self.deployment is not None
-        stack, logical_id, _ = self.deployment.one(resource_type)
+        found = [(stack, logical_id) for stack, logical_id, _ in
+                 self.deployment.each(resource_type) if logical_id.startswith(prefix)]
+        if len(found) != 1:
+            raise DeploymentError(f"expected one {resource_type} {prefix}*, found {len(found)}")
+        stack, logical_id = found[0]
         return stack.physical_ids[logical_id]
 
     @property
     def stream_name(self) -> str:
-        return self.physical_name("AWS::Kinesis::Stream")
+        """The events stream producers write to."""
+        return self.physical_name("AWS::Kinesis::Stream", "Events")
+
+    @property
+    def partials_stream_name(self) -> str:
+        return self.physical_name("AWS::Kinesis::Stream", "Partials")
 
     @property
     def table_name(self) -> str:
@@ -277,6 +287,11 @@ class LocalPlatform:
     def processor(self) -> LocalFunction:
         """The version of the stream processor that serves its live alias now."""
         return self._live("stream_processor.handler").current
+
+    @property
+    def audience_stage(self) -> LocalFunction:
+        """The version of the audience stage that serves its live alias now."""
+        return self._live("audience_stage.handler").current
 
     @property
     def processor_deployment(self) -> LocalDeployment:
@@ -292,8 +307,29 @@ class LocalPlatform:
         return alias
 
     @property
+    def events_mapping(self) -> KinesisEventSourceMapping:
+        """The stream processor's mapping (stage 1)."""
+        return self._mapping_of(self.stream_name)
+
+    @property
+    def audience_mapping(self) -> KinesisEventSourceMapping:
+        """The audience stage's mapping (stage 2)."""
+        return self._mapping_of(self.partials_stream_name)
+
+    def _mapping_of(self, stream_name: str) -> KinesisEventSourceMapping:
+        (mapping,) = [m for m in self.mappings if m.stream_name == stream_name]
+        return mapping
+
+    @property
     def on_failure_queue_url(self) -> str:
-        (mapping,) = self.mappings
+        """The stream processor's on-failure queue."""
+        return self._queue_url(self.events_mapping)
+
+    @property
+    def audience_on_failure_queue_url(self) -> str:
+        return self._queue_url(self.audience_mapping)
+
+    def _queue_url(self, mapping: KinesisEventSourceMapping) -> str:
         arn = mapping.settings.destination_arn
         assert arn is not None
         url: str = self.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
@@ -318,7 +354,11 @@ class LocalPlatform:
                                    ReceiptHandle=message["ReceiptHandle"])
 
     def wait_until_processed(self, timeout: float = 60.0) -> bool:
-        return all(mapping.wait_until_caught_up(timeout) for mapping in self.mappings)
+        """Everything put to the events stream so far processed by both stages: stage 1 first,
+        then the audience stage, on what stage 1 emitted by then."""
+        first = [self.events_mapping]
+        rest = [mapping for mapping in self.mappings if mapping not in first]
+        return all(mapping.wait_until_caught_up(timeout) for mapping in first + rest)
 
     def drain_deliveries(self, timeout: float = 60.0) -> bool:
         """Deliver what the stream holds now to the offline store (Firehose's buffers flushed)."""

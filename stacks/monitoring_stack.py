@@ -46,6 +46,12 @@ class MonitoringStack(Stack):
             storage.failed_batches.queue,
             iterator_age_seconds=iterator_age,
         )
+        self.monitoring.monitor_audience_stage(
+            processing.audience.function,
+            storage.audience_failed_batches.queue,
+            storage.partials.stream,
+            iterator_age_seconds=iterator_age,
+        )
         self.monitoring.monitor_online_store(storage.online_store.table)
         self.monitoring.monitor_offline_delivery(
             storage.offline_store.delivery_stream,

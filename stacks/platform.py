@@ -12,7 +12,7 @@ from fastbreak.engine.plan import compile_plan
 from stacks.monitoring_stack import MonitoringStack
 from stacks.processing_stack import ProcessingStack
 from stacks.serving_stack import ServingStack
-from stacks.settings import Settings, check_against_catalog, check_deployable
+from stacks.settings import Settings, check_deployable
 from stacks.storage_stack import StorageStack
 
 
@@ -34,17 +34,16 @@ def build_platform(
     # The plan the processor compiles at cold start: a definition it would refuse (an item
     # that could outgrow DynamoDB's limit, say) fails the synth instead, naming the group.
     compile_plan(catalog)
-    check_against_catalog(settings, catalog)
     check_deployable(settings)
     prefix = settings.name_prefix
     storage = StorageStack(
         app, f"{prefix}-Storage", settings=settings, catalog=catalog, env=env,
         termination_protection=settings.is_production,
-        description="Fastbreak: events stream, online store and offline store",
+        description="Fastbreak: events and partials streams, online store and offline store",
     )
     processing = ProcessingStack(
         app, f"{prefix}-Processing", settings=settings, storage=storage, env=env,
-        description="Fastbreak: the Lambda stream processor",
+        description="Fastbreak: the Lambda stream processor and the audience stage",
     )
     serving = ServingStack(
         app, f"{prefix}-Serving", settings=settings, storage=storage, env=env,

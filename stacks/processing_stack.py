@@ -1,5 +1,7 @@
-"""The Lambda stream processor, wired to the storage stack's stream, stores, on-failure queue
-and log group."""
+"""The two Lambda stream consumers, wired to the storage stack's streams, stores, on-failure
+queues and log groups: the stream processor (stage 1: events stream -> user group items, and
+audience partials to the partials stream) and the audience stage (stage 2: partials stream ->
+game and content items)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from constructs import Construct
 from constructs_lib import StreamProcessor
 from constructs_lib.grants import (
     OBJECT_WRITE_KEY_ACTIONS,
+    STREAM_WRITE_KEY_ACTIONS,
     TABLE_READ_WRITE_KEY_ACTIONS,
     allow_key_use,
 )
 from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.offline_store import FEATURE_LOG_PREFIX, QUARANTINE_PREFIX
-from stacks.settings import Settings
+from constructs_lib.stream_processor import AUDIENCE_STAGE
+from stacks.settings import Settings, remember_seconds
 from stacks.storage_stack import StorageStack
 
 
@@ -39,6 +43,10 @@ class ProcessingStack(Stack):
                 "OFFLINE_BUCKET_NAME": offline_bucket.bucket_name,
                 "QUARANTINE_PREFIX": QUARANTINE_PREFIX,
                 "FEATURE_LOG_PREFIX": FEATURE_LOG_PREFIX,
+                "PARTIALS_STREAM_NAME": storage.partials.stream.stream_name,
+                # Above 1, the processor refuses to apply to a user group an event whose
+                # partition key is not that user (docs/exactly-once.md).
+                "PARALLELIZATION_FACTOR": str(processor["parallelization_factor"]),
             },
             function_props={
                 "memory_size": processor["memory_mb"],
@@ -61,18 +69,75 @@ class ProcessingStack(Stack):
         )
         role = self.processor.role
         # What the engine calls: BatchGetItem of the touched items and its dedup memory, one
-        # conditional UpdateItem per item. No Query, Scan or DeleteItem: the processor never
-        # searches and never removes features.
+        # conditional UpdateItem per item; for its outbox (pending emissions) PutItem, Query
+        # and DeleteItem. No Scan: the processor never searches the table.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:BatchGetItem", "dynamodb:UpdateItem"],
+                actions=["dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:PutItem",
+                         "dynamodb:Query", "dynamodb:DeleteItem"],
                 resources=[storage.online_store.table.table_arn],
             )
         )
         table_key = storage.online_store.key
         if table_key is not None:
             allow_key_use(role, table_key, TABLE_READ_WRITE_KEY_ACTIONS)
-        # Writes only under its two prefixes of the offline store; it never reads raw data.
+        # Audience partials: PutRecords to the partials stream only.
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["kinesis:PutRecords"],
+                                resources=[storage.partials.stream.stream_arn])
+        )
+        allow_key_use(role, storage.partials.key, STREAM_WRITE_KEY_ACTIONS)
+        self._write_offline_prefixes(self.processor, storage, "processor")
+
+        audience = settings.section("audience")
+        self.audience = StreamProcessor(
+            self,
+            "AudienceStage",
+            spec=AUDIENCE_STAGE,
+            stream=storage.partials.stream,
+            environment={
+                "FASTBREAK_ENV": settings.env_name,
+                "ONLINE_TABLE_NAME": storage.online_store.table.table_name,
+                "OFFLINE_BUCKET_NAME": offline_bucket.bucket_name,
+                "QUARANTINE_PREFIX": QUARANTINE_PREFIX,
+                "FEATURE_LOG_PREFIX": FEATURE_LOG_PREFIX,
+                "REMEMBER_SECONDS": str(remember_seconds(settings)),
+            },
+            function_props={
+                "memory_size": audience["memory_mb"],
+                "timeout": Duration.seconds(audience["timeout_seconds"]),
+                "reserved_concurrent_executions": audience["reserved_concurrency"],
+            },
+            event_source_props={
+                "batch_size": audience["batch_size"],
+                "max_batching_window": Duration.seconds(audience["max_batching_window_seconds"]),
+                "parallelization_factor": audience["parallelization_factor"],
+                "retry_attempts": audience["max_retry_attempts"],
+                "max_record_age": Duration.seconds(audience["max_record_age_seconds"]),
+            },
+            existing_on_failure_queue=storage.audience_failed_batches.queue,
+            existing_on_failure_queue_key=storage.audience_failed_batches.key,
+            existing_log_group=storage.audience_log_group,
+            deployment=audience["deployment"],
+            name_prefix=settings.name_prefix,
+            runbook_base_url=settings.get("monitoring.runbook_base_url"),
+        )
+        # The audience stage reads its items and its dedup memory and writes them conditionally.
+        self.audience.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:BatchGetItem", "dynamodb:UpdateItem"],
+                resources=[storage.online_store.table.table_arn],
+            )
+        )
+        if table_key is not None:
+            allow_key_use(self.audience.role, table_key, TABLE_READ_WRITE_KEY_ACTIONS)
+        self._write_offline_prefixes(self.audience, storage, "audience stage")
+
+    def _write_offline_prefixes(
+        self, consumer: StreamProcessor, storage: StorageStack, who: str,
+    ) -> None:
+        """PutObject under the quarantine and feature-log prefixes of the offline store only;
+        it never reads raw data."""
         prefixes = {
             QUARANTINE_PREFIX: "invalid records, one object per batch named by shard and "
             "sequence range",
@@ -80,17 +145,17 @@ class ProcessingStack(Stack):
             "sequence range",
         }
         object_arns = {prefix: f"{storage.offline_bucket_arn}/{prefix}*" for prefix in prefixes}
-        role.add_to_policy(
+        consumer.role.add_to_policy(
             iam.PolicyStatement(actions=["s3:PutObject"], resources=list(object_arns.values()))
         )
         acknowledge(
-            self.processor.role,
+            consumer.role,
             {
                 iam5_resource_finding(self, arn): (
-                    f"PutObject only, under {prefix} of the offline store: {why}, so the key "
-                    "is unknown until the batch arrives"
+                    f"PutObject only, under {prefix} of the offline store: {why} of the {who}, "
+                    "so the key is unknown until the batch arrives"
                 )
                 for (prefix, arn), why in zip(object_arns.items(), prefixes.values(), strict=True)
             },
         )
-        allow_key_use(role, storage.offline_store.key, OBJECT_WRITE_KEY_ACTIONS)
+        allow_key_use(consumer.role, storage.offline_store.key, OBJECT_WRITE_KEY_ACTIONS)

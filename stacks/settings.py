@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from constructs_lib import defaults
-from fastbreak.definitions import Catalog
 
 
 class SettingsError(ValueError):
@@ -44,6 +43,22 @@ DEFAULTS: dict[str, Any] = {
         "timeout_seconds": defaults.seconds(defaults.PROCESSOR_FUNCTION["timeout"]),
         "reserved_concurrency": defaults.PROCESSOR_FUNCTION["reserved_concurrent_executions"],
         "deployment": defaults.PROCESSOR_DEPLOYMENT,
+    },
+    # The audience stage: partials stream -> one item per (game or content, tile).
+    "audience": {
+        # the partials stream's planned shards at peak (on demand: it starts at 4)
+        "partials_peak_shards": defaults.PARTIALS_INITIAL_SHARDS,
+        "batch_size": defaults.AUDIENCE_EVENT_SOURCE["batch_size"],
+        "max_batching_window_seconds": defaults.seconds(
+            defaults.AUDIENCE_EVENT_SOURCE["max_batching_window"]),
+        "parallelization_factor": defaults.AUDIENCE_EVENT_SOURCE["parallelization_factor"],
+        "max_retry_attempts": defaults.AUDIENCE_EVENT_SOURCE["retry_attempts"],
+        "max_record_age_seconds": defaults.seconds(
+            defaults.AUDIENCE_EVENT_SOURCE["max_record_age"]),
+        "memory_mb": defaults.AUDIENCE_FUNCTION["memory_size"],
+        "timeout_seconds": defaults.seconds(defaults.AUDIENCE_FUNCTION["timeout"]),
+        "reserved_concurrency": defaults.AUDIENCE_FUNCTION["reserved_concurrent_executions"],
+        "deployment": defaults.AUDIENCE_DEPLOYMENT,
     },
     "online_store": {"deletion_protection": False, "retain_on_delete": False},
     "offline_store": {
@@ -198,6 +213,16 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "processor.timeout_seconds": _int_range(10, 900),
     "processor.reserved_concurrency": _int_range(1, 1000),
     "processor.deployment": _one_of(*defaults.DEPLOYMENT_CONFIGS),
+    "audience.partials_peak_shards": _int_range(1, 10_000),
+    "audience.batch_size": _int_range(1, 10_000),
+    "audience.max_batching_window_seconds": _int_range(0, 300),
+    "audience.parallelization_factor": _int_range(1, 10),
+    "audience.max_retry_attempts": _int_range(0, 10_000),
+    "audience.max_record_age_seconds": _int_range(60, 604_800),
+    "audience.memory_mb": _int_range(256, 10_240),
+    "audience.timeout_seconds": _int_range(10, 900),
+    "audience.reserved_concurrency": _int_range(1, 1000),
+    "audience.deployment": _one_of(*defaults.DEPLOYMENT_CONFIGS),
     "online_store.deletion_protection": _boolean,
     "online_store.retain_on_delete": _boolean,
     "offline_store.retain_on_delete": _boolean,
@@ -256,19 +281,6 @@ class Settings:
         return value
 
 
-def check_against_catalog(settings: Settings, catalog: Catalog) -> None:
-    """Settings that are valid alone but unsafe for the feature definitions deployed."""
-    factor = settings.get("processor.parallelization_factor")
-    cross_entity = [group.name for group in catalog.cross_entity_groups()]
-    if factor > 1 and cross_entity:
-        raise SettingsError(
-            f"environment '{settings.env_name}': setting 'processor.parallelization_factor' "
-            f"is {factor}, but groups {', '.join(cross_entity)} aggregate across the stream's "
-            f"partition key ('{catalog.partition_entity}'); with concurrent batches per shard "
-            "they can lose events. Keep it at 1 (docs/exactly-once.md, 'Limits')."
-        )
-
-
 def load_settings(env_name: str, environments: Mapping[str, Any]) -> Settings:
     """Merge ``DEFAULTS`` with the environment's overrides and validate every value."""
     if env_name not in environments:
@@ -312,16 +324,17 @@ def _check_relations(settings: Settings) -> None:
             f"{where}: setting 'offline_store.raw_glacier_days' must be after "
             "'offline_store.raw_infrequent_access_days'"
         )
-    processor = settings.section("processor")
     retention_seconds = settings.get("stream.retention_hours") * 3600
-    if processor["max_record_age_seconds"] > retention_seconds:
-        raise SettingsError(
-            f"{where}: setting 'processor.max_record_age_seconds' exceeds the stream's "
-            "retention ('stream.retention_hours'); records would expire before they age out"
-        )
+    for stage in ("processor", "audience"):  # the partials stream keeps the events' retention
+        if settings.get(f"{stage}.max_record_age_seconds") > retention_seconds:
+            raise SettingsError(
+                f"{where}: setting '{stage}.max_record_age_seconds' exceeds the streams' "
+                "retention ('stream.retention_hours'); records would expire before they age out"
+            )
     if settings.get("api.throttle_burst") < settings.get("api.throttle_rate_per_second") // 10:
         raise SettingsError(f"{where}: setting 'api.throttle_burst' is too small for the rate")
     _check_processor_concurrency(settings, where)
+    _check_audience_concurrency(settings, where)
     _check_provisioned_concurrency(settings, where)
 
 
@@ -351,6 +364,27 @@ def _check_processor_concurrency(settings: Settings, where: str) -> None:
             f"{shards * factor} concurrent batches the mapping runs ('{setting}' {shards} x "
             f"'processor.parallelization_factor' {factor}); raise it or plan fewer shards"
         )
+
+
+def _check_audience_concurrency(settings: Settings, where: str) -> None:
+    shards = settings.get("audience.partials_peak_shards")
+    factor = settings.get("audience.parallelization_factor")
+    reserved = settings.get("audience.reserved_concurrency")
+    if reserved < shards * factor:
+        raise SettingsError(
+            f"{where}: setting 'audience.reserved_concurrency' is {reserved}, below the "
+            f"{shards * factor} concurrent batches the audience stage's mapping runs "
+            f"('audience.partials_peak_shards' {shards} x 'audience.parallelization_factor' "
+            f"{factor}); raise it or plan fewer shards"
+        )
+
+
+def remember_seconds(settings: Settings) -> int:
+    """How long the audience stage remembers an applied partial: the longest stage 1 can
+    still complete an emission (its retries last up to the mapping's record age; an emission
+    whose writer is gone waits at most for the shard's next batch), and an hour."""
+    age: int = settings.get("processor.max_record_age_seconds")
+    return age + 3600
 
 
 def _check_provisioned_concurrency(settings: Settings, where: str) -> None:

@@ -1,4 +1,5 @@
-"""Stateful resources: the events stream, the online store and the offline store.
+"""Stateful resources: the events stream, the partials stream, the online store and the offline
+store.
 
 Kept apart from compute so that redeploying processors or the API never touches data, and so
 that prod can retain this stack's resources when everything else is torn down.
@@ -13,7 +14,7 @@ from constructs import Construct
 
 from constructs_lib import EventStream, OfflineStore, OnlineStore, TrainingSetJob
 from constructs_lib.secure_defaults import encrypted_log_group, log_encryption_key
-from constructs_lib.stream_processor import FailedBatchQueue
+from constructs_lib.stream_processor import AUDIENCE_STAGE, FailedBatchQueue
 from fastbreak.definitions import Catalog
 from fastbreak.offline.raw import raw_columns
 from stacks.settings import Settings
@@ -53,6 +54,15 @@ class StorageStack(Stack):
             retention=Duration.hours(stream["retention_hours"]),
             shard_count=stream["shard_count"] if stream["mode"] == "provisioned" else None,
             removal_policy=_removal(online["retain_on_delete"]),
+        )
+        # Stage 1's audience partials, partitioned by game or content, on their way to the
+        # audience stage: in flight, like the events, so it lives and is retained with them.
+        self.partials = EventStream(
+            self,
+            "Partials",
+            retention=Duration.hours(stream["retention_hours"]),
+            removal_policy=_removal(online["retain_on_delete"]),
+            purpose="the partials stream (stage 1 to the audience stage)",
         )
         self.online_store = OnlineStore(
             self,
@@ -107,26 +117,39 @@ class StorageStack(Stack):
         )
 
     def _add_operational_records(self, settings: Settings) -> None:
-        """What must outlive the compute stacks: the on-failure queue (the only pointer to
-        records that left the stream unprocessed) and the logs of the processor and the API.
-        Deleting Processing or Serving leaves them; prod retains them with this stack."""
+        """What must outlive the compute stacks: the on-failure queues of both stages (the only
+        pointers to records that left a stream unprocessed) and the logs of the processor, the
+        audience stage and the API. Deleting Processing or Serving leaves them; prod retains
+        them with this stack."""
         retain_stream = settings.get("online_store.retain_on_delete")
         self.failed_batches = FailedBatchQueue(
             self, "FailedBatches", removal_policy=_removal(retain_stream)
+        )
+        self.audience_failed_batches = FailedBatchQueue(
+            self, "AudienceFailedBatches", removal_policy=_removal(retain_stream),
+            purpose=AUDIENCE_STAGE.queue_purpose,
         )
         # Retained exactly as long as the key that encrypts them: a log group whose key is
         # deleted cannot be read.
         log_removal = _removal(settings.get("offline_store.retain_on_delete"))
         retention = settings.get("log_retention_days")
-        self.processor_log_group, self.reader_log_group, self.api_access_log_group = (
+        (self.processor_log_group, self.audience_log_group, self.reader_log_group,
+         self.api_access_log_group) = (
             encrypted_log_group(self, name, key=self.log_key, retention_days=retention,
                                 removal_policy=log_removal)
-            for name in ("ProcessorLogs", "FeatureApiLogs", "FeatureApiAccessLogs")
+            for name in ("ProcessorLogs", "AudienceLogs", "FeatureApiLogs",
+                         "FeatureApiAccessLogs")
         )
         CfnOutput(
             self, "OnFailureQueueUrl", value=self.failed_batches.queue.queue_url,
             description="The processor's on-failure queue: python -m fastbreak_ops.redrive "
             "--queue-url <this>",
+        )
+        CfnOutput(
+            self, "AudienceOnFailureQueueUrl",
+            value=self.audience_failed_batches.queue.queue_url,
+            description="The audience stage's on-failure queue: python -m "
+            "fastbreak_ops.redrive --queue-url <this>",
         )
 
 

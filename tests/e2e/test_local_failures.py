@@ -80,7 +80,7 @@ def test_a_poison_record_reaches_the_on_failure_queue_alone(platform: LocalPlatf
     # The mapping invokes the live alias: Lambda names the alias in the record, qualified.
     assert record["requestContext"]["functionArn"] == f"{platform.processor.spec.arn}:live"
     assert record["responseContext"]["functionError"] == "Unhandled"
-    (mapping,) = platform.mappings
+    mapping = platform.events_mapping
     assert mapping.stats.records_discarded == {"RetryAttemptsExhausted": 1}
     assert mapping.stats.records_succeeded == 12
 

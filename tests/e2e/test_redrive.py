@@ -1,8 +1,8 @@
 """The redrive on the embedded local platform: batches that exhausted their retries reach the
-template's on-failure queue as Lambda's failure records (the mapping emulator's), and
-``python -m fastbreak_ops.redrive`` replays them through the real processor: each event applied
-exactly once, messages deleted only after success, losses (records past retention, items
-overtaken by later batches) reported and kept."""
+template's on-failure queues as Lambda's failure records (the mapping emulator's), and
+``python -m fastbreak_ops.redrive`` replays them through the real processor (or the real
+audience stage, for its own queue): each event applied exactly once, messages deleted only after
+success, losses (records past retention, items overtaken by later batches) reported and kept."""
 
 from __future__ import annotations
 
@@ -58,25 +58,27 @@ def failing_for(user: str) -> Any:
     return fault
 
 
-def views(platform: LocalPlatform, user: str) -> int:
+def views(platform: LocalPlatform, user: str, entity: str = "user",
+          feature: str = "user_engagement.views_1h") -> int:
     assert platform.api is not None
-    with urllib.request.urlopen(f"{platform.api.url}/v1/features/user/{user}", timeout=10) as r:
+    with urllib.request.urlopen(f"{platform.api.url}/v1/features/{entity}/{user}",
+                                timeout=10) as r:
         body = json.loads(r.read())
-    feature = (body.get("features") or {}).get("user_engagement.views_1h") or {}
-    return int(feature.get("value") or 0)  # an entity with no features yet has none
+    value = (body.get("features") or {}).get(feature) or {}
+    return int(value.get("value") or 0)  # an entity with no features yet has none
 
 
-def queued(platform: LocalPlatform) -> list[dict[str, Any]]:
-    """The queue's messages, left visible."""
+def queued(platform: LocalPlatform, queue_url: str | None = None) -> list[dict[str, Any]]:
+    """The queue's messages (the processor's by default), left visible."""
     sqs = platform.client("sqs")
-    messages = sqs.receive_message(QueueUrl=platform.on_failure_queue_url,
+    messages = sqs.receive_message(QueueUrl=queue_url or platform.on_failure_queue_url,
                                    MaxNumberOfMessages=10, VisibilityTimeout=0).get(
                                        "Messages", [])
     return messages
 
 
-def run_redrive(platform: LocalPlatform, *args: str) -> int:
-    return redrive.main(["--queue-url", platform.on_failure_queue_url,
+def run_redrive(platform: LocalPlatform, *args: str, queue_url: str | None = None) -> int:
+    return redrive.main(["--queue-url", queue_url or platform.on_failure_queue_url,
                          "--endpoint-url", platform.endpoint_url, "--region", REGION,
                          "--retry-pause", "0", *args])
 
@@ -159,16 +161,19 @@ def test_records_past_the_streams_retention_are_reported_not_replayed(
 
     shard = kinesis_backends[ACCOUNT][REGION].streams[platform.stream_name].shards[
         batch["shardId"]]
-    del shard.records[int(batch["startSequenceNumber"])]
-
-    report = tmp_path / "expired.json"
-    assert run_redrive(platform, "--report", str(report)) == 1
-    (outcome,) = json.loads(report.read_text())
-    assert (outcome["status"], outcome["records_found"], outcome["records_past_retention"]) == (
-        "unrecoverable", 0, 1)
-    assert views(platform, user) == 0
-    assert len(queued(platform)) == 1
-    assert run_redrive(platform, "--delete-unrecoverable") == 0
+    sequence = int(batch["startSequenceNumber"])
+    expired = shard.records.pop(sequence)
+    try:
+        report = tmp_path / "expired.json"
+        assert run_redrive(platform, "--report", str(report)) == 1
+        (outcome,) = json.loads(report.read_text())
+        assert (outcome["status"], outcome["records_found"],
+                outcome["records_past_retention"]) == ("unrecoverable", 0, 1)
+        assert views(platform, user) == 0
+        assert len(queued(platform)) == 1
+        assert run_redrive(platform, "--delete-unrecoverable") == 0
+    finally:  # the shard's readers of the later tests find the records they have read
+        shard.records[sequence] = expired
 
 
 def test_a_message_that_is_not_a_failure_record_is_kept_and_reported(
@@ -184,3 +189,34 @@ def test_a_message_that_is_not_a_failure_record_is_kept_and_reported(
     (message,) = queued(platform)
     sqs.delete_message(QueueUrl=platform.on_failure_queue_url,
                        ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_the_audience_stages_failed_batches_are_redriven_through_its_own_code(
+    platform: LocalPlatform, tmp_path: Path,
+) -> None:
+    content = "content-redrive-d"
+    events = [dict(view(f"d-{index}", f"fan-d{index}"), content_id=content)
+              for index in range(4)]
+    platform.audience_stage.fault = failing_for(content)  # the merge of its partials fails
+    try:
+        send(platform, events)
+    finally:
+        platform.audience_stage.fault = None
+    queue = platform.audience_on_failure_queue_url
+    failures = queued(platform, queue)
+    assert failures and queued(platform) == []  # stage 1 applied everything it had to
+    assert views(platform, "fan-d0") == 1
+    trending = ("content", "content_trending.views_1h")
+    assert views(platform, content, *trending) == 0
+    info = json.loads(failures[0]["Body"])["KinesisBatchInfo"]
+    assert info["streamArn"].endswith(f"/{platform.partials_stream_name}")
+
+    report = tmp_path / "audience.json"
+    assert run_redrive(platform, "--report", str(report), queue_url=queue) == 0
+    assert {outcome["status"] for outcome in json.loads(report.read_text())} == {"redriven"}
+    assert views(platform, content, *trending) == 4
+    assert queued(platform, queue) == []
+    # A second copy of the same failure record (SQS delivers at least once) changes nothing.
+    platform.client("sqs").send_message(QueueUrl=queue, MessageBody=failures[0]["Body"])
+    assert run_redrive(platform, queue_url=queue) == 0
+    assert views(platform, content, *trending) == 4

@@ -1,5 +1,6 @@
 """Shared by the serving tests (no tests here): an embedded AWS with the online store table,
-the REAL stream processor writing into it, and the feature API handler reading from it.
+the REAL stream processor and audience stage writing into it, and the feature API handler
+reading from it.
 
 Events go in as AWS-shaped Kinesis Lambda events; reads go through the handler with the API
 Gateway REST proxy events the local API builds (``localplatform.api_gateway.proxy_event``), so
@@ -17,15 +18,16 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from fastbreak.engine.timestamps import format_ms
-from fastbreak.handlers import feature_api, stream_processor
+from fastbreak.handlers import audience_stage, feature_api, stream_processor
 from localplatform.api_gateway import Route, proxy_event
 from localplatform.embedded_aws import client, embedded_aws
 from localplatform.kinesis_events import SHARD, lambda_event, stream_of
 from localplatform.lambda_context import LambdaContext
-from localplatform.stores import create_feature_stores
+from localplatform.stores import StreamTail, create_feature_stores, create_partials_stream
 
 TABLE = "fastbreak-online"
 BUCKET = "fastbreak-offline"
+PARTIALS = "fastbreak-partials"
 T0_MS = 1_795_000_000_000  # 2026-11-18T11:06:40Z: a fixed "now" so windows are reproducible
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -44,6 +46,7 @@ class Clock:
 class ServingWorld:
     endpoint: str
     dynamodb: Any
+    partials: StreamTail
     clock: Clock = field(default_factory=Clock)
     _next_sequence: dict[str, int] = field(default_factory=dict)
     _next_event: int = 0
@@ -61,6 +64,8 @@ class ServingWorld:
                             shard_id=shard_id)
         result = stream_processor.handler(lambda_event(records), LambdaContext())
         assert result == {"batchItemFailures": []}
+        for event in self.partials.events():  # the audience stage on what stage 1 emitted
+            assert audience_stage.handler(event, LambdaContext()) == {"batchItemFailures": []}
 
     def document(self, event_type: str, time_ms: int, event_id: str | None = None,
                  **payload: Any) -> dict[str, Any]:
@@ -109,9 +114,13 @@ def world() -> Iterator[ServingWorld]:
     with embedded_aws() as endpoint:
         dynamodb = client("dynamodb", endpoint)
         s3 = client("s3", endpoint)
+        kinesis = client("kinesis", endpoint)
         create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
-        environ = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET}
-        stream_processor.configure(dynamodb, s3, environ)
-        world = ServingWorld(endpoint, dynamodb)
+        create_partials_stream(kinesis, PARTIALS)
+        environ = {"ONLINE_TABLE_NAME": TABLE, "OFFLINE_BUCKET_NAME": BUCKET,
+                   "PARTIALS_STREAM_NAME": PARTIALS}
+        stream_processor.configure(dynamodb, s3, environ, kinesis=kinesis)
+        audience_stage.configure(dynamodb, s3, environ)
+        world = ServingWorld(endpoint, dynamodb, StreamTail(kinesis, PARTIALS))
         feature_api.configure(dynamodb, environ, clock_ms=world.clock)
         yield world

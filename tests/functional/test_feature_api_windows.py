@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fastbreak.engine.layout import tile_key, tile_sk
+from fastbreak.engine.layout import audience_sk, tile_key
 from fastbreak.engine.timestamps import format_ms as _iso
-from localplatform.kinesis_events import SHARD
+from localplatform.memory_dynamodb import state_text
 from tests.functional.test_feature_api_harness import (
     DAY_MS,
     HOUR_MS,
@@ -31,6 +31,7 @@ __all__ = ["world"]
 DAY = T0_MS // DAY_MS * DAY_MS  # 2026-11-18T00:00:00Z: tiles of every size start here
 SECOND_MS = 1000
 OTHER_SHARD = "shardId-000000000003"
+
 
 
 def _view(user: str, time_ms: int) -> dict[str, Any]:
@@ -124,11 +125,11 @@ def _stored_state(world: ServingWorld, pk: str, sk: str) -> dict[str, Any]:
     item = world.dynamodb.get_item(
         TableName=TABLE, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
     )["Item"]
-    state: dict[str, Any] = json.loads(item["state"]["S"])
+    state: dict[str, Any] = json.loads(state_text(item))
     return state
 
 
-def test_a_session_tile_past_its_retention_is_ignored_though_its_partial_still_holds_it(
+def test_a_session_tile_past_its_retention_is_ignored_though_its_item_is_still_stored(
     world: ServingWorld,
 ) -> None:
     kickoff = DAY + 6 * HOUR_MS
@@ -137,7 +138,7 @@ def test_a_session_tile_past_its_retention_is_ignored_though_its_partial_still_h
                  "status": "live"}])
     world.feed([{"event_type": "video_play", "time_ms": kickoff + MINUTE_MS, "user_id": "early",
                  "content_id": "stream", "game_id": "g-long", "watch_seconds": 60.0}])
-    # Another shard's partial holds the new tile; the first tile's partial is still stored.
+    # From another shard: the new tile has an item of its own; the first tile's is still stored.
     world.feed([{"event_type": "video_play", "time_ms": kickoff + 13 * HOUR_MS,
                  "user_id": "late", "content_id": "stream", "game_id": "g-long",
                  "watch_seconds": 60.0}], shard_id=OTHER_SHARD)
@@ -150,8 +151,8 @@ def test_a_session_tile_past_its_retention_is_ignored_though_its_partial_still_h
     assert viewers["value"] == 1
     assert _feature(world, game, "game_live.viewers_since_kickoff", kickoff + HOUR_MS)["value"] == 1
     early_start = (kickoff + MINUTE_MS) // 1000
-    early_partial = tile_sk("game_live", 60, early_start, SHARD)
-    assert tile_key(early_start) in _stored_state(world, "game#g-long", early_partial)["60"]
+    early_item = audience_sk("game_live", 60, early_start)
+    assert tile_key(early_start) in _stored_state(world, "game#g-long", early_item)["60"]
 
 
 def test_an_item_whose_ttl_has_passed_is_ignored_inside_its_window(world: ServingWorld) -> None:
@@ -171,7 +172,7 @@ def test_an_item_whose_ttl_has_passed_is_ignored_inside_its_window(world: Servin
     assert "Item" in world.dynamodb.get_item(TableName=TABLE, Key=key)
 
 
-def test_a_partial_past_its_ttl_is_ignored_while_the_other_shards_partials_count(
+def test_an_audience_item_past_its_ttl_is_ignored_while_the_other_tiles_count(
     world: ServingWorld,
 ) -> None:
     at = DAY + 7 * HOUR_MS
@@ -183,8 +184,8 @@ def test_a_partial_past_its_ttl_is_ignored_while_the_other_shards_partials_count
     world.dynamodb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": "content#c-ttl"},
-             "sk": {"S": tile_sk("content_trending", 60, (at - 5 * MINUTE_MS) // 60_000 * 60,
-                                 OTHER_SHARD)}},
+             "sk": {"S": audience_sk("content_trending", 60,
+                                     (at - 5 * MINUTE_MS) // 60_000 * 60)}},
         UpdateExpression="SET expires_at = :gone",
         ExpressionAttributeValues={":gone": {"N": str(at // 1000)}},
     )

@@ -1,6 +1,6 @@
 """Property tests: whatever the records and write failures, the handler never raises, every
 record ends processed, quarantined or reported as an item failure, and every batching of the
-same records ends in the same state."""
+same records, through both stages, ends in the same state."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import io
 import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,10 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastbreak.definitions import CATALOG
-from fastbreak.engine import MemorySink, OnlineStore, RetryPolicy, StreamProcessor, dedup, item_size
+from fastbreak.engine import (
+    AudienceMerger,
+    MemorySink,
+    OnlineStore,
+    PartialsSink,
+    RetryPolicy,
+    StreamProcessor,
+    dedup,
+    item_size,
+)
 from fastbreak.engine.dedup import identity_hash, unpack
 from fastbreak.engine.kpl import aggregate
-from fastbreak.engine.layout import DEDUP_PREFIX
+from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
 from fastbreak.engine.records import SourceRecord, read_source, user_records
 from fastbreak.engine.rejections import Rejection
 from fastbreak.engine.timestamps import format_ms
@@ -27,10 +37,13 @@ from fastbreak.engine.validation import Event
 from fastbreak.handlers import stream_processor
 from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, json_bytes, lambda_record
 from localplatform.lambda_context import LambdaContext
-from localplatform.memory_dynamodb import MemoryDynamoDB, client_error
+from localplatform.memory_dynamodb import MemoryDynamoDB, client_error, state_text
+from localplatform.memory_kinesis import MemoryKinesis
 
-ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1"}
+ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline", "WRITE_CONCURRENCY": "1",
+       "PARTIALS_STREAM_NAME": "partials"}
 ARRIVAL_S = 1_795_717_900.0
+
 
 
 class RecordingS3:
@@ -121,7 +134,7 @@ def test_every_record_ends_processed_quarantined_or_reported(
                 raise client_error("ValidationException", operation)
 
     table.fault = fail_some
-    processor = stream_processor.configure(table, s3, ENV)
+    processor = stream_processor.configure(table, s3, ENV, kinesis=MemoryKinesis())
     records = build_records([p for p, _ in batch], [m for _, m in batch])
     with contextlib.redirect_stdout(io.StringIO()):
         response = stream_processor.handler({"Records": records}, LambdaContext())
@@ -162,7 +175,7 @@ def _user_records(processor: Any, raw: dict[str, Any]) -> list[Event | Rejection
 def _remembered_ids(table: MemoryDynamoDB) -> set[int]:
     ids: set[int] = set()
     for (pk, _), item in table.items.items():
-        if pk.startswith(DEDUP_PREFIX):
+        if pk.startswith(DEDUP_PREFIX) and "/" not in pk:
             data = item["state"]["B"]
             ids.update(int.from_bytes(data[i : i + 8], "big") for i in range(0, len(data), 8))
     return ids
@@ -251,19 +264,29 @@ def _stream(user_records: list[tuple[bytes, int]], draw_kpl: list[bool]) -> list
     return stream
 
 
-class _FaultyTable(MemoryDynamoDB):
-    def __init__(self, failing: set[int], crashing: set[int]) -> None:
-        super().__init__()
-        self.failing, self.crashing, self.writes = failing, crashing, 0
-        self.fault = self._inject
+class _Faults:
+    """Counts the writes of both stages (DynamoDB writes, the outbox's puts and deletes, the
+    partials stream's PutRecords) and fails or crashes the chosen ones."""
 
-    def _inject(self, operation: str, request: dict[str, Any]) -> None:
-        if operation == "UpdateItem":
-            self.writes += 1
-            if self.writes in self.crashing:
-                raise SimulatedCrash
-            if self.writes in self.failing:
-                raise client_error("ValidationException", operation)
+    def __init__(self, failing: set[int], crashing: set[int]) -> None:
+        self.failing, self.crashing, self.writes = failing, crashing, 0
+
+    def dynamodb(self, operation: str, request: dict[str, Any]) -> None:
+        if operation in ("UpdateItem", "PutItem", "DeleteItem"):
+            self._next(operation)
+
+    def kinesis(self, entries: list[dict[str, Any]]) -> set[int]:
+        self._next("PutRecords", throttle=True)
+        return set()
+
+    def _next(self, operation: str, throttle: bool = False) -> None:
+        self.writes += 1
+        if self.writes in self.crashing:
+            raise SimulatedCrash
+        if self.writes in self.failing:
+            raise client_error(
+                "ProvisionedThroughputExceededException" if throttle else "ValidationException",
+                operation)
 
 
 class _FaultySink(MemorySink):
@@ -278,32 +301,29 @@ class _FaultySink(MemorySink):
         super().put(key, body)
 
 
-def _run(stream: list[StreamRecord], sizes: list[int], table: MemoryDynamoDB,
-         sink: MemorySink) -> None:
+Process = Callable[[list[dict[str, Any]]], list[str]]
+
+
+def _deliver_all(stream: list[StreamRecord], sizes: list[int], process: Process) -> None:
     """Lambda's poller for one shard: new boundaries on every call, resume at the lowest
     reported failure, bisect a batch whose invocation died."""
-    processor = StreamProcessor(OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None),
-                                            concurrency=1), sink, CATALOG,
-                                clock_ms=lambda: T0_MS + 7200_000)
     calls = itertools.count()
 
     def deliver(batch: list[StreamRecord]) -> int:
-        assert next(calls) < 500, "the processor is not making progress"
+        assert next(calls) < 500, "no progress"
         try:
-            result = processor.process([lambda_record(record) for record in batch])
+            failed = process([lambda_record(record) for record in batch])
         except SimulatedCrash:
             if len(batch) == 1:
                 return 0
             half = len(batch) // 2
             done = deliver(batch[:half])
             return done if done < half else half + deliver(batch[half:])
-        if not result.failed_sequence_numbers:
+        if not failed:
             return len(batch)
         numbers = [record.sequence_number for record in batch]
-        assert result.failed_sequence_numbers == numbers[
-            numbers.index(result.failed_sequence_numbers[0]):
-        ]
-        return numbers.index(result.failed_sequence_numbers[0])
+        assert failed == numbers[numbers.index(failed[0]):]
+        return numbers.index(failed[0])
 
     position = 0
     for size in itertools.cycle(sizes):
@@ -312,15 +332,49 @@ def _run(stream: list[StreamRecord], sizes: list[int], table: MemoryDynamoDB,
         position += deliver(stream[position : position + size])
 
 
+def _run(stream: list[StreamRecord], sizes: list[int], faults: _Faults | None,
+         sink: MemorySink) -> MemoryDynamoDB:
+    """Both stages: stage 1 over the stream, then after each of its deliveries the audience
+    stage over what the partials stream holds, each with its own batch boundaries."""
+    table, kinesis = MemoryDynamoDB(), MemoryKinesis(2)
+    if faults is not None:
+        table.fault, kinesis.fault = faults.dynamodb, faults.kinesis
+    store = OnlineStore(table, "online", RetryPolicy(max_attempts=2, sleep=lambda _: None),
+                        concurrency=1)
+    clock = lambda: T0_MS + 7200_000  # noqa: E731
+    stage1 = StreamProcessor(store, sink, CATALOG, clock_ms=clock,
+                             partials=PartialsSink(kinesis, "partials", store.retry))
+    stage2 = AudienceMerger(store, sink, CATALOG, clock_ms=clock)
+    pending: dict[str, list[StreamRecord]] = {shard: [] for shard in kinesis.shard_ids}
+
+    def stage1_then_audience(records: list[dict[str, Any]]) -> list[str]:
+        try:
+            return stage1.process(records).failed_sequence_numbers
+        finally:  # the audience stage's mapping runs on whatever got emitted
+            for shard in kinesis.shard_ids:
+                pending[shard] += kinesis.take(shard)
+                partials, pending[shard] = pending[shard], []
+                _deliver_all(partials, list(reversed(sizes)),
+                             lambda batch: stage2.process(batch).failed_sequence_numbers)
+
+    _deliver_all(stream, sizes, stage1_then_audience)
+    return table
+
+
 def _outcome(table: MemoryDynamoDB, sink: MemorySink) -> tuple[Any, ...]:
-    state = {key: (json.loads(item["state"]["S"]), item["t"]["N"])
-             for key, item in table.items.items() if not key[0].startswith(DEDUP_PREFIX)}
+    state = {key: (json.loads(state_text(item)), item["t"]["N"])
+             for key, item in table.items.items()
+             if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))}
     remembered: set[int] = set()
     for key, item in table.items.items():
         if key[0].startswith(DEDUP_PREFIX):
             held = unpack(item["state"]["B"])
             assert len(held) <= dedup.LEAF_CAPACITY
-            remembered |= held
+            if "/" not in key[0]:  # stage 1's: the audience stage's depends on the batching
+                remembered |= held
+    pending = [key for key in table.items if key[0].startswith(OUTBOX_PREFIX)
+               and "#" not in key[0][len(OUTBOX_PREFIX):]]
+    assert pending == []
     quarantined = {
         (line.get("sequence_number"), line.get("sub_index"), line["reason"],
          tuple(line.get("groups", ())))
@@ -347,8 +401,8 @@ def test_every_batching_gives_the_same_state_memory_and_quarantine(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(item_size, "MAX_ITEM_BYTES", 2000)
         patch.setattr(dedup, "LEAF_CAPACITY", 3)
-        whole_table, whole_sink = MemoryDynamoDB(), MemorySink()
-        _run(stream, [len(stream)], whole_table, whole_sink)
-        table, sink = _FaultyTable(failing, crashing - failing), _FaultySink(failing_puts)
-        _run(stream, sizes, table, sink)
+        whole_sink = MemorySink()
+        whole_table = _run(stream, [len(stream)], None, whole_sink)
+        sink = _FaultySink(failing_puts)
+        table = _run(stream, sizes, _Faults(failing, crashing - failing), sink)
         assert _outcome(table, sink) == _outcome(whole_table, whole_sink)

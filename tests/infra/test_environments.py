@@ -74,6 +74,8 @@ def test_custom_metric_alarms_select_the_environment_dimension(
 
 
 def test_the_handlers_are_told_their_environment(dev: SynthesizedPlatform) -> None:
-    for template in (dev.processing, dev.serving):
-        function = only(template, "AWS::Lambda::Function")["Properties"]
+    functions = [function["Properties"] for template in (dev.processing, dev.serving)
+                 for function in template.find_resources("AWS::Lambda::Function").values()]
+    assert len(functions) == 3
+    for function in functions:
         assert function["Environment"]["Variables"]["FASTBREAK_ENV"] == "dev"

@@ -7,14 +7,17 @@ from aws_cdk.assertions import Match, Template
 
 from constructs_lib import ConstructPropsError, EventStream
 from tests.infra.conftest import SynthesizedPlatform
-from tests.infra.template_queries import only
+from tests.infra.template_queries import named
 
 
-def test_stream_is_encrypted_with_its_own_customer_managed_key(dev: SynthesizedPlatform) -> None:
-    stream = only(dev.storage, "AWS::Kinesis::Stream")["Properties"]
-    assert stream["StreamEncryption"]["EncryptionType"] == "KMS"
-    key_ref = stream["StreamEncryption"]["KeyId"]
-    assert key_ref["Fn::GetAtt"][0] in dev.storage.find_resources("AWS::KMS::Key")
+@pytest.mark.parametrize("stream", ["Events", "Partials"])
+def test_streams_are_encrypted_with_their_own_customer_managed_key(
+    dev: SynthesizedPlatform, stream: str,
+) -> None:
+    props = named(dev.storage, "AWS::Kinesis::Stream", stream)["Properties"]
+    assert props["StreamEncryption"]["EncryptionType"] == "KMS"
+    key_id = props["StreamEncryption"]["KeyId"]["Fn::GetAtt"][0]
+    assert key_id.startswith(stream) and key_id in dev.storage.find_resources("AWS::KMS::Key")
 
 
 def test_every_customer_managed_key_rotates(dev: SynthesizedPlatform) -> None:
@@ -23,15 +26,19 @@ def test_every_customer_managed_key_rotates(dev: SynthesizedPlatform) -> None:
             assert key["Properties"]["EnableKeyRotation"] is True
 
 
-def test_dev_stream_is_on_demand_with_one_day_retention(dev: SynthesizedPlatform) -> None:
-    dev.storage.has_resource_properties(
-        "AWS::Kinesis::Stream",
-        {"StreamModeDetails": {"StreamMode": "ON_DEMAND"}, "RetentionPeriodHours": 24},
-    )
+@pytest.mark.parametrize("stream", ["Events", "Partials"])
+def test_dev_streams_are_on_demand_with_one_day_retention(
+    dev: SynthesizedPlatform, stream: str,
+) -> None:
+    props = named(dev.storage, "AWS::Kinesis::Stream", stream)["Properties"]
+    assert props["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert props["RetentionPeriodHours"] == 24
 
 
-def test_prod_stream_keeps_seven_days(prod: SynthesizedPlatform) -> None:
-    prod.storage.has_resource_properties("AWS::Kinesis::Stream", {"RetentionPeriodHours": 168})
+@pytest.mark.parametrize("stream", ["Events", "Partials"])
+def test_prod_streams_keep_seven_days(prod: SynthesizedPlatform, stream: str) -> None:
+    props = named(prod.storage, "AWS::Kinesis::Stream", stream)["Properties"]
+    assert props["RetentionPeriodHours"] == 168
 
 
 def test_shard_count_switches_to_provisioned_mode(stack: cdk.Stack) -> None:

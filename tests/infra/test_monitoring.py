@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import aws_cdk as cdk
@@ -11,7 +12,9 @@ from tests.infra.template_queries import logical_id, only
 EXPECTED_ALARMS = {
     "EventsStreamIteratorAge", "EventsStreamWriteThrottled", "EventsStreamReadThrottled",
     "ProcessorErrors", "ProcessorThrottles", "ProcessorIteratorAge", "ProcessorFailedBatches",
-    "ProcessorQuarantineSurge", "OnlineStoreThrottles", "OnlineStoreSystemErrors",
+    "ProcessorQuarantineSurge", "AudienceErrors", "AudienceThrottles", "AudienceIteratorAge",
+    "AudienceFailedBatches", "PartialsStreamWriteThrottled",
+    "OnlineStoreThrottles", "OnlineStoreSystemErrors",
     "OfflineDeliveryFreshness", "FeatureApiServerErrors", "FeatureApiLatencyP99",
 }
 
@@ -63,8 +66,16 @@ def test_page_topic_is_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
         "Bool": {"aws:SecureTransport": "false"}} for s in policy["Statement"])
 
 
-def test_iterator_age_threshold_comes_from_settings(dev: SynthesizedPlatform) -> None:
+def test_iterator_age_thresholds_come_from_settings(dev: SynthesizedPlatform) -> None:
     assert alarms(dev)["ProcessorIteratorAge"]["Threshold"] == 60_000
+    assert alarms(dev)["AudienceIteratorAge"]["Threshold"] == 60_000
+
+
+def test_the_dashboard_shows_both_stages(dev: SynthesizedPlatform) -> None:
+    body = json.dumps(only(dev.monitoring, "AWS::CloudWatch::Dashboard")["Properties"])
+    for title in ("Processor iterator age (ms)", "Audience stage iterator age (ms)",
+                  "Audience stage errors/throttles", "Partials stream write throttles"):
+        assert title in body
 
 
 def test_dashboard_is_created(dev: SynthesizedPlatform) -> None:

@@ -4,11 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from fastbreak.definitions import CATALOG
-from stacks.settings import DEFAULTS, SettingsError, check_against_catalog, load_settings
+from stacks.settings import DEFAULTS, SettingsError, load_settings
 from tests.infra.conftest import CDK_CONTEXT, REPO, environments
 
 ENVIRONMENTS = CDK_CONTEXT["fastbreak"]["environments"]
@@ -40,7 +40,7 @@ def test_prod_overrides_only_what_it_names() -> None:
         ({"monitoring": {"page_emails": ["not-an-address"]}}, "'monitoring.page_emails'"),
         ({"monitoring": {"page_https_endpoints": ["http://x"]}}, "page_https_endpoints"),
         ({"log_retention_days": 31}, "'log_retention_days' must be one of"),
-        ({"processor": {"max_record_age_seconds": 200_000}}, "exceeds the stream's retention"),
+        ({"processor": {"max_record_age_seconds": 200_000}}, "exceeds the streams' retention"),
     ],
 )
 def test_invalid_setting_fails_naming_it(overrides: dict, message: str) -> None:
@@ -68,20 +68,20 @@ def test_cdk_synth_of_an_unknown_environment_fails_with_the_message() -> None:
     assert "unknown environment 'staging'" in result.stderr
 
 
-def test_parallelization_above_one_is_refused_while_cross_entity_groups_exist() -> None:
-    settings = load_settings("test", {"test": {"processor": {"parallelization_factor": 4}}})
-    with pytest.raises(SettingsError, match=r"'processor.parallelization_factor' is 4.*game_live"):
-        check_against_catalog(settings, CATALOG)
+def test_parallelization_up_to_ten_is_allowed_with_audience_groups(tmp_path: Path) -> None:
+    # The audience stage re-keys game and content groups: stage 1 writes only user items.
+    from tests.infra.conftest import synthesize
 
-
-def test_parallelization_above_one_is_allowed_for_partition_key_groups_only() -> None:
-    user_only = CATALOG.__class__(
-        CATALOG.entities, CATALOG.events,
-        tuple(g for g in CATALOG.groups if g.entity == CATALOG.partition_entity),
-    ).validate()
-    settings = load_settings("test", {"test": {"processor": {"parallelization_factor": 4}}})
-    check_against_catalog(settings, user_only)  # no error: every group has one writer
-    assert settings.get("processor.parallelization_factor") == 4
+    synthesized = synthesize("dev", tmp_path, dev={"processor": {
+        "parallelization_factor": 10, "reserved_concurrency": 40}})
+    (mapping,) = [resource["Properties"] for resource in synthesized.processing.find_resources(
+        "AWS::Lambda::EventSourceMapping").values()
+        if resource["Properties"]["ParallelizationFactor"] == 10]
+    variables = [resource["Properties"]["Environment"]["Variables"] for resource in
+                 synthesized.processing.find_resources("AWS::Lambda::Function").values()
+                 if "PARTIALS_STREAM_NAME" in resource["Properties"]["Environment"]["Variables"]]
+    assert [v["PARALLELIZATION_FACTOR"] for v in variables] == ["10"]
+    assert mapping["BatchSize"] == 1000
 
 
 @pytest.mark.parametrize(
@@ -108,6 +108,13 @@ def test_parallelization_above_one_is_allowed_for_partition_key_groups_only() ->
                                     "end": "0 20 ? * SAT *", "min_provisioned": 40}]}},
          "window 'sat' min_provisioned 40 is outside"),
         ({"processor": {"deployment": "yolo"}}, "'processor.deployment' must be one of"),
+        ({"audience": {"parallelization_factor": 10}},
+         r"'audience.reserved_concurrency' is 20, below the 40 concurrent batches the "
+         r"audience stage's mapping runs \('audience.partials_peak_shards' 4 x "
+         r"'audience.parallelization_factor' 10\)"),
+        ({"audience": {"max_record_age_seconds": 90_000}},
+         "'audience.max_record_age_seconds' exceeds the streams' retention"),
+        ({"audience": {"batch_size": 0}}, "'audience.batch_size' must be an integer"),
         ({"monitoring": {"page_topic_arn": "pager"}}, "'monitoring.page_topic_arn'"),
     ],
 )

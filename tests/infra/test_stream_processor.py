@@ -17,35 +17,55 @@ from aws_cdk.assertions import Template
 from constructs_lib import ConstructPropsError, StreamProcessor
 from constructs_lib.powertools_function import POWERTOOLS_LAYER_VERSION, POWERTOOLS_VERSION
 from tests.infra.conftest import REPO, SynthesizedPlatform
-from tests.infra.template_queries import logical_id, only
+from tests.infra.template_queries import logical_id, named, only
+
+# The two consumers the Processing stack builds with the construct: stage 1 and stage 2.
+CONSUMERS = ("StreamProcessor", "AudienceStage")
 
 
-def mapping(platform: SynthesizedPlatform) -> dict:
-    return only(platform.processing, "AWS::Lambda::EventSourceMapping")["Properties"]
+def mapping(platform: SynthesizedPlatform, consumer: str = "StreamProcessor") -> dict:
+    return named(platform.processing, "AWS::Lambda::EventSourceMapping", consumer)["Properties"]
 
 
-def processor(platform: SynthesizedPlatform) -> dict:
-    return only(platform.processing, "AWS::Lambda::Function")["Properties"]
+def processor(platform: SynthesizedPlatform, consumer: str = "StreamProcessor") -> dict:
+    return named(platform.processing, "AWS::Lambda::Function", consumer)["Properties"]
 
 
-def test_the_processor_asset_carries_orjson_for_python_3_14_on_arm64(
-    dev: SynthesizedPlatform,
+def actions_of(platform: SynthesizedPlatform, consumer: str) -> set[str]:
+    """Every action the consumer's role is allowed."""
+    role = processor(platform, consumer)["Role"]["Fn::GetAtt"][0]
+    return {
+        action
+        for policy in platform.processing.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str)
+                       else statement["Action"])
+    }
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_the_asset_carries_orjson_for_python_3_14_on_arm64(
+    dev: SynthesizedPlatform, consumer: str,
 ) -> None:
-    key = processor(dev)["Code"]["S3Key"]  # "{asset hash}.zip"
+    key = processor(dev, consumer)["Code"]["S3Key"]  # "{asset hash}.zip"
     asset = Path(dev.assembly.directory) / f"asset.{key.removesuffix('.zip')}"
     assert (asset / "fastbreak" / "engine" / "processor.py").is_file()
+    assert (asset / "fastbreak" / "engine" / "audience.py").is_file()
     assert (asset / "orjson" / "orjson.cpython-314-aarch64-linux-gnu.so").is_file()
     assert not list(asset.rglob("__pycache__"))
 
 
-def test_mapping_bisects_and_reports_item_failures(dev: SynthesizedPlatform) -> None:
-    props = mapping(dev)
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_mapping_bisects_and_reports_item_failures(dev: SynthesizedPlatform, consumer: str) -> None:
+    props = mapping(dev, consumer)
     assert props["BisectBatchOnFunctionError"] is True
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
-def test_mapping_bounds_retries_and_record_age(dev: SynthesizedPlatform) -> None:
-    props = mapping(dev)
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_mapping_bounds_retries_and_record_age(dev: SynthesizedPlatform, consumer: str) -> None:
+    props = mapping(dev, consumer)
     assert 0 <= props["MaximumRetryAttempts"] <= 10
     assert 60 <= props["MaximumRecordAgeInSeconds"] <= 24 * 3600
 
@@ -58,28 +78,42 @@ def test_mapping_keeps_per_shard_order_by_default(dev: SynthesizedPlatform) -> N
     assert props["MaximumBatchingWindowInSeconds"] == 1
 
 
-def test_failed_batches_go_to_the_storage_stacks_on_failure_queue(
-    dev: SynthesizedPlatform,
+def test_the_audience_stage_reads_the_partials_stream(dev: SynthesizedPlatform) -> None:
+    source = mapping(dev, "AudienceStage")["EventSourceArn"]["Fn::ImportValue"]
+    (stream_id,) = [logical for logical in dev.storage.find_resources("AWS::Kinesis::Stream")
+                    if logical.startswith("Partials")]
+    assert stream_id in source
+    assert mapping(dev, "AudienceStage")["ParallelizationFactor"] == 1
+
+
+@pytest.mark.parametrize(("consumer", "queue"), [("StreamProcessor", "FailedBatchesQueue"),
+                                                 ("AudienceStage", "AudienceFailedBatchesQueue")])
+def test_failed_batches_go_to_the_storage_stacks_on_failure_queues(
+    dev: SynthesizedPlatform, consumer: str, queue: str,
 ) -> None:
-    destination = mapping(dev)["DestinationConfig"]["OnFailure"]["Destination"]
-    queue_id = logical_id(dev.storage, "AWS::SQS::Queue")
+    destination = mapping(dev, consumer)["DestinationConfig"]["OnFailure"]["Destination"]
+    (queue_id,) = [logical for logical in dev.storage.find_resources("AWS::SQS::Queue")
+                   if logical.startswith(queue)]
     assert queue_id in destination["Fn::ImportValue"]
-    assert queue_id.startswith("FailedBatchesQueue")
 
 
-def test_on_failure_queue_is_kms_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
-    queue = only(dev.storage, "AWS::SQS::Queue")["Properties"]
-    assert "KmsMasterKeyId" in queue
-    policy = only(dev.storage, "AWS::SQS::QueuePolicy")["Properties"]["PolicyDocument"]
-    assert any(
-        statement["Effect"] == "Deny"
-        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for statement in policy["Statement"]
-    )
+def test_on_failure_queues_are_kms_encrypted_and_tls_only(dev: SynthesizedPlatform) -> None:
+    queues = dev.storage.find_resources("AWS::SQS::Queue")
+    assert len(queues) == 2
+    assert all("KmsMasterKeyId" in queue["Properties"] for queue in queues.values())
+    for policy in dev.storage.find_resources("AWS::SQS::QueuePolicy").values():
+        assert any(
+            statement["Effect"] == "Deny"
+            and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
 
 
-def test_processor_runs_python_3_14_on_arm64_with_active_tracing(dev: SynthesizedPlatform) -> None:
-    props = processor(dev)
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_consumers_run_python_3_14_on_arm64_with_active_tracing(
+    dev: SynthesizedPlatform, consumer: str,
+) -> None:
+    props = processor(dev, consumer)
     assert props["Runtime"] == "python3.14"
     assert props["Architectures"] == ["arm64"]
     assert props["TracingConfig"] == {"Mode": "Active"}
@@ -95,34 +129,54 @@ def test_processor_uses_the_powertools_layer_pinned_in_requirements(
     assert f"aws-lambda-powertools[tracer,parser]=={POWERTOOLS_VERSION}" in requirements
 
 
-def test_processor_memory_timeout_and_concurrency_are_set(dev: SynthesizedPlatform) -> None:
-    props = processor(dev)
-    assert props["MemorySize"] == 1024
-    assert props["Timeout"] == 60
-    assert props["ReservedConcurrentExecutions"] == 50
-
-
-def test_processor_logs_to_its_own_encrypted_group_with_retention(
-    dev: SynthesizedPlatform,
+@pytest.mark.parametrize(("consumer", "memory", "reserved"),
+                         [("StreamProcessor", 1024, 50), ("AudienceStage", 512, 20)])
+def test_memory_timeout_and_concurrency_are_set(
+    dev: SynthesizedPlatform, consumer: str, memory: int, reserved: int,
 ) -> None:
-    export = processor(dev)["LoggingConfig"]["LogGroup"]["Fn::ImportValue"]
+    props = processor(dev, consumer)
+    assert props["MemorySize"] == memory
+    assert props["Timeout"] == 60
+    assert props["ReservedConcurrentExecutions"] == reserved
+
+
+@pytest.mark.parametrize(("consumer", "group"), [("StreamProcessor", "ProcessorLogs"),
+                                                 ("AudienceStage", "AudienceLogs")])
+def test_consumers_log_to_their_own_encrypted_group_with_retention(
+    dev: SynthesizedPlatform, consumer: str, group: str,
+) -> None:
+    export = processor(dev, consumer)["LoggingConfig"]["LogGroup"]["Fn::ImportValue"]
     (group_id,) = [logical for logical in dev.storage.find_resources("AWS::Logs::LogGroup")
-                   if logical.startswith("ProcessorLogs")]
+                   if logical.startswith(group)]
     group = dev.storage.find_resources("AWS::Logs::LogGroup")[group_id]["Properties"]
     assert f"Ref{group_id}" in export
     assert group["RetentionInDays"] == 30
     assert "KmsKeyId" in group
 
 
-def test_processor_environment_names_its_stores(dev: SynthesizedPlatform) -> None:
+def test_processor_environment_names_its_stores_and_the_partials_stream(
+    dev: SynthesizedPlatform,
+) -> None:
     variables = processor(dev)["Environment"]["Variables"]
     assert {"ONLINE_TABLE_NAME", "OFFLINE_BUCKET_NAME", "QUARANTINE_PREFIX",
-            "FEATURE_LOG_PREFIX", "POWERTOOLS_SERVICE_NAME"} <= set(variables)
+            "FEATURE_LOG_PREFIX", "POWERTOOLS_SERVICE_NAME", "PARTIALS_STREAM_NAME"} <= set(
+                variables)
     assert variables["QUARANTINE_PREFIX"] == "quarantine/"
+    assert variables["PARALLELIZATION_FACTOR"] == "1"
 
 
-def test_processor_handler_is_importable_from_the_asset(dev: SynthesizedPlatform) -> None:
-    module_name, function_name = processor(dev)["Handler"].rsplit(".", 1)
+def test_the_audience_stage_remembers_partials_past_stage_1s_record_age(
+    dev: SynthesizedPlatform, prod: SynthesizedPlatform,
+) -> None:
+    for platform, age in ((dev, 6 * 3600), (prod, 24 * 3600)):
+        variables = processor(platform, "AudienceStage")["Environment"]["Variables"]
+        assert int(variables["REMEMBER_SECONDS"]) == age + 3600
+        assert variables["POWERTOOLS_SERVICE_NAME"] == "audience-stage"
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_handlers_are_importable_from_the_asset(dev: SynthesizedPlatform, consumer: str) -> None:
+    module_name, function_name = processor(dev, consumer)["Handler"].rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module_name), function_name))
 
 
@@ -154,18 +208,33 @@ def test_unsafe_mapping_props_are_refused(stack: cdk.Stack, props: dict, message
                         event_source_props=props)
 
 
-def test_processor_may_only_call_what_the_engine_calls_on_the_table(
+@pytest.mark.parametrize(("consumer", "expected"), [
+    ("StreamProcessor", {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:PutItem",
+                         "dynamodb:Query", "dynamodb:DeleteItem"}),
+    ("AudienceStage", {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}),
+])
+def test_consumers_may_only_call_what_their_engine_calls_on_the_table(
+    dev: SynthesizedPlatform, consumer: str, expected: set[str],
+) -> None:
+    actions = {action for action in actions_of(dev, consumer) if action.startswith("dynamodb:")}
+    assert actions == expected
+
+
+def test_only_stage_1_writes_partials_and_only_to_the_partials_stream(
     dev: SynthesizedPlatform,
 ) -> None:
-    dynamodb_actions = {
-        action
+    writes = {"kinesis:PutRecord", "kinesis:PutRecords"}
+    assert writes & actions_of(dev, "StreamProcessor") == {"kinesis:PutRecords"}
+    assert writes & actions_of(dev, "AudienceStage") == set()
+    role = processor(dev)["Role"]["Fn::GetAtt"][0]
+    (statement,) = [
+        statement
         for policy in dev.processing.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        for action in ([statement["Action"]] if isinstance(statement["Action"], str)
-                       else statement["Action"])
-        if action.startswith("dynamodb:")
-    }
-    assert dynamodb_actions == {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"}
+        if statement["Action"] == "kinesis:PutRecords"
+    ]
+    assert "PartialsStream" in json.dumps(statement["Resource"])
 
 
 def processor_under_test(stack: cdk.Stack, **props: Any) -> StreamProcessor:

@@ -23,6 +23,8 @@ from fastbreak_ops.cost import (
 
 RATIO_VALUES = {
     "cost_processor_gb_s_per_event": (0.0002, 0.0001),
+    "cost_audience_gb_s_per_event": (0.00005, 0.000025),
+    "cost_partials_kb_per_event": (0.3, 1.0),
     "cost_write_units_per_event": (2.0, 1.5),
     "cost_processor_read_units_per_event": (1.0, 1.5),
     "cost_feature_log_bytes_per_event": (1000.0, 0.001),
@@ -75,10 +77,29 @@ def test_api_gateway_is_the_request_price(tmp_path: Path) -> None:
         100 * SECONDS_PER_MONTH / 1e6 * 3.50)
 
 
+def test_the_partials_stream_is_a_stream_hour_plus_its_kb_written_and_read_once(
+    tmp_path: Path,
+) -> None:
+    gb = 1000 * SECONDS_PER_MONTH * 0.3 / 1024**2  # 0.3 billed KB of partials per event
+    assert lines(1000, 0, tmp_path)["Kinesis partials"] == pytest.approx(
+        730 * 0.04 + gb * 0.08 + gb * 0.04)
+
+
+def test_the_audience_stage_runs_at_most_once_per_partials_shard_and_window(
+    tmp_path: Path,
+) -> None:
+    events = 1000 * SECONDS_PER_MONTH
+    invocations = 4 * SECONDS_PER_MONTH  # 4 partials shards, 1 s windows: fewer than stage 1's
+    gb_s = events * 0.00005 + invocations * 2 * 0.005 * 0.5
+    assert lines(1000, 0, tmp_path)["Lambda audience stage"] == pytest.approx(
+        gb_s * 0.0000133334 + invocations / 1e6 * 0.20)
+
+
 def test_traffic_costs_scale_and_fixed_costs_do_not(tmp_path: Path) -> None:
     idle = lines(0, 0, tmp_path)
     single, double = lines(500, 50, tmp_path), lines(1000, 100, tmp_path)
     assert idle["Kinesis"] == pytest.approx(730 * 0.04)
+    assert idle["Kinesis partials"] == pytest.approx(730 * 0.04)
     assert idle["KMS"] == single["KMS"] == cost.KMS_KEYS * 1.00
     for component in ("DynamoDB", "API Gateway", "Lambda reader"):
         assert double[component] - idle[component] == pytest.approx(
@@ -109,8 +130,9 @@ def test_json_output_lists_every_component_and_the_total(
                       "--bench-results", str(results_file(tmp_path))]) == 0
     document = json.loads(capsys.readouterr().out)
     components = [c["component"] for c in document["components"]]
-    assert components == ["Kinesis", "Lambda processor", "Lambda reader", "DynamoDB",
-                          "Firehose", "S3", "API Gateway", "CloudWatch", "KMS"]
+    assert components == ["Kinesis", "Kinesis partials", "Lambda processor",
+                          "Lambda audience stage", "Lambda reader", "DynamoDB", "Firehose", "S3",
+                          "API Gateway", "CloudWatch", "KMS"]
     assert document["total_usd_per_month"] == pytest.approx(
         sum(c["usd_per_month"] for c in document["components"]), abs=0.05)
 

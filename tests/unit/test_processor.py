@@ -11,21 +11,21 @@ import pytest
 from fastbreak.definitions import CATALOG, Aggregation, Feature, Window
 from fastbreak.engine import (
     MemorySink,
-    OnlineStore,
     RetryPolicy,
-    StreamProcessor,
     dedup,
     item_size,
 )
 from fastbreak.engine.dedup import LEAF_CAPACITY, SPLIT_MARKER, identity_hash, unpack
-from fastbreak.engine.layout import DEDUP_PREFIX
+from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.serving import FeatureClient
 from localplatform.kinesis_events import SHARD, StreamRecord, lambda_record, stream_of
-from localplatform.memory_dynamodb import MemoryDynamoDB, client_error
+from localplatform.memory_dynamodb import MemoryDynamoDB, client_error, state_text
+from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000  # 2026-11-26T18:30:00Z
 ARRIVAL_S = T0 / 1000 + 60
+
 
 
 def views(count: int, user: str = "u1", start: int = 0, offset_ms: int = 0) -> list[dict[str, Any]]:
@@ -39,21 +39,20 @@ def views(count: int, user: str = "u1", start: int = 0, offset_ms: int = 0) -> l
     ]
 
 
-Built = tuple[StreamProcessor, MemoryDynamoDB, MemorySink]
+Built = tuple[TwoStages, MemoryDynamoDB, MemorySink]
 
 
 def build(table: MemoryDynamoDB | None = None) -> Built:
-    table = table or MemoryDynamoDB()
-    sink = MemorySink()
-    store = OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None), concurrency=1)
-    return StreamProcessor(store, sink, CATALOG, clock_ms=lambda: T0 + 120_000), table, sink
+    """Stage 1 and the audience stage: ``process`` applies a batch to every group."""
+    pipeline = TwoStages(table, clock_ms=lambda: T0 + 120_000)
+    return pipeline, pipeline.table, pipeline.sink
 
 
 def records(stream: list[StreamRecord]) -> list[dict[str, Any]]:
     return [lambda_record(record) for record in stream]
 
 
-def features(processor: StreamProcessor, group: str = "user_engagement", key: str = "u1"
+def features(processor: TwoStages, group: str = "user_engagement", key: str = "u1"
              ) -> dict[str, Any]:
     """One group's served values, read as the API reads them (None: no event in the window)."""
     reader = FeatureClient(processor.store.client, processor.store.table_name, concurrency=1,
@@ -67,28 +66,41 @@ def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
     processor, table, _ = build()
     stream = stream_of(views(50), ARRIVAL_S)
     first = processor.process(records(stream))
-    # user_engagement 1m/1h/1d tiles, user_affinity lifetime + 1d, content_trending 1m/1h x 4
-    # contents over 50 s in one minute... and the shard's dedup bucket(s).
-    assert first.writes.writes == len(table.items) - first.dedup_writes
+    audience = processor.audience  # a batch per partials shard the contents hash to
+    audience_writes = sum(result.writes.writes for result in audience)
+    # user_engagement (1m/1h/1d tiles) and user_affinity: two group items; content_trending:
+    # one item per (content, tile), 4 contents x (1m, 1h); the two dedup memories (one per
+    # partials shard for the audience stage); the emission's content chunk (left to its TTL;
+    # its index item was deleted once completed).
+    assert first.writes.writes == 2 and audience_writes == 8
+    assert len(table.items) == (first.writes.writes + audience_writes + first.dedup_writes
+                                + sum(result.dedup_writes for result in audience) + 1)
+    assert first.partials_emitted == 4 and first.outbox_writes == 3  # chunk, index, delete
     before = {key: dict(item) for key, item in table.items.items()}
     again = processor.process(records(stream))
     assert again.writes.writes == 0 and again.failed_sequence_numbers == []
+    assert again.partials_emitted == 0 and again.duplicate_events == 50
     assert table.items == before
     assert features(processor)["views_1h"] == 50
 
 
-def test_a_user_group_is_one_item_and_an_audience_group_one_partial_per_tile_and_shard() -> None:
+def test_a_user_group_is_one_item_and_an_audience_group_one_item_per_tile() -> None:
     processor, table, _ = build()
     documents = views(3, offset_ms=0) + views(3, start=3, offset_ms=120_000)  # minutes 0 and 2
-    processor.process(records(stream_of(documents, ARRIVAL_S + 120)))
+    processor.process(records(stream_of(documents[:4], ARRIVAL_S + 120)))
+    processor.process(records(stream_of(documents[4:], ARRIVAL_S + 120, start=4,
+                                        shard_id="shardId-000000000001")))
     user_items = {sk for pk, sk in table.items if pk == "user#u1"}
     assert user_items == {"user_engagement", "user_affinity"}
-    engagement = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    engagement = json.loads(state_text(table.items[("user#u1", "user_engagement")]))
     assert sorted(engagement) == ["3600", "60", "86400"] and len(engagement["60"]) == 2
-    # content c0 was viewed in both minutes: one 1-minute partial per minute, one 1-hour one
+    # content c0 was viewed in both minutes, from two shards: one item per tile whatever the
+    # shards, a 1-minute one per minute and one for the hour
     content = sorted(sk for pk, sk in table.items if pk == "content#c0")
-    assert [sk.split("#")[2] for sk in content] == ["t3600", "t60", "t60"]
-    assert all(sk.startswith("content_trending#shardId-000000000000#") for sk in content)
+    start = T0 // 1000
+    assert content == [f"content_trending#t3600#{start - start % 3600:011d}",
+                       f"content_trending#t60#{start:011d}",
+                       f"content_trending#t60#{start + 120:011d}"]
     assert features(processor)["views_1h"] == 6
     assert features(processor, "content_trending", "c0")["views_1h"] == 2
 
@@ -286,7 +298,7 @@ def test_feature_log_lines_are_exactly_what_json_dumps_writes() -> None:
         tiles = document["tiles"]
         assert document["visible_ms"] == T0 + 120_000  # the processor's clock after the write
         item = table.items[(document["pk"], document["sk"])]
-        assert json.loads(item["state"]["S"]) == tiles  # a new item: every tile is new
+        assert json.loads(state_text(item)) == tiles  # a new item: every tile is new
         assert item["hw"]["S"] == f"{document['shard_id']}={document['hw']}"
     assert {json.loads(line)["entity_key"] for line in lines} >= {odd}
 
@@ -323,7 +335,7 @@ def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest
 
     assert result.failed_sequence_numbers == [] and result.items_too_large == 1
     key = ("user#u1", "user_affinity")
-    state = table.items[key]["state"]["S"]
+    state = state_text(table.items[key])
     assert len(state) <= item_size.state_limit(key, {}, SHARD)
     assert features(processor)["views_1h"] == 8  # the other groups took every event
     routed = _quarantined(sink, "item_too_large")
@@ -333,7 +345,7 @@ def test_an_event_that_would_take_an_item_past_the_limit_is_refused_and_the_rest
     alone, alone_table, alone_sink = build()
     for record in stream:
         assert alone.process(records([record])).failed_sequence_numbers == []
-    assert alone_table.items[key]["state"]["S"] == state
+    assert state_text(alone_table.items[key]) == state
     assert [line["sequence_number"] for line in _quarantined(alone_sink, "item_too_large")] == [
         line["sequence_number"] for line in routed
     ]
@@ -349,8 +361,7 @@ def test_an_item_that_gains_lifetime_state_loses_its_old_ttl() -> None:
                                       events=("content_view",)),
     ))
     catalog = replace(CATALOG, groups=(forever, *CATALOG.groups[1:]))
-    store = OnlineStore(table, "online", RetryPolicy(sleep=lambda _: None), concurrency=1)
-    later = StreamProcessor(store, MemorySink(), catalog, clock_ms=lambda: T0 + 120_000)
+    later = TwoStages(table, catalog=catalog, clock_ms=lambda: T0 + 120_000)
     later.process(records(stream_of(views(2, start=2), ARRIVAL_S, start=2)))
     assert "expires_at" not in table.items[("user#u1", "user_engagement")]
 
@@ -402,7 +413,7 @@ def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_or
                             found = newest.get((line["sk"], section, start))
                             if found is None or found[0] < line["version"]:
                                 newest[(line["sk"], section, start)] = (line["version"], state)
-    stored = json.loads(table.items[("user#u1", "user_engagement")]["state"]["S"])
+    stored = json.loads(state_text(table.items[("user#u1", "user_engagement")]))
     assert {(s, t): v[1] for (_, s, t), v in newest.items()} == {
         (section, start): state for section, tiles in stored.items()
         for start, state in tiles.items()
@@ -411,9 +422,10 @@ def test_feature_log_lines_of_an_item_written_from_two_shards_replay_in_write_or
 
 # ---- identity and the dedup memory ------------------------------------------------------------
 def _remembered(table: MemoryDynamoDB) -> set[int]:
+    """The identities stage 1 remembers (the audience stage's memory is apart)."""
     held: set[int] = set()
     for (pk, _), item in table.items.items():
-        if pk.startswith(DEDUP_PREFIX):
+        if pk.startswith(DEDUP_PREFIX) and not pk.startswith(f"{DEDUP_PREFIX}partials/"):
             held |= unpack(item["state"]["B"])
     return held
 
@@ -470,7 +482,8 @@ def test_a_frozen_clock_splits_the_dedup_memory_and_every_item_stays_under_400_k
         result = processor.process(records(stream[start : start + 10_000]))
         assert result.failed_sequence_numbers == []
         dedup_writes.append(result.dedup_writes)
-    memory = {sk: item for (pk, sk), item in table.items.items() if pk.startswith(DEDUP_PREFIX)}
+    memory = {sk: item for (pk, sk), item in table.items.items()
+              if pk == f"{DEDUP_PREFIX}{SHARD}"}
     assert len(memory) == 17 and memory[f"{T0 // 1000:011d}"]["state"]["B"] == SPLIT_MARKER
     assert max(len(item["state"]["B"]) for item in memory.values()) <= LEAF_CAPACITY * 8
     # one write a batch while the bucket is one item; the split: 16 children and the marker
@@ -515,8 +528,8 @@ def test_a_crash_between_the_split_children_and_the_marker_loses_no_identity(
 
 
 def _states(table: MemoryDynamoDB) -> dict[tuple[str, str], Any]:
-    return {key: json.loads(item["state"]["S"]) for key, item in table.items.items()
-            if not key[0].startswith(DEDUP_PREFIX)}
+    return {key: json.loads(state_text(item)) for key, item in table.items.items()
+            if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))}
 
 
 def test_an_item_keeps_the_same_tiles_in_one_batch_or_two() -> None:

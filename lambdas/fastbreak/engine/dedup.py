@@ -24,8 +24,14 @@ import struct
 from collections.abc import Iterable
 
 from fastbreak.engine.hll import hash64
-from fastbreak.engine.layout import ItemKey, dedup_node_key, encode_position
-from fastbreak.engine.online_store import ItemWrite, StoredItem
+from fastbreak.engine.layout import DEDUP_BUCKET_SECONDS, ItemKey, dedup_node_key, encode_position
+from fastbreak.engine.online_store import (
+    ItemWrite,
+    OnlineStore,
+    StoredItem,
+    StoreUnavailable,
+    WriteOutcome,
+)
 from fastbreak.engine.records import Position
 
 # Hashes per item: 256 KiB of state, far inside DynamoDB's 400 KB with the key and attributes,
@@ -36,6 +42,7 @@ _HEX_DIGITS = 16  # a 64-bit hash: at that depth an item holds one hash, and can
 _ID = struct.Struct(">Q")
 _MASK64 = (1 << 64) - 1
 _TIME_MIX = 0x9E3779B97F4A7C15  # odd: multiplying by it is a bijection on 64-bit integers
+_CONFLICT_ROUNDS = 3
 
 
 def identity_hash(event_id: str, time_ms: int) -> int:
@@ -186,3 +193,76 @@ def _by_digit(hashes: set[int], depth: int) -> dict[str, set[int]]:
     for hashed in hashes:
         parts.setdefault(_digit(hashed, depth), set()).add(hashed)
     return parts
+
+
+# root -> (identity hashes to add, the newest position among their events, the lowest one)
+Additions = dict[ItemKey, tuple[set[int], Position, Position]]
+
+
+def remember(
+    store: OnlineStore, memory: DedupMemory, additions: Additions, keep_s: int,
+) -> tuple[Position | None, int]:
+    """Add identities to a dedup memory: ``(lowest position not remembered, writes made)``.
+
+    ``memory`` knows the roots it was told about (``learn``; an unread root is taken as absent
+    and re-read if its write meets an item after all). A root's items are written deepest
+    first; a write that meets another writer's item re-reads it and tries again (three rounds).
+    ``keep_s``: how long a bucket is kept after it ends.
+    """
+    lowest: Position | None = None
+    writes_made = 0
+    todo = additions
+    for _ in range(_CONFLICT_ROUNDS):
+        # root -> its writes by depth; a root's deeper writes go first (children before the
+        # marker of the item they split), and a failure stops its shallower ones
+        planned = {}
+        for root, (hashes, newest, _) in todo.items():
+            bucket = int(root[1])
+            planned[root] = memory.writes(
+                root, hashes, newest, bucket + DEDUP_BUCKET_SECONDS + keep_s,
+                (bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
+            )
+        stopped: dict[ItemKey, WriteOutcome] = {}
+        conflicted: list[ItemKey] = []
+        for depth in sorted({d for by_depth in planned.values() for d in by_depth},
+                            reverse=True):
+            writes = [(root, write) for root, by_depth in planned.items()
+                      if root not in stopped for write in by_depth.get(depth, ())]
+            outcomes, stats = store.write_many([write for _, write in writes])
+            writes_made += stats.writes
+            for root, write in writes:
+                outcome = outcomes[write.key]
+                if outcome is WriteOutcome.WRITTEN:
+                    memory.wrote(write)
+                else:
+                    if outcome is WriteOutcome.CONFLICT:
+                        conflicted.append(write.key)
+                    if stopped.get(root) is not WriteOutcome.FAILED:
+                        stopped[root] = outcome
+        for root, outcome in stopped.items():
+            if outcome is WriteOutcome.FAILED:
+                lowest = _lower(lowest, todo[root][2])
+        todo = {root: todo[root] for root, outcome in stopped.items()
+                if outcome is WriteOutcome.CONFLICT}
+        if not todo:
+            return lowest, writes_made
+        try:  # what the other writer left, and the paths below any split it made
+            memory.learn(conflicted, store.get_many(conflicted))
+            wanted = {root: hashes for root, (hashes, _, _) in todo.items()}
+            while unread := memory.unread(wanted):
+                memory.learn(unread, store.get_many(unread))
+        except StoreUnavailable:
+            break
+    for _, _, first in todo.values():
+        lowest = _lower(lowest, first)
+    return lowest, writes_made
+
+
+def read_roots(store: OnlineStore, memory: DedupMemory, wanted: dict[ItemKey, set[int]]) -> None:
+    """Read what looking up (or adding) ``wanted`` needs that ``memory`` has not read yet."""
+    while unread := memory.unread(wanted):
+        memory.learn(unread, store.get_many(unread))
+
+
+def _lower(current: Position | None, candidate: Position) -> Position:
+    return candidate if current is None or candidate < current else current

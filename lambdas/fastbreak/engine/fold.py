@@ -7,10 +7,15 @@ values of its group's features as of a time (a sliding window of size W over til
 of T, takes the W / t tiles ending with the one that holds T; tumbling takes that tile; lifetime
 the lifetime state; since-kickoff the session tiles from the minute the game went live).
 
-Every runtime calls these two and nothing else to compute a feature: the Lambda stream
-processor, the feature API and ``FeatureClient``, the training-set builder, the backfill and the
-audience stage. So a value served online, a value in a training set and a backfilled value are
-the same function of the same events.
+*Merge of partials* (``ItemMerge``): the audience stage merges the partial tiles that stage 1
+folded per batch into the items of one entity, with each aggregation's ``merge``. A pure function
+of the tiles, so any runtime that re-keys partials (the audience Lambda, a Flink operator) calls
+it as is.
+
+Every runtime calls these and nothing else to compute a feature: the Lambda stream processor,
+the audience stage, the feature API and ``FeatureClient``, the training-set builder and the
+backfill. So a value served online, a value in a training set and a backfilled value are the
+same function of the same events.
 
 Aggregation states merge exactly (``fastbreak.engine.aggregations``), and tiles are merged in
 one canonical order (tile start, then the item's sort key), so the merge does not depend on how
@@ -122,26 +127,16 @@ class ItemFold:
         """Dump the touched tiles, prune what no window can read any more, and drop tile sizes
         the catalog no longer uses. ``stored`` (the item existed before this fold) no longer
         changes what is pruned."""
+        self.dump(group)
+        finish_tiles(group, self.tiles, self.newest_ms, future_tolerance_s)
+
+    def dump(self, group: GroupPlan) -> Tiles:
+        """Turn the touched tiles back to JSON form, pruning nothing: what a partial carries
+        (every tile its events touched, even one a later write will prune). Returns ``tiles``."""
         kind_of_section = group.kind_of_section
         for (section, _), states in self.touched.items():
             dump_tile(kind_of_section[section], states)  # in place, inside ``tiles``
-        # Tiles are pruned against the newest event time less the future tolerance: an event
-        # may be dated up to that far ahead of the clock that readers use.
-        prune_s = self.newest_ms // 1000 - future_tolerance_s
-        tiles = self.tiles
-        # Every section, new item or not, whichever tiles this fold touched: what an item keeps
-        # then depends on its newest event time alone, so it is the same however its events
-        # were batched (a tile expired at one newest time is expired at every later one).
-        for section, section_tiles in tiles.items():
-            kind = kind_of_section.get(section)
-            if kind is None or kind.tile_seconds == LIFETIME or not section_tiles:
-                continue
-            expires = kind.tile_expires_at(int(min(section_tiles)))  # of the oldest tile
-            if expires is not None and expires <= prune_s:  # usually nothing has expired
-                prune(kind, section_tiles, prune_s)
-        if len(tiles) > len(kind_of_section):
-            for section in [section for section in tiles if section not in kind_of_section]:
-                del tiles[section]
+        return self.tiles
 
     def changed(self) -> Tiles:
         """The tiles this fold touched that are still in the item (not pruned)."""
@@ -150,6 +145,100 @@ class ItemFold:
         for section, start in self.touched:
             start_key = tile_keys[start]
             section_tiles = tiles[section]
+            if start_key in section_tiles:
+                changed.setdefault(section, {})[start_key] = section_tiles[start_key]
+        return changed
+
+
+def finish_tiles(group: GroupPlan, tiles: Tiles, newest_ms: int, future_tolerance_s: int) -> None:
+    """Prune, in tiles in JSON form, what no window can read any more once the item has seen
+    ``newest_ms``, and drop tile sizes the catalog no longer uses."""
+    kind_of_section = group.kind_of_section
+    # Tiles are pruned against the newest event time less the future tolerance: an event may be
+    # dated up to that far ahead of the clock that readers use.
+    prune_s = newest_ms // 1000 - future_tolerance_s
+    # Every section, new item or not, whichever tiles this write touched: what an item keeps
+    # then depends on its newest event time alone, so it is the same however its events were
+    # batched (a tile expired at one newest time is expired at every later one).
+    for section, section_tiles in tiles.items():
+        kind = kind_of_section.get(section)
+        if kind is None or kind.tile_seconds == LIFETIME or not section_tiles:
+            continue
+        expires = kind.tile_expires_at(int(min(section_tiles)))  # of the oldest tile
+        if expires is not None and expires <= prune_s:  # usually nothing has expired
+            prune(kind, section_tiles, prune_s)
+    if len(tiles) > len(kind_of_section):
+        for section in [section for section in tiles if section not in kind_of_section]:
+            del tiles[section]
+
+
+def fold_partial(group: GroupPlan, contributions: Iterable[Contribution],
+                 tile_keys: dict[int, str] | None = None) -> tuple[Tiles, int]:
+    """One batch's events of one entity folded from nothing (in position order): the tiles of a
+    partial, in JSON form, and their newest event time. Nothing is pruned: the audience stage
+    merges each tile into the entity's items, which prune by their own newest event time."""
+    fold = ItemFold({}, 0, tile_keys)
+    fold.fold(contributions)
+    return fold.dump(group), fold.newest_ms
+
+
+class ItemMerge:
+    """Merges partial tiles (``fold_partial``'s, in JSON form) into one item's tiles, in place:
+    ``merge`` as often as needed, then ``finish`` once. Aggregation merges are associative and
+    commutative (top-K past its capacity aside), so the result does not depend on the order of
+    the partials, nor on how stage 1 batched the events inside them."""
+
+    __slots__ = ("group", "newest_ms", "tiles", "touched")
+
+    def __init__(self, group: GroupPlan, tiles: Tiles, newest_ms: int = 0) -> None:
+        self.group = group
+        self.tiles = tiles
+        self.newest_ms = newest_ms
+        # (section, tile key) -> the tile's slots as live states, for the tiles merged into
+        self.touched: dict[tuple[str, str], dict[str, State]] = {}
+
+    def merge(self, partial: Tiles) -> None:
+        kind_of_section = self.group.kind_of_section
+        touched, newest = self.touched, self.newest_ms
+        for section, section_tiles in partial.items():
+            kind = kind_of_section.get(section)
+            if kind is None:
+                continue  # a tile size the catalog no longer uses
+            for start_key, data in section_tiles.items():
+                states = touched.get((section, start_key))
+                if states is None:
+                    states = touched[(section, start_key)] = self._open(kind, start_key)
+                for name, slot_data in data.items():
+                    slot = kind.slot_named.get(name)
+                    if slot is None:
+                        continue  # a feature since removed from the catalog
+                    aggregator = slot.aggregator
+                    part = aggregator.load(slot_data)
+                    held = states.get(name)
+                    states[name] = part if held is None else aggregator.merge(held, part)
+                    if part[0] > newest:
+                        newest = part[0]
+        self.newest_ms = newest
+
+    def _open(self, kind: TileKind, start_key: str) -> dict[str, State]:
+        section_tiles = self.tiles.setdefault(kind.section, {})
+        data = section_tiles.get(start_key)
+        states = {} if data is None else load_tile(kind, data)
+        section_tiles[start_key] = states
+        return states
+
+    def finish(self, future_tolerance_s: int) -> None:
+        """Dump the merged tiles and prune what no window reads any more (``finish_tiles``)."""
+        kind_of_section = self.group.kind_of_section
+        for (section, _), states in self.touched.items():
+            dump_tile(kind_of_section[section], states)
+        finish_tiles(self.group, self.tiles, self.newest_ms, future_tolerance_s)
+
+    def changed(self) -> Tiles:
+        """The tiles this merge touched that are still in the item (not pruned)."""
+        changed: Tiles = {}
+        for section, start_key in self.touched:
+            section_tiles = self.tiles.get(section, {})
             if start_key in section_tiles:
                 changed.setdefault(section, {})[start_key] = section_tiles[start_key]
         return changed

@@ -1,23 +1,25 @@
 """Where state lives in the online store table (``pk``/``sk`` strings, TTL ``expires_at``).
 
 See ``docs/online-store-layout.md``. Groups keyed by the stream's partition entity (the user)
-keep one *group item* per entity: every tile of every tile size, plus the lifetime state. Groups
-keyed by another entity (a game, a content) are written from every shard, so they keep one
-*tile partial* per (tile, shard) instead: a marquee game is never one hot item, and no item
-grows with the hours of audience sketches a game accumulates. Readers merge what they find.
+keep one *group item* per entity: every tile of every tile size, plus the lifetime state, written
+by the stream processor (stage 1). Groups keyed by another entity (a game, a content) are
+re-keyed: stage 1 folds each batch's events per entity into a *partial* and emits it to the
+partials stream, partitioned by entity, and the audience stage (stage 2) merges partials into one
+*audience item* per (entity, tile) plus one for the lifetime state. Readers merge what they find.
 
     pk = "{entity}#{entity key}", sk = "{group}"                                 group item
-    pk = "{entity}#{entity key}", sk = "{group}#{shard}#t{tile s}#{tile start}"  tile partial
-    pk = "{entity}#{entity key}", sk = "{group}#{shard id}#life"                 lifetime partial
+    pk = "{entity}#{entity key}", sk = "{group}#t{tile s}#{tile start}"          audience tile
+    pk = "{entity}#{entity key}", sk = "{group}#life"                            audience lifetime
     pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      applied events
     pk = "_dedup#{shard id}",     sk = "{bucket start}/{hex prefix}"             ... once split
+    pk = "_dedup#partials/{partials shard id}", sk as above                      applied partials
+    pk = "_outbox#{shard id}",    sk = "{first sequence number, 129 digits}"     pending emission
+    pk = "_outbox#{shard id}#{first sequence number}", sk = "{chunk, 3 digits}"  ... its content
 
-The shard comes before the time in a partial's sort key: a live game's partials share one
-partition key, and at any moment every shard writes its own current tile, so the writes spread
-over the key range (DynamoDB can split a hot item collection by sort key) instead of all landing
-at its growing end.
-
-Both kinds of item hold the same state format: ``{tile seconds: {tile start: {slot: state}}}``.
+The layout before the audience stage kept one *tile partial* per (tile, shard) of an audience
+group, ``{group}#{shard id}#t{tile s}#{tile start}`` and ``{group}#{shard id}#life``. Readers
+still find and merge them (one Query of the group's prefix returns both layouts), so a table
+written by the previous release loses nothing; nothing writes them any more.
 
 Every item remembers, per shard that wrote to it, the highest position of that shard already
 folded in (``hw``, see ``encode_hw``): that is what makes a write idempotent.
@@ -25,11 +27,14 @@ folded in (``hw``, see ``encode_hw``): that is what makes a write idempotent.
 
 from __future__ import annotations
 
-from fastbreak.engine.records import Position
+import zlib
+
+from fastbreak.engine.records import MAX_SEQUENCE_DIGITS, Position
 
 ItemKey = tuple[str, str]
 
 DEDUP_PREFIX = "_dedup#"
+OUTBOX_PREFIX = "_outbox#"
 # Applied events are remembered per (shard, 2 s of event time), 8 bytes each. A shard takes at
 # most 1 MB/s; with KPL aggregation that is about 8,000 events/s of 120 bytes, the smallest
 # event the envelope allows: 2 s of them is 130 KB, one item. Events that share an event time
@@ -48,26 +53,38 @@ def group_sk(group: str) -> str:
     return group
 
 
-def tile_sk_head(group: str, tile_seconds: int, shard_id: str) -> str:
-    """A tile partial's sort key up to its tile start (``tile_sk`` in two parts, for speed);
-    the whole sort key of the lifetime partial."""
+def audience_sk_head(group: str, tile_seconds: int) -> str:
+    """An audience item's sort key up to its tile start (``audience_sk`` in two parts, for
+    speed); the whole sort key of the lifetime item."""
     if tile_seconds == 0:
-        return f"{group}#{shard_id}#life"
-    return f"{group}#{shard_id}#t{tile_seconds}#"
+        return f"{group}#life"
+    return f"{group}#t{tile_seconds}#"
+
+
+def audience_sk(group: str, tile_seconds: int, tile_start: int) -> str:
+    """The sort key of the audience item of one tile (the lifetime item for ``tile_seconds``
+    0): one per (entity, tile), whatever the number of shards that saw its events."""
+    head = audience_sk_head(group, tile_seconds)
+    return head if tile_seconds == 0 else f"{head}{tile_start:0{TILE_START_DIGITS}d}"
 
 
 def tile_sk(group: str, tile_seconds: int, tile_start: int, shard_id: str) -> str:
-    head = tile_sk_head(group, tile_seconds, shard_id)
-    return head if tile_seconds == 0 else f"{head}{tile_start:011d}"
+    """The sort key of a tile partial of the previous layout (one per tile and shard): still
+    read and merged, no longer written."""
+    if tile_seconds == 0:
+        return f"{group}#{shard_id}#life"
+    return f"{group}#{shard_id}#t{tile_seconds}#{tile_start:011d}"
 
 
 def partials_prefix(group: str) -> str:
-    """What the sort keys of a group's partials begin with (for one Query)."""
+    """What the sort keys of an audience group's items begin with (for one Query): its
+    audience items, and the tile partials of the previous layout."""
     return f"{group}#"
 
 
 def belongs_to(group: str, sk: str) -> bool:
-    """True for the group item and the partials of ``group`` (group names hold no ``#``)."""
+    """True for the group item, the audience items and the old partials of ``group`` (group
+    names hold no ``#``)."""
     return sk == group or sk.startswith(f"{group}#")
 
 
@@ -76,8 +93,27 @@ def tile_key(tile_start: int) -> str:
     return f"{tile_start:0{TILE_START_DIGITS}d}" if tile_start else "0"
 
 
-def dedup_key(shard_id: str, bucket_start: int) -> ItemKey:
-    return f"{DEDUP_PREFIX}{shard_id}", f"{bucket_start:011d}"
+def dedup_key(memory: str, bucket_start: int) -> ItemKey:
+    """A dedup memory's root item for one bucket; ``memory`` is the shard id for the events
+    stream (``partials_memory`` for the audience stage's)."""
+    return f"{DEDUP_PREFIX}{memory}", f"{bucket_start:011d}"
+
+
+def partials_memory(shard_id: str) -> str:
+    """The dedup memory of the audience stage for one shard of the partials stream: apart from
+    the events stream's, whose shards have the same ids ("/" is in no shard id)."""
+    return f"partials/{shard_id}"
+
+
+def outbox_key(shard_id: str, first_sequence: int) -> ItemKey:
+    """The index item of a pending emission of stage 1 (``fastbreak.engine.outbox``): one per
+    shard and first record of the batch that wrote it; sequence numbers zero-padded to their
+    129 digits, so that text order is position order."""
+    return f"{OUTBOX_PREFIX}{shard_id}", f"{first_sequence:0{MAX_SEQUENCE_DIGITS}d}"
+
+
+def outbox_chunk_key(shard_id: str, first_sequence: int, chunk: int) -> ItemKey:
+    return f"{OUTBOX_PREFIX}{shard_id}#{first_sequence}", f"{chunk:03d}"
 
 
 def dedup_node_key(root: ItemKey, prefix: str) -> ItemKey:
@@ -88,6 +124,27 @@ def dedup_node_key(root: ItemKey, prefix: str) -> ItemKey:
 
 def dedup_bucket(time_ms: int) -> int:
     return time_ms // 1000 // DEDUP_BUCKET_SECONDS * DEDUP_BUCKET_SECONDS
+
+
+# ---- the state attribute: JSON text, or that text compressed ---------------------------------
+# DynamoDB bills a write by the KB of the larger of the item before and after, so a user item
+# of 2-12 KB (an active fan's day and week of tiles) costs that many write units on every batch
+# that touches it. Its JSON (digits, repeated slot names) compresses three to four times; items
+# that fit one write unit stay text. The state of a feature item is text (S) or zlib (B): readers
+# call ``state_json`` (the dedup memory's binary state is never read through it).
+COMPACT_ABOVE = 700  # characters of JSON: with the key, marks and attributes, about 1 KB
+
+
+def compact_state(text: str) -> str | bytes:
+    """A feature item's state as stored."""
+    if len(text) <= COMPACT_ABOVE:
+        return text
+    return zlib.compress(text.encode(), 6)
+
+
+def state_json(state: str | bytes) -> str:
+    """A feature item's state as JSON text, however it was stored."""
+    return state if isinstance(state, str) else zlib.decompress(state).decode()
 
 
 def encode_position(position: Position) -> str:

@@ -1,44 +1,56 @@
-"""One Kinesis batch in, one write per touched item out: the exactly-once stream processor.
+"""One Kinesis batch in, one write per touched item out: the exactly-once stream processor
+(stage 1 of two).
 
 For each shard in the batch (a Lambda batch holds one):
 
-1. decode and validate every record; invalid ones go to the quarantine object, never blocking
+1. complete any pending emission of the shard that covers this batch's first record, or whose
+   writer is gone (``fastbreak.engine.outbox``);
+2. decode and validate every record; invalid ones go to the quarantine object, never blocking
    the shard;
-2. drop producer duplicates (same event id and event time: an event's identity) seen in this
+3. drop producer duplicates (same event id and event time: an event's identity) seen in this
    batch or remembered in the shard's dedup memory (``fastbreak.engine.dedup``);
-3. route each event to the items it feeds (late beyond a group's allowed lateness: routed to
+4. route each event to the items it feeds (late beyond a group's allowed lateness: routed to
    the quarantine object with reason ``too_late``, not applied);
-4. read every touched item once (consistent), fold in only the events past the item's
-   high-water mark for this shard, and write the absolute new state with a condition on the
-   marks that were read: one write per touched item, idempotent under any re-delivery
-   (an item is a user's group item, or one tile partial of a game or content group, see
-   ``fastbreak.engine.layout``); an event that would take an item past DynamoDB's item limit
-   is not applied to it (``fastbreak.engine.item_size``, the sequential rule);
-5. write the feature log, then remember the identities of the events now fully applied.
+5. groups keyed by the stream's partition entity (the user): read every touched group item once
+   (consistent), fold in only the events past the item's high-water mark for this shard, and
+   write the absolute new state with a condition on the marks that were read: one write per
+   touched item, idempotent under any re-delivery; an event that would take an item past
+   DynamoDB's item limit is not applied to it (``fastbreak.engine.item_size``, the sequential
+   rule);
+6. write the feature log of those items;
+7. groups keyed by another entity (a game, a content): fold the applied events per entity into
+   a partial (``fastbreak.engine.partials``), write them as one emission to the outbox, remember
+   the identities of the events now fully applied, put the partials to the partials stream and
+   delete the outbox entry. The audience stage (``fastbreak.engine.audience``) merges them.
 
 Anything that fails makes the batch report its lowest affected sequence number and every
-later one; Lambda re-delivers from there and step 4 skips what was already applied.
-``docs/exactly-once.md`` gives the argument.
+later one; Lambda re-delivers from there, step 5 skips what was already applied and step 1
+completes what was emitted. ``docs/exactly-once.md`` gives the argument.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from json.encoder import encode_basestring
 from typing import Any
 
 from fastbreak.definitions.model import Catalog
 from fastbreak.engine import item_size
 from fastbreak.engine.admission import Admission
-from fastbreak.engine.dedup import DedupMemory, identity_hash
-from fastbreak.engine.fold import ItemFold, Tiles
+from fastbreak.engine.dedup import (
+    Additions,
+    DedupMemory,
+    identity_hash,
+    read_roots,
+    remember,
+)
+from fastbreak.engine.fold import ItemFold, Tiles, fold_partial
 from fastbreak.engine.layout import (
-    DEDUP_BUCKET_SECONDS,
     ItemKey,
+    compact_state,
     decode_hw,
     decode_position,
     dedup_bucket,
@@ -46,7 +58,7 @@ from fastbreak.engine.layout import (
     encode_hw,
     encode_position,
     group_sk,
-    tile_sk_head,
+    state_json,
 )
 from fastbreak.engine.online_store import (
     ItemWrite,
@@ -56,24 +68,27 @@ from fastbreak.engine.online_store import (
     WriteOutcome,
     WriteStats,
 )
+from fastbreak.engine.outbox import Emission, Outbox, source_hash
+from fastbreak.engine.partials import Partial, PartialsSink, cut
 from fastbreak.engine.plan import (
     FUTURE_TOLERANCE_SECONDS,
-    LIFETIME,
     FoldSection,
     GroupPlan,
     Plan,
     Route,
-    TileKind,
     compile_plan,
 )
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
 from fastbreak.engine.rejections import Reason, Rejection
-from fastbreak.engine.sinks import ObjectSink
+from fastbreak.engine.sinks import ObjectSink, object_key
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.engine.validation import Event
 
 _NOTHING_APPLIED: Position = (-1, -1)
 _CONFLICT_ROUNDS = 3
+# How long an identity is remembered beyond the largest allowed lateness and future tolerance.
+_REMEMBER_MARGIN_S = 3600
+_TILE_KEYS_KEPT = 1 << 14
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # What JSONEncoder.encode builds on every call (two thirds of its cost on the small states of
 # the hot path), built once: same output. No cycle check: states are trees. CPython has had
@@ -96,6 +111,9 @@ class ProcessorSettings:
     quarantine_prefix: str = "quarantine/"
     feature_log_prefix: str = "features/"
     future_tolerance_ms: int = FUTURE_TOLERANCE_SECONDS * 1000  # see ``Admission``
+    # The mapping's ParallelizationFactor: above 1, an event whose partition key is not the key
+    # of a user group it feeds is not applied to that group (docs/exactly-once.md).
+    parallelization_factor: int = 1
 
 
 @dataclass
@@ -105,10 +123,14 @@ class BatchResult:
     records_valid: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     late_events: int = 0
+    mismatched_events: int = 0
     duplicate_events: int = 0
     items_too_large: int = 0
     writes: WriteStats = field(default_factory=WriteStats)
     dedup_writes: int = 0
+    partials_emitted: int = 0  # records put to the partials stream (re-emissions included)
+    emissions_completed: int = 0  # pending emissions of earlier batches completed by this one
+    outbox_writes: int = 0
     freshness_lag_ms: int | None = None
 
     def batch_item_failures(self) -> dict[str, list[dict[str, str]]]:
@@ -161,21 +183,17 @@ _Contribution = tuple[Event, tuple[FoldSection, ...]]
 
 
 class _Pending:
-    """Everything this batch contributes to one item (contributions in position order)."""
+    """Everything this batch contributes to one group item (contributions in position order)."""
 
     __slots__ = (
         "contributions", "entity_key", "first_new", "group", "growth", "log_head", "new",
-        "position", "refused", "tile", "touched",
+        "position", "refused", "text", "touched",
     )
 
-    def __init__(
-        self, group: GroupPlan, entity_key: str, log_head: str,
-        tile: tuple[TileKind, int] | None = None,
-    ) -> None:
+    def __init__(self, group: GroupPlan, entity_key: str, log_head: str) -> None:
         self.group = group
         self.entity_key = entity_key
         self.log_head = log_head  # the feature-log line's constant middle, see _log_line
-        self.tile = tile  # (kind, tile start) of a tile partial; None for a group item
         # (event, the route sections it feeds in this item), in position order
         self.contributions: list[_Contribution] = []
         # what the contributions can add to the item's value-keeping slots, at most (bytes)
@@ -187,9 +205,25 @@ class _Pending:
         # shard's new high-water mark.
         self.touched: dict[str, dict[str, Any]] | None = None
         self.position = ""
+        self.text = ""  # the JSON state of the last computed write (stored compacted)
+
+
+class _Audience:
+    """What this batch contributes to one audience entity: per group, its contributions in
+    position order."""
+
+    __slots__ = ("entity", "groups", "key")
+
+    def __init__(self, entity: str, key: str) -> None:
+        self.entity = entity
+        self.key = key
+        self.groups: dict[str, tuple[GroupPlan, list[_Contribution]]] = {}
 
 
 class StreamProcessor:
+    """Stage 1. ``partials`` writes to the partials stream; required when the catalog has
+    groups keyed by another entity than the stream's partition entity."""
+
     def __init__(
         self,
         store: OnlineStore,
@@ -197,13 +231,29 @@ class StreamProcessor:
         catalog: Catalog,
         settings: ProcessorSettings | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        partials: PartialsSink | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
         self.plan: Plan = compile_plan(catalog)
         self.settings = settings or ProcessorSettings()
+        if partials is None and any(group.sharded for group in self.plan.groups.values()):
+            raise ValueError(
+                "the catalog has audience groups "
+                f"({', '.join(g for g, plan in self.plan.groups.items() if plan.sharded)}): "
+                "the stream processor needs a partials stream to emit them to"
+            )
+        self.partials = partials
+        self.outbox = Outbox(store.client, store.table_name, store.retry)
+        # A duplicate can only arrive while its event is within the largest allowed lateness
+        # (later copies are too late anyway): that bounds how long identities are remembered.
+        self._keep_s = (
+            (self.plan.max_lateness_ms + self.settings.future_tolerance_ms) // 1000
+            + _REMEMBER_MARGIN_S
+        )
         self.admission = Admission(catalog, self.settings.future_tolerance_ms)
-        # tile start (epoch s) -> its key in an item's state; refilled per batch
+        # tile start (epoch s) -> its key in an item's state: a cache, replaced (never cleared:
+        # concurrent batches of one execution environment may hold it) once it grows large
         self._tile_keys: dict[int, str] = {}
         self.clock_ms = clock_ms
         # event type -> the longest allowed lateness of the groups it feeds: an event later
@@ -219,8 +269,9 @@ class StreamProcessor:
         }
         self._max_tile_bytes = {name: max(sections.values(), default=0)
                                 for name, sections in self._tile_bytes.items()}
-        # id of a contribution's sections tuple -> its value_growth; refilled per batch
+        # id of a contribution's sections tuple -> its value_growth
         self._growth_of: dict[int, tuple[int, int]] = {}
+        self._routes: dict[str, tuple[_RouteEntry, ...]] | None = None
 
     # ---- the batch -----------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> BatchResult:
@@ -281,10 +332,15 @@ class StreamProcessor:
     ) -> Position | None:
         """Apply the shard's events; return the lowest position that must be re-delivered."""
         first: Position = (sources[0].sequence, 0)
+        try:  # before anything is read: a completed emission's events are then remembered
+            if not self._complete_pending(shard_id, sources[0].sequence_number, result):
+                return first
+        except StoreUnavailable:
+            return first
         events.sort(key=_position)
         events, ids = self._first_copies(shard_id, events, result)
-        late: list[tuple[Event, list[str]]] = []
-        pending = self._route(shard_id, events, late)
+        unapplied: list[tuple[Event, list[str], Reason]] = []
+        pending, audience = self._route(shard_id, events, unapplied)
         wanted: dict[ItemKey, set[int]] = {}
         for key, hashed in ids.values():
             wanted.setdefault(key, set()).add(hashed)
@@ -292,18 +348,25 @@ class StreamProcessor:
         try:  # the feature items and the dedup memory in one read; split buckets need more
             stored = self.store.get_many([*pending, *wanted])
             memory.learn(wanted, stored)
-            while unread := memory.unread(wanted):
-                memory.learn(unread, self.store.get_many(unread))
+            read_roots(self.store, memory, wanted)
         except StoreUnavailable:
             return first
+        _as_text(stored, pending)
         duplicates = {event for event, (key, hashed) in ids.items()
                       if memory.contains(key, hashed)}
         result.duplicate_events += len(duplicates)
-        for event, groups in late:  # a copy is a duplicate, not late: as within a batch
-            if event not in duplicates:
-                result.late_events += 1
-                routed.append(_late(event, groups))
-        self._tile_keys.clear()
+        counted: set[int] = set()
+        for event, groups, reason in unapplied:  # a copy is a duplicate, not late: as within
+            if event not in duplicates:  # a batch
+                if id(event) not in counted:
+                    counted.add(id(event))
+                    if reason is Reason.TOO_LATE:
+                        result.late_events += 1
+                    else:
+                        result.mismatched_events += 1
+                routed.append(_not_applied(event, groups, reason))
+        if len(self._tile_keys) > _TILE_KEYS_KEPT:
+            self._tile_keys = {}
         outcome = self._write_items(shard_id, sources, pending, stored, duplicates, result)
         if outcome is None:
             return first
@@ -316,13 +379,107 @@ class StreamProcessor:
             event for event in events
             if event not in duplicates and (lowest is None or event.position < lowest)
         ]
-        lowest = _lower(lowest, self._remember(applied, ids, memory, result))
+        additions = _additions(applied, ids, shard_id)
+        emission, first_audience = self._emission(
+            shard_id, sources, audience, duplicates, lowest, additions)
+        if emission is not None:
+            try:
+                self.outbox.write(emission)
+            except StoreUnavailable:
+                # Nothing was emitted: the audience events are re-delivered and folded again.
+                emission = None
+                lowest = _lower(lowest, first_audience)
+                applied = [event for event in applied if event.position < first_audience]
+                additions = _additions(applied, ids, shard_id)
+            finally:
+                result.outbox_writes = self.outbox.writes
+        if emission is None:
+            lowest = _lower(lowest, self._remember(additions, memory, result))
+        elif not self._complete(emission, memory, result):
+            # Its entry stays pending: the re-delivery from the first record completes it.
+            lowest = first
         applied_arrivals = [e.record.source.arrival_ms for e in applied]
         if applied_arrivals:
             result.freshness_lag_ms = max(
                 result.freshness_lag_ms or 0, self.clock_ms() - min(applied_arrivals)
             )
         return lowest
+
+    # ---- emissions (fastbreak.engine.outbox) -------------------------------------------------
+    def _complete_pending(self, shard_id: str, first_sequence: str, result: BatchResult) -> bool:
+        """Complete the shard's pending emissions that hold this batch's first record (an
+        earlier attempt at these records wrote them) or whose writer is gone; False if one
+        could not be completed."""
+        now_ms = self.clock_ms()
+        for pending in self.outbox.pending(shard_id):
+            if not (pending.holds(first_sequence) or pending.writer_gone(now_ms)):
+                continue  # a concurrent batch's (ParallelizationFactor > 1)
+            if not self._complete(self.outbox.read(pending), DedupMemory(), result):
+                return False
+            result.emissions_completed += 1
+        return True
+
+    def _complete(self, emission: Emission, memory: DedupMemory, result: BatchResult) -> bool:
+        """Remember the emission's identities, put its records, delete its entry: each step
+        idempotent, so any batch may do it again. False when a step failed (the entry stays)."""
+        additions: Additions = {
+            dedup_key(emission.shard_id, bucket): (hashes, newest, newest)
+            for bucket, (hashes, newest) in emission.identities.items()
+        }
+        try:
+            read_roots(self.store, memory,
+                       {root: hashes for root, (hashes, _, _) in additions.items()})
+            failed, writes = remember(self.store, memory, additions, self._keep_s)
+            result.dedup_writes += writes
+            if failed is not None:
+                return False
+            if emission.records:
+                assert self.partials is not None
+                if not self.partials.put(emission.records):
+                    return False
+                result.partials_emitted += len(emission.records)
+            self.outbox.delete(emission)
+            return True
+        except StoreUnavailable:
+            return False
+        finally:
+            result.outbox_writes = self.outbox.writes
+
+    def _emission(
+        self, shard_id: str, sources: list[SourceRecord], audience: dict[str, _Audience],
+        duplicates: set[Event], lowest: Position | None, additions: Additions,
+    ) -> tuple[Emission | None, Position]:
+        """The batch's partials, one per audience entity its applied events touched, as one
+        emission; and the lowest position among those events."""
+        first_audience: Position | None = None
+        folded: list[tuple[_Audience, dict[str, Tiles]]] = []
+        for entity in audience.values():
+            groups: dict[str, Tiles] = {}
+            for name, (group, contributions) in entity.groups.items():
+                kept = [
+                    (event, sections) for event, sections in contributions
+                    if event not in duplicates and (lowest is None or event.position < lowest)
+                ]
+                if kept:
+                    groups[name] = fold_partial(group, kept, self._tile_keys)[0]
+                    first_audience = _lower(first_audience, kept[0][0].position)
+            if groups:
+                folded.append((entity, groups))
+        if first_audience is None:
+            return None, _NOTHING_APPLIED
+        # every record with an event below the lowest failure (a KPL aggregate may be cut)
+        covered = [s for s in sources if lowest is None or (s.sequence, 0) < lowest]
+        emission = Emission(
+            shard_id, sources[0].sequence, covered[-1].sequence, self.clock_ms(), [],
+            {int(root[1]): (hashes, newest) for root, (hashes, newest, _) in additions.items()},
+            [source_hash(s.sequence_number) for s in covered],
+        )
+        emission_id = emission.id
+        for entity, groups in folded:
+            partial = Partial(shard_id, emission_id, emission.created_ms, entity.entity,
+                              entity.key, groups)
+            emission.records.extend((part.partition_key, part.encode()) for part in cut(partial))
+        return emission, first_audience
 
     def _first_copies(
         self, shard_id: str, events: list[Event], result: BatchResult
@@ -362,12 +519,17 @@ class StreamProcessor:
         return kept, ids
 
     def _route(
-        self, shard_id: str, events: list[Event], late: list[tuple[Event, list[str]]]
-    ) -> dict[ItemKey, _Pending]:
-        """The items each event feeds, and in ``late`` the events later than some group's
-        allowed lateness, with those groups."""
+        self, shard_id: str, events: list[Event],
+        unapplied: list[tuple[Event, list[str], Reason]],
+    ) -> tuple[dict[ItemKey, _Pending], dict[str, _Audience]]:
+        """The group items each event feeds and the audience entities it contributes to; in
+        ``unapplied`` the events not applied to some groups, with those groups and why (later
+        than their allowed lateness; under ParallelizationFactor > 1, a partition key other
+        than the user the group is keyed by)."""
         pending: dict[ItemKey, _Pending] = {}
-        table = self._route_table(shard_id)
+        audience: dict[str, _Audience] = {}
+        table = self._route_table()
+        strict = self.settings.parallelization_factor > 1
         for event in events:
             routes = table.get(event.event_type)
             if routes is None:
@@ -376,7 +538,8 @@ class StreamProcessor:
             payload = event.payload
             payload_bytes = len(event.record.payload)
             late_groups: list[str] | None = None
-            for route, pk_prefix, sk, log_head, partials, growth in routes:
+            mismatched: list[str] | None = None
+            for route, pk_prefix, sk, log_head, growth in routes:
                 if lateness > route.lateness_ms:
                     group = route.group.group.name
                     if late_groups is None:
@@ -386,53 +549,50 @@ class StreamProcessor:
                     continue
                 entity_key = payload[route.key_field]
                 pk = pk_prefix + entity_key
-                if sk is not None:  # a group item: every section of the route
-                    key = (pk, sk)
-                    item = pending.get(key)
-                    if item is None:
-                        item = pending[key] = _Pending(route.group, entity_key, log_head)
-                    item.contributions.append((event, route.fold))
-                    if growth[0]:
-                        item.growth += growth[0] * payload_bytes + growth[1]
+                if sk is None:  # an audience group: folded into the entity's partial
+                    entity = audience.get(pk)
+                    if entity is None:
+                        entity = audience[pk] = _Audience(route.group.group.entity, entity_key)
+                    name = route.group.group.name
+                    found = entity.groups.get(name)
+                    if found is None:
+                        found = entity.groups[name] = (route.group, [])
+                    found[1].append((event, route.fold))
                     continue
-                time_s = event.time_ms // 1000
-                for fold, sk_head, tile_starts, (count, fixed) in partials:  # one per section
-                    kind = fold[0][0]
-                    tile_seconds = kind.tile_seconds
-                    start = time_s - time_s % tile_seconds if tile_seconds != LIFETIME else 0
-                    tile_sk = tile_starts.get(start)
-                    if tile_sk is None:
-                        tile_sk = tile_starts[start] = (
-                            sk_head if tile_seconds == LIFETIME else f"{sk_head}{start:011d}"
-                        )
-                    key = (pk, tile_sk)
-                    item = pending.get(key)
-                    if item is None:
-                        item = pending[key] = _Pending(
-                            route.group, entity_key, log_head, (kind, start)
-                        )
-                    item.contributions.append((event, fold))
-                    if count:
-                        item.growth += count * payload_bytes + fixed
+                if strict and entity_key != event.record.source.partition_key:
+                    # Another batch of this shard may hold this user's events concurrently:
+                    # the item's per-shard mark could then skip this event or the other's.
+                    group = route.group.group.name
+                    if mismatched is None:
+                        mismatched = [group]
+                    elif group not in mismatched:
+                        mismatched.append(group)
+                    continue
+                key = (pk, sk)
+                item = pending.get(key)
+                if item is None:
+                    item = pending[key] = _Pending(route.group, entity_key, log_head)
+                item.contributions.append((event, route.fold))
+                if growth[0]:
+                    item.growth += growth[0] * payload_bytes + growth[1]
             if late_groups is not None:
-                late.append((event, late_groups))
-        return pending
+                unapplied.append((event, late_groups, Reason.TOO_LATE))
+            if mismatched is not None:
+                unapplied.append((event, mismatched, Reason.PARTITION_KEY_MISMATCH))
+        return pending, audience
 
-    def _route_table(self, shard_id: str) -> dict[str, tuple[_RouteEntry, ...]]:
-        """Event type -> where its events go, for one shard's batch (built per batch: the
-        entries cache the batch's tile sort keys)."""
-        table = {
-            event_type: tuple(_route_entry(route, shard_id) for route in routes)
-            for event_type, routes in self.plan.routes.items()
-        }
-        growth_of = self._growth_of
-        growth_of.clear()
-        for entries in table.values():
-            for route, _, _, _, partials, growth in entries:
-                growth_of[id(route.fold)] = growth
-                for fold, _, _, partial_growth in partials:
-                    growth_of[id(fold)] = partial_growth
-        return table
+    def _route_table(self) -> dict[str, tuple[_RouteEntry, ...]]:
+        """Event type -> where its events go (cached: the entries depend on the plan alone)."""
+        if self._routes is None:
+            self._routes = {
+                event_type: tuple(_route_entry(route) for route in routes)
+                for event_type, routes in self.plan.routes.items()
+            }
+            self._growth_of.clear()
+            for entries in self._routes.values():
+                for route, _, _, _, growth in entries:
+                    self._growth_of[id(route.fold)] = growth
+        return self._routes
 
     def _write_items(
         self, shard_id: str, sources: list[SourceRecord], pending: dict[ItemKey, _Pending],
@@ -495,6 +655,7 @@ class StreamProcessor:
             for key, _ in conflicts:
                 stored.pop(key, None)
             stored.update(fresh)
+            _as_text(stored, fresh)
             todo = conflicts
         for _, item in todo:
             lowest = _lower(lowest, min(event.position for event, _ in item.contributions))
@@ -572,14 +733,10 @@ class StreamProcessor:
             state, newest = within
             item.touched = None  # folded in parts: the line carries the whole state
         marks[shard_id] = item.position = position
-        newest_s = newest // 1000
-        if item.tile is None:
-            expires = group.expires_at(newest_s)
-        else:
-            kind, start = item.tile
-            expires = kind.tile_expires_at(start)
+        expires = group.expires_at(newest // 1000)
+        item.text = state
         return ItemWrite(
-            key, state, encode_hw(marks), stored.hw if stored is not None else None,
+            key, compact_state(state), encode_hw(marks), stored.hw if stored is not None else None,
             expires, newest, stored.version + 1 if stored is not None else 1,
         )
 
@@ -629,66 +786,11 @@ class StreamProcessor:
 
     # ---- dedup memory --------------------------------------------------------------------
     def _remember(
-        self, applied: list[Event], ids: dict[Event, tuple[ItemKey, int]], memory: DedupMemory,
-        result: BatchResult,
+        self, additions: Additions, memory: DedupMemory, result: BatchResult,
     ) -> Position | None:
         """Add the identities of fully applied events to the shard's dedup memory."""
-        by_root: dict[ItemKey, tuple[set[int], list[Event]]] = {}
-        for event in applied:
-            entry = ids.get(event)
-            if entry is not None:
-                hashes, events = by_root.setdefault(entry[0], (set(), []))
-                hashes.add(entry[1])
-                events.append(event)
-        # A duplicate can only arrive while its event is within the largest allowed lateness
-        # (later copies are too late anyway): that bounds how long ids are remembered.
-        keep_s = (self.plan.max_lateness_ms + self.settings.future_tolerance_ms) // 1000 + 3600
-        lowest: Position | None = None
-        todo = by_root
-        for _ in range(_CONFLICT_ROUNDS):
-            # root -> its writes by depth; a root's deeper writes go first (children before the
-            # marker of the item they split), and a failure stops its shallower ones
-            planned = {}
-            for root, (hashes, events) in todo.items():
-                bucket = int(root[1])
-                planned[root] = memory.writes(
-                    root, hashes, max(event.position for event in events),
-                    bucket + DEDUP_BUCKET_SECONDS + keep_s,
-                    (bucket + DEDUP_BUCKET_SECONDS) * 1000 - 1,
-                )
-            stopped: dict[ItemKey, WriteOutcome] = {}
-            conflicted: list[ItemKey] = []
-            for depth in sorted({d for by_depth in planned.values() for d in by_depth},
-                                reverse=True):
-                writes = [(root, write) for root, by_depth in planned.items()
-                          if root not in stopped for write in by_depth.get(depth, ())]
-                outcomes, stats = self.store.write_many([write for _, write in writes])
-                result.dedup_writes += stats.writes
-                for root, write in writes:
-                    outcome = outcomes[write.key]
-                    if outcome is WriteOutcome.WRITTEN:
-                        memory.wrote(write)
-                    else:
-                        if outcome is WriteOutcome.CONFLICT:
-                            conflicted.append(write.key)
-                        if stopped.get(root) is not WriteOutcome.FAILED:
-                            stopped[root] = outcome
-            for root, outcome in stopped.items():
-                if outcome is WriteOutcome.FAILED:
-                    lowest = _lower(lowest, min(e.position for e in todo[root][1]))
-            todo = {root: todo[root] for root, outcome in stopped.items()
-                    if outcome is WriteOutcome.CONFLICT}
-            if not todo:
-                return lowest
-            try:  # what the other writer left, and the paths below any split it made
-                memory.learn(conflicted, self.store.get_many(conflicted))
-                wanted = {root: hashes for root, (hashes, _) in todo.items()}
-                while unread := memory.unread(wanted):
-                    memory.learn(unread, self.store.get_many(unread))
-            except StoreUnavailable:
-                break
-        for _, events in todo.values():
-            lowest = _lower(lowest, min(e.position for e in events))
+        lowest, writes = remember(self.store, memory, additions, self._keep_s)
+        result.dedup_writes += writes
         return lowest
 
     # ---- side outputs ------------------------------------------------------------------------
@@ -708,12 +810,12 @@ class StreamProcessor:
             pk, sk = item.key
         else:
             pk, sk = item.pk, item.sk
-        state = item.state if isinstance(item.state, str) else item.state.decode()
         if written:
-            tiles = state if pending.touched is None else _encode(pending.touched)
+            tiles = pending.text if pending.touched is None else _encode(pending.touched)
             position = pending.position
-        else:
-            tiles, position = state, decode_hw(item.hw).get(shard_id, "")
+        else:  # read and made text by _as_text
+            assert isinstance(item.state, str)
+            tiles, position = item.state, decode_hw(item.hw).get(shard_id, "")
         visible = "null" if visible_ms is None else visible_ms
         return (
             f'{{"pk":{encode_basestring(pk)},"sk":{encode_basestring(sk)}{pending.log_head}'
@@ -727,7 +829,7 @@ class StreamProcessor:
     ) -> bool:
         body = ("\n".join(lines) + "\n").encode()
         try:
-            self.sink.put(_object_key(self.settings.feature_log_prefix, shard_id, sources, body),
+            self.sink.put(object_key(self.settings.feature_log_prefix, shard_id, sources, body),
                           body)
         except Exception:
             return False
@@ -739,7 +841,7 @@ class StreamProcessor:
     ) -> bool:
         body = ("\n".join(json.dumps(r.line(), default=str) for r in routed) + "\n").encode()
         try:
-            self.sink.put(_object_key(self.settings.quarantine_prefix, shard_id, sources, body),
+            self.sink.put(object_key(self.settings.quarantine_prefix, shard_id, sources, body),
                           body)
         except Exception:
             return _put_ok_anyway
@@ -747,6 +849,14 @@ class StreamProcessor:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _as_text(stored: dict[ItemKey, StoredItem], keys: Iterable[ItemKey]) -> None:
+    """The states of the group items read, as JSON text (``compact_state`` compresses some)."""
+    for key in keys:
+        item = stored.get(key)
+        if item is not None and type(item.state) is bytes:
+            item.state = state_json(item.state)
+
+
 def _position(event: Event) -> Position:
     return event.position
 
@@ -761,38 +871,54 @@ def _count_invalid(result: BatchResult, reason: Reason) -> None:
     result.invalid_by_reason[reason.value] = result.invalid_by_reason.get(reason.value, 0) + 1
 
 
-# (sections fed, sort key head, sort key by tile start, value growth) of one tile partial
-_Partial = tuple[tuple[FoldSection], str, dict[int, str], tuple[int, int]]
-# (route, pk prefix, group item sort key or None for tile partials, feature-log head, partials,
-# value growth of the group item's sections)
-_RouteEntry = tuple[Route, str, str | None, str, tuple[_Partial, ...], tuple[int, int]]
+# (route, pk prefix, group item sort key or None for an audience group, feature-log head, value
+# growth of the group item's sections)
+_RouteEntry = tuple[Route, str, str | None, str, tuple[int, int]]
 
 
-def _route_entry(route: Route, shard_id: str) -> _RouteEntry:
+def _route_entry(route: Route) -> _RouteEntry:
     group = route.group.group
     log_head = (
         f',"group":{encode_basestring(group.name)},"entity":{encode_basestring(group.entity)}'
         ',"entity_key":'
     )
-    if not route.group.sharded:
-        return (route, group.entity + "#", group_sk(group.name), log_head, (),
-                item_size.value_growth(route.sections))
-    partials: tuple[_Partial, ...] = tuple(
-        ((fold,), tile_sk_head(group.name, fold[2], shard_id), {},
-         item_size.value_growth((section,)))
-        for fold, section in zip(route.fold, route.sections, strict=True)
-    )
-    return route, group.entity + "#", None, log_head, partials, (0, 0)
+    if route.group.sharded:
+        return route, group.entity + "#", None, log_head, (0, 0)
+    return (route, group.entity + "#", group_sk(group.name), log_head,
+            item_size.value_growth(route.sections))
 
 
-def _late(event: Event, groups: list[str]) -> _Routed:
-    lateness = event.record.source.arrival_ms - event.time_ms
+def _additions(applied: list[Event], ids: dict[Event, tuple[ItemKey, int]], shard_id: str
+               ) -> Additions:
+    """What remembering ``applied`` adds to the shard's dedup memory, by root."""
+    additions: Additions = {}
+    for event in applied:
+        entry = ids.get(event)
+        if entry is None:
+            continue
+        root, hashed = entry
+        found = additions.get(root)
+        if found is None:
+            additions[root] = ({hashed}, event.position, event.position)
+        else:
+            found[0].add(hashed)
+            if event.position > found[1]:
+                additions[root] = (found[0], event.position, found[2])
+    return additions
+
+
+def _not_applied(event: Event, groups: list[str], reason: Reason) -> _Routed:
+    if reason is Reason.TOO_LATE:
+        lateness = event.record.source.arrival_ms - event.time_ms
+        message = (f"arrived {lateness // 1000} s after its event time, beyond the allowed "
+                   "lateness of these groups")
+    else:
+        message = ("its partition key is not the key of these groups: with "
+                   "ParallelizationFactor > 1 another batch of the shard may write the same "
+                   "items at once")
     return _Routed(
-        Reason.TOO_LATE,
-        f"arrived {lateness // 1000} s after its event time, beyond the allowed lateness of "
-        "these groups",
-        event.record.source, event.record.sub_index, event.record.payload, event.event_id,
-        tuple(groups),
+        reason, message, event.record.source, event.record.sub_index, event.record.payload,
+        event.event_id, tuple(groups),
     )
 
 
@@ -809,22 +935,3 @@ def _routed_away(item: _Pending, key: ItemKey) -> list[_Routed]:
         )
         for event, _ in item.refused
     ]
-
-
-def _object_key(prefix: str, shard_id: str, sources: list[SourceRecord], body: bytes) -> str:
-    """``{prefix}date={arrival date}/{shard}/{first seq}-{last seq}-{content hash}.jsonl``.
-
-    The content hash keeps what an earlier attempt at the same batch stored: a re-delivery may
-    write other lines (an item it finds applied is logged without its write time; an event its
-    own earlier attempt remembered is not routed again), and must not replace them. The same
-    lines make the same key, so a plain retry adds no copy.
-    """
-    if not sources:
-        return f"{prefix}unattributed/{time.time_ns()}.jsonl"
-    first, last = sources[0], sources[-1]
-    day = format_ms(first.arrival_ms)[:10]
-    digest = blake2b(body, digest_size=4).hexdigest()
-    return (
-        f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}"
-        f"-{digest}.jsonl"
-    )

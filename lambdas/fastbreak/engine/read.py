@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 
 from fastbreak.engine.fold import FeatureValue, ItemState, merge_items
-from fastbreak.engine.layout import belongs_to
+from fastbreak.engine.layout import belongs_to, state_json
 from fastbreak.engine.online_store import StoredItem
 from fastbreak.engine.plan import GroupPlan
 
@@ -24,7 +24,7 @@ def merge_group(
     (or its tile and lifetime partials): ``fastbreak.engine.fold.merge_items`` on their state."""
     name = plan.group.name
     states = [
-        ItemState(item.sk, item.expires_at, json.loads(item.state))
+        ItemState(item.sk, item.expires_at, json.loads(state_json(item.state)))
         for item in items if belongs_to(name, item.sk)
     ]
     return merge_items(plan, states, as_of_ms, now_ms)

@@ -34,6 +34,11 @@ class Reason(StrEnum):
     # valid, but its group item would pass DynamoDB's 400 KB: routed, not applied, to that group
     ITEM_TOO_LARGE = "item_too_large"
     UNPROCESSABLE = "unprocessable"  # a bug met this record; kept so the shard moves on
+    # ParallelizationFactor > 1: an event whose partition key is not the key of the user group it
+    # feeds could race another batch on that group's item; routed, not applied, to those groups
+    PARTITION_KEY_MISMATCH = "partition_key_mismatch"
+    # a partials stream record the audience stage cannot read (written by another version)
+    BAD_PARTIAL = "bad_partial"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,12 @@ writes the same lines writes the same object, and one that writes other lines ke
 
 from __future__ import annotations
 
+import time
+from hashlib import blake2b
 from typing import Any, Protocol
+
+from fastbreak.engine.records import SourceRecord
+from fastbreak.engine.timestamps import format_ms
 
 
 class ObjectSink(Protocol):
@@ -35,3 +40,22 @@ class MemorySink:
 
     def put(self, key: str, body: bytes) -> None:
         self.objects[key] = body
+
+
+def object_key(prefix: str, shard_id: str, sources: list[SourceRecord], body: bytes) -> str:
+    """``{prefix}date={arrival date}/{shard}/{first seq}-{last seq}-{content hash}.jsonl``.
+
+    The content hash keeps what an earlier attempt at the same batch stored: a re-delivery may
+    write other lines (an item it finds applied is logged without its write time; an event its
+    own earlier attempt remembered is not routed again), and must not replace them. The same
+    lines make the same key, so a plain retry adds no copy.
+    """
+    if not sources:
+        return f"{prefix}unattributed/{time.time_ns()}.jsonl"
+    first, last = sources[0], sources[-1]
+    day = format_ms(first.arrival_ms)[:10]
+    digest = blake2b(body, digest_size=4).hexdigest()
+    return (
+        f"{prefix}date={day}/{shard_id}/{first.sequence_number}-{last.sequence_number}"
+        f"-{digest}.jsonl"
+    )

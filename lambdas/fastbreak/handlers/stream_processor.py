@@ -4,8 +4,9 @@ Thin on purpose: read the environment, build the engine once per execution envir
 catalog is validated there, so a bad definition fails the cold start, not a batch), run the
 batch, publish metrics, return partial batch failures. The logic is in ``fastbreak.engine``.
 
-Environment: ONLINE_TABLE_NAME, OFFLINE_BUCKET_NAME, QUARANTINE_PREFIX (default quarantine/),
-FEATURE_LOG_PREFIX (default features/), FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
+Environment: ONLINE_TABLE_NAME, OFFLINE_BUCKET_NAME, PARTIALS_STREAM_NAME (where audience
+partials go), QUARANTINE_PREFIX (default quarantine/), FEATURE_LOG_PREFIX (default features/),
+PARALLELIZATION_FACTOR (the mapping's, default 1), FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
 POWERTOOLS_METRICS_NAMESPACE (Fastbreak), WRITE_CONCURRENCY (default 16).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +26,7 @@ from fastbreak.definitions import CATALOG
 from fastbreak.engine import (
     BatchResult,
     OnlineStore,
+    PartialsSink,
     ProcessorSettings,
     RetryPolicy,
     S3Sink,
@@ -40,9 +42,11 @@ metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "loca
 _processor: StreamProcessor | None = None
 
 
-def configure(dynamodb: Any, s3: Any, environ: dict[str, str] | None = None) -> StreamProcessor:
+def configure(
+    dynamodb: Any, s3: Any, environ: Mapping[str, str] | None = None, kinesis: Any = None,
+) -> StreamProcessor:
     """Build the processor over the given clients (the cold start does this with boto3;
-    the local platform, tests and benchmarks pass their own)."""
+    the local platform, tests, benchmarks and the redrive pass their own)."""
     global _processor
     env = os.environ if environ is None else environ
     store = OnlineStore(
@@ -54,14 +58,23 @@ def configure(dynamodb: Any, s3: Any, environ: dict[str, str] | None = None) -> 
     settings = ProcessorSettings(
         quarantine_prefix=env.get("QUARANTINE_PREFIX", "quarantine/"),
         feature_log_prefix=env.get("FEATURE_LOG_PREFIX", "features/"),
+        parallelization_factor=int(env.get("PARALLELIZATION_FACTOR", "1")),
     )
-    _processor = StreamProcessor(store, S3Sink(s3, env["OFFLINE_BUCKET_NAME"]), CATALOG, settings)
+    partials = None
+    if env.get("PARTIALS_STREAM_NAME"):
+        if kinesis is None:
+            import boto3  # the Lambda runtime ships boto3; the engine itself never imports it
+
+            kinesis = boto3.client("kinesis")
+        partials = PartialsSink(kinesis, env["PARTIALS_STREAM_NAME"], store.retry)
+    _processor = StreamProcessor(store, S3Sink(s3, env["OFFLINE_BUCKET_NAME"]), CATALOG, settings,
+                                 partials=partials)
     return _processor
 
 
 def _current() -> StreamProcessor:
     if _processor is None:
-        import boto3  # the Lambda runtime ships boto3; the engine itself never imports it
+        import boto3
 
         return configure(boto3.client("dynamodb"), boto3.client("s3"))
     return _processor
@@ -112,12 +125,15 @@ def _publish(result: BatchResult) -> None:
     metrics.add_metric("RecordsValid", count, result.records_valid)
     metrics.add_metric("RecordsInvalid", count, sum(result.invalid_by_reason.values()))
     metrics.add_metric("LateEvents", count, result.late_events)
+    metrics.add_metric("MismatchedEvents", count, result.mismatched_events)
     metrics.add_metric("DuplicateEvents", count, result.duplicate_events)
     metrics.add_metric("ItemsTooLarge", count, result.items_too_large)
     metrics.add_metric("ItemWrites", count, result.writes.writes)
     metrics.add_metric("ItemWriteRetries", count, result.writes.retries)
     metrics.add_metric("ItemWriteConflicts", count, result.writes.conflicts)
     metrics.add_metric("DedupWrites", count, result.dedup_writes)
+    metrics.add_metric("PartialsEmitted", count, result.partials_emitted)
+    metrics.add_metric("EmissionsCompleted", count, result.emissions_completed)
     metrics.add_metric("RecordsFailed", count, len(result.failed_sequence_numbers))
     if result.freshness_lag_ms is not None:
         metrics.add_metric("FreshnessLagMs", MetricUnit.Milliseconds, result.freshness_lag_ms)

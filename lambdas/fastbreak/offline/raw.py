@@ -10,7 +10,7 @@ rules themselves (duplicates, allowed lateness), which depend on more than one r
 
 Columns (``raw_columns``), after the envelope and the union of the catalog's payload fields:
 
-- ``kinesis_shard_id``, ``kinesis_sequence_number`` (decimal text: up to 128 digits, more than a
+- ``kinesis_shard_id``, ``kinesis_sequence_number`` (decimal text: up to 129 digits, more than a
   64-bit or Glue ``decimal(38)`` holds), ``kinesis_sub_sequence`` (index inside a KPL
   aggregate, 0 otherwise): the record's position, the order the processor applies a shard in;
 - ``kinesis_partition_key``, ``kinesis_arrival_time`` (Kinesis' approximate arrival time, ms);
