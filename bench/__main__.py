@@ -16,7 +16,7 @@ BENCHMARKS = (
     "processor_throughput", "write_amplification", "online_store_costs", "audience_read_fanout",
     "feature_read", "local_pipeline", "feast_peer",
     "cost_ratios",
-    "training_set", "training_set_parity", "flink_audience_stage",
+    "training_set", "training_set_parity", "training_set_spark", "flink_audience_stage",
 )
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -9,6 +9,7 @@ from constructs_lib.online_store import OnlineStore
 from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.props import ConstructPropsError
 from constructs_lib.stream_processor import StreamProcessor
+from constructs_lib.training_set_job import TrainingSetJob
 
 __all__ = [
     "ConstructPropsError",
@@ -20,4 +21,5 @@ __all__ = [
     "OnlineStore",
     "PowertoolsFunction",
     "StreamProcessor",
+    "TrainingSetJob",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_glue as glue
 from aws_cdk import aws_lambda as lambda_
 
 # ---- logs -------------------------------------------------------------------------------------
@@ -90,6 +91,22 @@ API_DEPLOYMENT = "canary_10_percent_10_minutes"
 # Application Auto Scaling keeps provisioned concurrency near this share in use, leaving
 # headroom for a burst while a scale-out (a minute or two) catches up.
 PROVISIONED_UTILIZATION_TARGET = 0.7
+
+# ---- the training-set job (AWS Glue) -----------------------------------------------------------
+TRAINING_SET_JOB: MappingProxyType[str, Any] = MappingProxyType({
+    # G.1X: 4 vCPUs and 16 GB per worker; the per-entity fold holds one entity's events at a
+    # time. Two workers is Glue's minimum; raise number_of_workers for millions of spine rows.
+    "worker_type": glue.WorkerType.G_1X,
+    "number_of_workers": 2,
+    # A run that passes this is a mistake (a spine of every row of the year), not a workload.
+    "timeout": Duration.hours(2),
+    # A failed run writes nothing: retrying bad input would fail again and bill again.
+    "max_retries": 0,
+    "max_concurrent_runs": 2,
+    # Runs beyond max_concurrent_runs wait in Glue's queue instead of failing.
+    "job_run_queuing_enabled": True,
+    "description": "Fastbreak: point-in-time training sets from the raw events table (Spark)",
+})
 
 # ---- monitoring thresholds ----------------------------------------------------------------------
 MONITORING: MappingProxyType[str, Any] = MappingProxyType({

@@ -1,11 +1,13 @@
-"""Key grants with exact actions: CDK's ``grant_*`` helpers add ``kms:GenerateDataKey*`` and
-``kms:ReEncrypt*``, wildcards that a role reading or writing one table or prefix never needs.
+"""Grants with exact actions and resources. Key grants: CDK's ``grant_*`` helpers add
+``kms:GenerateDataKey*`` and ``kms:ReEncrypt*``, wildcards that a role reading or writing one
+table or prefix never needs. Glue Data Catalog grants: one table, not the catalog's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 
@@ -29,3 +31,13 @@ def allow_key_use(role: iam.IRole, key: kms.IKey, actions: Sequence[str]) -> Non
     role.add_to_principal_policy(
         iam.PolicyStatement(actions=list(actions), resources=[key.key_arn])
     )
+
+
+def glue_table_arns(stack: Stack, database: str, table: str) -> list[str]:
+    """What a Glue Data Catalog read of one table is authorized on: the catalog, the database
+    and the table."""
+    return [
+        stack.format_arn(service="glue", resource="catalog"),
+        stack.format_arn(service="glue", resource="database", resource_name=database),
+        stack.format_arn(service="glue", resource="table", resource_name=f"{database}/{table}"),
+    ]

@@ -30,6 +30,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from constructs_lib.grants import glue_table_arns
 from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.powertools_function import PowertoolsFunction
 from constructs_lib.props import ConstructPropsError
@@ -348,13 +349,7 @@ class OfflineStore(Construct):
             ),
             iam.PolicyStatement(
                 actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"],
-                resources=[
-                    stack.format_arn(service="glue", resource="catalog"),
-                    stack.format_arn(service="glue", resource="database",
-                                     resource_name=database_name),
-                    stack.format_arn(service="glue", resource="table",
-                                     resource_name=f"{database_name}/raw_events"),
-                ],
+                resources=glue_table_arns(stack, database_name, "raw_events"),
             ),
             iam.PolicyStatement(
                 actions=["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],

@@ -1,13 +1,15 @@
-"""``python -m localplatform demo [options]`` (``make demo ARGS="..."``) and
-``python -m localplatform serve``."""
+"""``python -m localplatform demo [options]`` (``make demo ARGS="..."``),
+``python -m localplatform serve`` and ``python -m localplatform glue-job``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fastbreak_producer.cli import positive
 from localplatform.assembly import QUIET_JSII
@@ -70,6 +72,21 @@ def parser(prog: str = "python -m localplatform") -> argparse.ArgumentParser:
         command.add_argument("--workdir", type=Path, default=None,
                              help="keep the cloud assembly and function logs here "
                              "(default: a temporary folder)")
+    glue_job = commands.add_parser(
+        "glue-job", help="run a Glue job of a running platform, as Glue would",
+        description="Run a Glue job of the platform that serves $AWS_ENDPOINT_URL (source "
+        f"{DEFAULT_ENV_FILE} while `serve` or `demo --serve` runs): the synthesized script "
+        "and package with the job's default arguments and these, under spark-submit.",
+    )
+    glue_job.add_argument("--arguments", type=job_arguments, required=True, metavar="JSON",
+                          help="the run's arguments, as for aws glue start-job-run, e.g. "
+                          "'{\"--spine\": \"labels/june.parquet\", \"--features\": "
+                          "\"user_engagement\", \"--out\": \"june.parquet\"}'")
+    glue_job.add_argument("--job", default="TrainingSetJob",
+                          help="the job's construct id in the templates (default "
+                          "TrainingSetJob)")
+    glue_job.add_argument("--workdir", type=Path, default=None,
+                          help="keep the cloud assembly here (default: a temporary folder)")
     demo.add_argument("--offline-output", type=Path, default=DEFAULT_DESTINATION,
                       help="copy the offline store's raw/, features/ and quarantine/ files here "
                       "after the run (default: demo-output/offline in the repository, "
@@ -87,6 +104,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from localplatform.demo import DemoOptions, run_demo, serve
 
     console = Console(file=sys.__stdout__)
+    if args.command == "glue-job":
+        return _glue_job(args, console)
     try:
         if args.command == "serve":
             serve(console, args.env_file, args.workdir)
@@ -104,6 +123,42 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 130
     lost = summary["producer_failed"] or not summary["caught_up"]
     return 1 if lost else 0
+
+
+def job_arguments(text: str) -> dict[str, str]:
+    """A JSON object of ``--name``: text, as ``aws glue start-job-run --arguments`` takes."""
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
+    if not isinstance(parsed, dict) or not all(
+            isinstance(name, str) and name.startswith("--") and isinstance(value, str)
+            for name, value in parsed.items()):
+        raise argparse.ArgumentTypeError('expected {"--name": "value", ...}')
+    return parsed
+
+
+def _glue_job(args: argparse.Namespace, console: Any) -> int:
+    from localplatform.glue_jobs import start_job_run
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        print(f"error: no local platform: source {DEFAULT_ENV_FILE} while "
+              "`python -m localplatform serve` (or `make demo ARGS=--serve`) runs",
+              file=sys.stderr)
+        return 2
+    with console.status("synthesizing the app and running the job under spark-submit"):
+        try:
+            run = start_job_run(endpoint, args.arguments, args.job, args.workdir)
+        except Exception as error:  # no platform there, or not this app's: one line
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            print(f"error: cannot run the job on the platform at {endpoint}: {reason}",
+                  file=sys.stderr)
+            return 2
+    sys.stdout.write(run.stdout)
+    if not run.succeeded and not run.stdout.startswith("error: "):
+        sys.stderr.write(run.stderr[-4000:])  # Spark's own log: what failed
+    return run.returncode
 
 
 if __name__ == "__main__":

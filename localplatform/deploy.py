@@ -95,30 +95,51 @@ def deploy(templates: Sequence[StackTemplate], endpoint_url: str) -> Deployment:
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
                               "CAPABILITY_AUTO_EXPAND"],
             )
-        description = cloudformation.describe_stacks(StackName=stack.name)["Stacks"][0]
-        if description["StackStatus"] != "CREATE_COMPLETE":
-            raise DeploymentError(
-                f"{stack.name}: {description['StackStatus']} "
-                f"{description.get('StackStatusReason', '')}"
-            )
-        physical_ids = dict(prepared.local_names)
-        paginator = cloudformation.get_paginator("list_stack_resources")
-        for page in paginator.paginate(StackName=stack.name):
-            for summary in page["StackResourceSummaries"]:
-                if summary.get("PhysicalResourceId"):
-                    physical_ids[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
-        physical_ids.update(_alias_arns(stack, physical_ids))
-        created.append((stack, prepared, physical_ids))
+        created.append((stack, prepared, _physical_ids(cloudformation, stack, prepared)))
+    return _deployment(cloudformation, endpoint_url, created)
+
+
+def deployed(templates: Sequence[StackTemplate], endpoint_url: str) -> Deployment:
+    """The deployment of ``templates`` that a running local platform made (from another
+    process): what its CloudFormation created, read back."""
+    cloudformation = client("cloudformation", endpoint_url)
+    supported = supported_types()
+    return _deployment(cloudformation, endpoint_url, [
+        (stack, prepared, _physical_ids(cloudformation, stack, prepared))
+        for stack in templates for prepared in [prepare(stack, supported)]
+    ])
+
+
+def _physical_ids(cloudformation: Any, stack: StackTemplate, prepared: PreparedStack
+                  ) -> dict[str, str]:
+    description = cloudformation.describe_stacks(StackName=stack.name)["Stacks"][0]
+    if description["StackStatus"] != "CREATE_COMPLETE":
+        raise DeploymentError(
+            f"{stack.name}: {description['StackStatus']} "
+            f"{description.get('StackStatusReason', '')}"
+        )
+    physical_ids = dict(prepared.local_names)
+    paginator = cloudformation.get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=stack.name):
+        for summary in page["StackResourceSummaries"]:
+            if summary.get("PhysicalResourceId"):
+                physical_ids[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+    physical_ids.update(_alias_arns(stack, physical_ids))
+    return physical_ids
+
+
+def _deployment(cloudformation: Any, endpoint_url: str,
+                created: list[tuple[StackTemplate, PreparedStack, dict[str, str]]]) -> Deployment:
     exports = {
         export["Name"]: export.get("Value", "")
         for export in cloudformation.list_exports()["Exports"]
     }
-    deployed = [
+    stacks = [
         DeployedStack(stack.name, stack.template, physical_ids,
                       Resolver(stack.template, physical_ids, exports, stack.name), prepared)
         for stack, prepared, physical_ids in created
     ]
-    return Deployment(endpoint_url, deployed, exports)
+    return Deployment(endpoint_url, stacks, exports)
 
 
 def _alias_arns(stack: StackTemplate, physical_ids: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from constructs import Construct
 
-from constructs_lib import EventStream, OfflineStore, OnlineStore
+from constructs_lib import EventStream, OfflineStore, OnlineStore, TrainingSetJob
 from constructs_lib.secure_defaults import encrypted_log_group, log_encryption_key
 from constructs_lib.stream_processor import AUDIENCE_STAGE, FailedBatchQueue
 from fastbreak.definitions import Catalog
@@ -71,6 +71,7 @@ class StorageStack(Stack):
             removal_policy=_removal(online["retain_on_delete"]),
         )
         offline_removal = _removal(offline["retain_on_delete"])
+        database_name = f"fastbreak_{settings.env_name}"
         self.log_key = log_encryption_key(self, "LogKey", removal_policy=offline_removal)
         self.offline_store = OfflineStore(
             self,
@@ -80,7 +81,7 @@ class StorageStack(Stack):
             columns=[(name, field_type.glue_type) for name, field_type in
                      raw_columns(catalog)],
             feature_log_columns=FEATURE_LOG_COLUMNS,
-            database_name=f"fastbreak_{settings.env_name}",
+            database_name=database_name,
             log_key=self.log_key,
             environment={"FASTBREAK_ENV": settings.env_name},
             buffer_size_mib=offline["firehose_buffer_mb"],
@@ -91,6 +92,22 @@ class StorageStack(Stack):
             access_log_expiry_days=offline["access_log_expiry_days"],
             log_retention_days=settings.get("log_retention_days"),
             removal_policy=offline_removal,
+        )
+        # Here, with the offline store: the job's log groups are encrypted with the store's key,
+        # whose policy only this stack can extend.
+        self.training_set_job = TrainingSetJob(
+            self,
+            "TrainingSetJob",
+            bucket=self.offline_store.bucket,
+            key=self.offline_store.key,
+            database_name=database_name,
+            log_retention_days=settings.get("log_retention_days"),
+            removal_policy=offline_removal,
+        )
+        CfnOutput(
+            self, "TrainingSetJobName", value=self.training_set_job.job.job_name,
+            description="The training-set Glue job: aws glue start-job-run --job-name <this> "
+            "(docs/training-sets.md)",
         )
         self._add_operational_records(settings)
         # A named export, so that consumers' policies (and their cdk-nag acknowledgements) name

@@ -82,9 +82,10 @@ def test_every_block_names_a_language_the_docs_test_knows() -> None:
 def test_blocks_not_run_are_few_and_say_why() -> None:
     not_run = [block for block in ALL_BLOCKS if block.not_run is not None]
     runnable = [block for block in ALL_BLOCKS if block.language in {"bash", "console", "python"}]
-    # 6: the README's two deploy blocks and docs/flink-runtime.md's two (Maven Central and an
-    # AWS account), the README's `make test`/`make demo` and the long local-platform commands.
-    assert len(not_run) <= 6, [block.where for block in not_run]
+    # 7: make demo/test and the long local-platform commands; what needs an AWS account or
+    # Maven Central: the README's deploy blocks, the training-set Glue job, docs/flink-runtime.md's
+    # packaging and start-application blocks.
+    assert len(not_run) <= 7, [block.where for block in not_run]
     assert len(runnable) - len(not_run) >= 8
 
 

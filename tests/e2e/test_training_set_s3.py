@@ -15,8 +15,8 @@ from fastbreak.cli import main
 from fastbreak.definitions import CATALOG
 from fastbreak.offline.builder import TrainingSetRequest, build_training_set
 from fastbreak.offline.raw_files import S3Options, resolve, write_raw
-from localplatform.embedded_aws import client, embedded_aws
-from tests.fixtures.offline import MINUTE, T0, Sent, document, stream_records
+from localplatform.embedded_aws import client
+from tests.fixtures.offline import MINUTE, T0, Sent, document, s3_on_moto, stream_records
 from tests.fixtures.raw_events import raw_rows
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +26,7 @@ BUCKET = "fastbreak-offline"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env, embedded_aws() as url:
-        # pyarrow's S3 filesystem reads credentials from the environment, as boto3 does
-        env.setenv("AWS_ACCESS_KEY_ID", "fastbreak-local")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "fastbreak-local")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        client("s3", url).create_bucket(Bucket=BUCKET)
+    with s3_on_moto(BUCKET) as url:
         yield url
 
 

@@ -72,9 +72,10 @@ def test_every_service_principal_in_a_key_policy_is_conditioned(
 
 
 def test_log_keys_admit_only_the_log_groups_of_their_stack(dev: SynthesizedPlatform) -> None:
-    key = dev.storage.find_resources("AWS::KMS::Key")
+    (key,) = [k for k in dev.storage.find_resources("AWS::KMS::Key").values()
+              if "log groups of this stack" in k["Properties"]["Description"]]
     (logs_statement,) = [
-        s for k in key.values() for s in statements(k["Properties"]["KeyPolicy"])
+        s for s in statements(key["Properties"]["KeyPolicy"])
         if "logs" in json.dumps(s.get("Principal", {}))
     ]
     pattern = logs_statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]

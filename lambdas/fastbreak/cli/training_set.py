@@ -55,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from fastbreak.offline.builder import TrainingSetRequest
     from fastbreak.offline.engines import engine
     from fastbreak.offline.raw_files import S3Options
+    from fastbreak.offline.request import TrainingSetRequest
     from fastbreak.offline.selection import TrainingSetError
 
     if not args.raw:

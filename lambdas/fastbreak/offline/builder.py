@@ -17,19 +17,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from fastbreak.definitions import CATALOG, Catalog
-from fastbreak.definitions.model import FieldType, WindowKind
+from fastbreak.definitions.model import FieldType
 from fastbreak.engine.fold import FeatureValue
-from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, Plan, ServedFeature, compile_plan
+from fastbreak.engine.plan import Plan, ServedFeature
 from fastbreak.offline import fast_path
 from fastbreak.offline.output import (
     arrow_values,
@@ -37,53 +35,26 @@ from fastbreak.offline.output import (
     field_type,
     value_column,
     value_type,
-    write_atomically,
 )
-from fastbreak.offline.raw_files import TIMESTAMP, S3Options, open_raw
+from fastbreak.offline.raw_files import TIMESTAMP, open_raw, raw_files
 from fastbreak.offline.reference import entity_values
 from fastbreak.offline.replay import RawEvent
-from fastbreak.offline.selection import SelectedGroup, TrainingSetError, select_features
-from fastbreak.offline.spine import DEFAULT_TIMESTAMP_COLUMN, Spine, load_spine
+from fastbreak.offline.request import (
+    Progress,
+    SilentProgress,
+    TrainingSetRequest,
+    TrainingSetSummary,
+    applied_event,
+    event_time_bounds,
+    finish,
+    payload_fields,
+    prepare,
+    timestamp_fields,
+)
+from fastbreak.offline.selection import SelectedGroup, TrainingSetError
+from fastbreak.offline.spine import Spine
 
-
-class Progress(Protocol):
-    """Where the builder reports what it is doing (a terminal progress bar, or nothing)."""
-
-    def stage(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, amount: int = 1) -> None: ...
-
-
-class _Silent:
-    def stage(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, amount: int = 1) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class TrainingSetRequest:
-    spine: str
-    features: tuple[str, ...]
-    raw: str
-    out: str | None = None  # None: build and return the table, write nothing
-    timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN
-    key_columns: Mapping[str, str] = field(default_factory=dict)  # key field -> spine column
-    timezone: str | None = None  # of a spine timestamp without one
-    as_served: bool = False
-    s3: S3Options | None = None
-    fast_path: bool = True  # False: every feature by the reference path (slow; for checks)
-
-
-@dataclass
-class TrainingSetSummary:
-    rows: int
-    features: list[str]
-    fast_features: list[str] = field(default_factory=list)
-    reference_features: list[str] = field(default_factory=list)
-    duplicates_dropped: int = 0
-    seconds: float = 0.0
+__all__ = ["Progress", "TrainingSetRequest", "TrainingSetSummary", "build_training_set"]
 
 
 def build_training_set(
@@ -91,48 +62,14 @@ def build_training_set(
 ) -> tuple[pa.Table, TrainingSetSummary]:
     """Build (and write, if ``request.out``) a training set; ``TrainingSetError`` on bad input,
     before anything is written."""
-    started = time.perf_counter()
-    report = progress or _Silent()
-    plan = compile_plan(catalog)
-    groups = select_features(plan, request.features)
-    key_columns = {}
-    for group in groups:
-        key_field = catalog.entity(group.entity).key_field
-        key_columns[group.entity] = request.key_columns.get(key_field, key_field)
-    unknown = set(request.key_columns) - {catalog.entity(g.entity).key_field for g in groups}
-    if unknown:
-        raise TrainingSetError(
-            f"--key-column names key field '{sorted(unknown)[0]}', which no feature named needs"
-        )
-    report.stage("reading the spine")
-    spine = load_spine(request.spine, key_columns, timestamp_column=request.timestamp_column,
-                       timezone=request.timezone, s3=request.s3)
-    names = [
-        name for group in groups for served in group.features
-        for name in (value_column(group.name, served), event_time_column(group.name, served))
-    ]
-    clash = next((name for name in names if name in spine.table.column_names), None)
-    if clash is not None:
-        raise TrainingSetError(f"spine already has a column '{clash}', which the training set adds")
-    summary = TrainingSetSummary(spine.table.num_rows, [
-        f"{group.name}.{served.name}" for group in groups for served in group.features
-    ])
+    report = progress or SilentProgress()
+    prepared = prepare(request, catalog, report)
     with duckdb.connect() as con:
-        builder = _DuckDBBuild(con, catalog, plan, request, spine, groups, report, summary)
+        builder = _DuckDBBuild(con, catalog, prepared.plan, request, prepared.spine,
+                               prepared.groups, report, prepared.summary)
         columns = builder.run()
-        summary.duplicates_dropped = builder.duplicates
-    table = spine.table
-    for name in names:
-        table = table.append_column(name, columns[name])
-    if request.out is not None:
-        report.stage(f"writing {request.out}")
-        try:
-            write_atomically(table, request.out, request.s3)
-        except (OSError, pa.ArrowException) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise TrainingSetError(f"cannot write {request.out}: {reason}") from error
-    summary.seconds = time.perf_counter() - started
-    return table, summary
+        prepared.summary.duplicates_dropped = builder.duplicates
+    return finish(prepared, request, columns, report), prepared.summary
 
 
 class _DuckDBBuild:
@@ -169,12 +106,14 @@ class _DuckDBBuild:
             spine_columns[f"__key_{entity}"] = keys
         self.con.register("spine_in", pa.table(spine_columns))
         source, available = self._raw_source()
-        low, high = self._event_time_bounds()
+        low, high = event_time_bounds(self.groups, self.spine.times_ms,
+                                      self.request.as_served)
         where = ["rejection IS NULL", f"epoch_ms(event_time) <= {high}",
                  f"event_date <= '{_utc_date(high)}'"]
         if low is not None:
             where += [f"epoch_ms(event_time) >= {low}", f"event_date >= '{_utc_date(low)}'"]
-        payload = sorted({name for group in self.groups for name in self._payload_fields(group)})
+        payload = sorted({name for group in self.groups
+                          for name in payload_fields(self.catalog, group)})
         columns = "".join(
             f", {_ident(name)}" if name in available
             else f", NULL::{_SQL_TYPES[self.field_types[name]]} AS {_ident(name)}"
@@ -228,16 +167,13 @@ class _DuckDBBuild:
         """The raw table as DuckDB reads it, and the columns its files hold. Local files go
         through DuckDB's own Parquet reader (parallel); S3 through pyarrow's filesystem."""
         location = self.request.raw
+        raw_files(location, self.request.s3)  # the errors every engine gives for a bad location
         try:
             if location.startswith("s3://"):
                 dataset = open_raw(location, self.catalog, self.request.s3)
                 self.con.register("raw_dataset", dataset)
                 return "raw_dataset", set(dataset.schema.names)
             root = Path(location)
-            if not root.is_dir():
-                raise TrainingSetError(f"cannot read raw table {location}: no such folder")
-            if next(root.rglob("*.parquet"), None) is None:
-                raise TrainingSetError(f"cannot read raw table {location}: no Parquet files")
             source = (
                 f"read_parquet({_literal(str(root / '**' / '*.parquet'))}, "
                 "hive_partitioning = true, union_by_name = true, "
@@ -250,25 +186,6 @@ class _DuckDBBuild:
         except (OSError, pa.ArrowException, duckdb.Error, ValueError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise TrainingSetError(f"cannot read raw table {location}: {reason}") from error
-
-    def _event_time_bounds(self) -> tuple[int | None, int]:
-        times = self.spine.times_ms
-        earliest = pa.compute.min(times).as_py()
-        latest = pa.compute.max(times).as_py()
-        high = latest + (FUTURE_TOLERANCE_SECONDS * 1000 if self.request.as_served else 0)
-        reach = 0
-        for group in self.groups:
-            for served in group.features:
-                kind = served.window.kind
-                if kind in (WindowKind.LIFETIME, WindowKind.SINCE_KICKOFF):
-                    return None, high
-                reach = max(reach, served.window.size_seconds * 1000)
-        return earliest - reach, high
-
-    def _payload_fields(self, group: SelectedGroup) -> set[str]:
-        """Every field of the group's sources: the reference path folds whole payloads."""
-        return {f.name for source in group.plan.group.sources
-                for f in self.catalog.latest(source).fields}
 
     # ---- one group ---------------------------------------------------------------------------
     def _group(self, index: int, group: SelectedGroup) -> dict[str, pa.Array]:
@@ -372,8 +289,7 @@ class _DuckDBBuild:
         keys = dict(self.con.sql(f"SELECT key_id, key FROM {prefix}_keys").fetchall())
         fields = {name: tuple(f.name for f in self.catalog.latest(name).fields)
                   for name in self.catalog.event_names}
-        timestamps = {name for name, kind in self.field_types.items()
-                      if kind is FieldType.TIMESTAMP}
+        timestamps = timestamp_fields(self.catalog)
         reader = self.con.sql(f"""
             SELECT k.key_id, a.* FROM applied a
             JOIN {prefix}_keys k ON k.key = ({self._key_of(group)})
@@ -389,21 +305,11 @@ class _DuckDBBuild:
                     if current is not None:
                         yield keys[current], events, probes.pop(current)
                     current, events = key_id, []
-                events.append(_raw_event(row, fields[row["event_type"]], timestamps))
+                events.append(applied_event(row, fields[row["event_type"]], timestamps))
         if current is not None:
             yield keys[current], events, probes.pop(current)
         for key_id, rows in probes.items():  # entities with no event at all
             yield keys[key_id], [], rows
-
-
-def _raw_event(row: dict[str, Any], fields: tuple[str, ...], timestamps: set[str]) -> RawEvent:
-    payload = {name: row.get(name) for name in fields}
-    for name in timestamps & payload.keys():
-        value = payload[name]
-        if value is not None:
-            payload[name] = value.isoformat().replace("+00:00", "Z")
-    return RawEvent(row["event_type"], row["event_id"], row["t_ms"], payload, row["shard"],
-                    (int(row["seq"]), row["sub"]), row["a_ms"])
 
 
 _SQL_TYPES = {FieldType.STRING: "VARCHAR", FieldType.INT: "BIGINT", FieldType.DOUBLE: "DOUBLE",

@@ -13,6 +13,7 @@ from typing import Any
 
 ENGINES: dict[str, str] = {
     "duckdb": "fastbreak.offline.builder:build_training_set",
+    "spark": "fastbreak.offline.spark_engine:build_training_set",
 }
 DEFAULT_ENGINE = "duckdb"
 

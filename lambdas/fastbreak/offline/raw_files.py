@@ -1,6 +1,7 @@
 """The raw table as files: Parquet under ``raw/event_date=YYYY-MM-DD/event_hour=HH/``, in a
-local folder or an S3 prefix. Writes rows (``raw.raw_row``) and opens the table as a pyarrow
-dataset that DuckDB queries in place.
+local folder or an S3 prefix. Writes rows (``raw.raw_row``), lists the table's files for the
+engines that read them (``raw_files``: one set of errors for every engine) and opens the table
+as a pyarrow dataset that DuckDB queries in place.
 
 Imports pyarrow: for the offline side, not for the Lambda handlers.
 """
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from fastbreak.definitions.model import Catalog, FieldType
 from fastbreak.engine.timestamps import format_ms, parse_event_time_ms
 from fastbreak.offline.raw import raw_columns
+from fastbreak.offline.selection import TrainingSetError
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 ARROW_TYPES: dict[FieldType, pa.DataType] = {
@@ -107,6 +109,48 @@ def partition_of(row: Mapping[str, Any]) -> str:
     text = when if isinstance(when, str) else format_ms(int(when))  # type: ignore[arg-type]
     normalized = format_ms(parse_event_time_ms(text) or 0)
     return f"event_date={normalized[:10]}/event_hour={normalized[11:13]}"
+
+
+def raw_files(location: str, s3: S3Options | None = None, low_ms: int | None = None,
+              high_ms: int | None = None) -> tuple[pafs.FileSystem, list[str]]:
+    """The Parquet files of the raw table under ``location`` (a folder or ``s3://bucket/prefix``),
+    sorted, as paths on the file system returned; only the ``event_date`` partitions that can
+    hold event times from ``low_ms`` to ``high_ms`` (None: unbounded). ``TrainingSetError``, one
+    line, when the location does not exist, holds no Parquet file or cannot be listed.
+
+    Only lists under ``location/``: an S3 role granted ``raw/*`` may not read a key ``raw``.
+    """
+    filesystem, base = resolve(location, s3)
+    low = None if low_ms is None else format_ms(low_ms)[:10]
+    high = None if high_ms is None else format_ms(high_ms)[:10]
+    try:
+        found = filesystem.get_file_info(pafs.FileSelector(base, recursive=True,
+                                                           allow_not_found=True))
+    except (OSError, pa.ArrowException, ValueError) as error:
+        raise TrainingSetError(f"cannot read raw table {location}: {_reason(error)}") from error
+    if not found:
+        raise TrainingSetError(f"cannot read raw table {location}: no such folder")
+    parquet = [info.path for info in found if info.type == pafs.FileType.File
+               and info.base_name.endswith(".parquet")
+               and not info.base_name.startswith((".", "_"))]
+    if not parquet:
+        raise TrainingSetError(f"cannot read raw table {location}: no Parquet files")
+    return filesystem, sorted(path for path in parquet
+                              if _date_within(path[len(base):], low, high))
+
+
+def _date_within(relative: str, low: str | None, high: str | None) -> bool:
+    """Whether a file's ``event_date=`` folder (if any) is within [low, high]."""
+    for part in relative.split("/"):
+        if part.startswith("event_date="):
+            date = part[len("event_date="):]
+            return (low is None or date >= low) and (high is None or date <= high)
+    return True
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def open_raw(location: str, catalog: Catalog, s3: S3Options | None = None) -> ds.Dataset:

@@ -17,9 +17,9 @@ copy kept every few hundred events whenever a newly included event comes before 
 already folded (an event that arrived late, or a shard's events that arrived out of their
 event-time order).
 
-A function of one entity's events and spine times, with no other state: the Spark job calls
-``entity_values`` inside ``applyInPandas`` grouped by entity, and the DuckDB path calls it for
-the features its SQL does not cover.
+A function of one entity's events and spine times, with no other state: the Spark engine calls
+``entity_values`` per entity inside Spark's workers (``spark_engine``), and the DuckDB path calls
+it for the features its SQL does not cover.
 """
 
 from __future__ import annotations

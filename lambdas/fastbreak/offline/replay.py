@@ -19,8 +19,8 @@ training-set builder, the backfill, the consistency job):
   parent shard before its children. The order matters to ``top_k`` past its capacity only:
   every other aggregation gives the same state in any order.
 
-Pure Python over plain values: no pyarrow, DuckDB or AWS import, so the Spark job can call it
-inside ``applyInPandas`` and the backfill inside a Lambda.
+Pure Python over plain values: no pyarrow, DuckDB or AWS import, so the Spark engine can call it
+inside Spark's workers and the backfill inside a Lambda.
 """
 
 from __future__ import annotations
