@@ -37,6 +37,8 @@ BATCH_GET_LIMIT = 100
 _SET_STATE = "SET #state = :state, #hw = :hw, #v = :v, #t = :t, #updated = :updated"
 _NAMES = {"#state": "state", "#hw": "hw", "#v": "v", "#t": "t", "#updated": "updated_at",
           "#expires": "expires_at"}
+# DynamoDB refuses a name the expression does not use: ``tiles_out`` only where it is written.
+_NAMES_OUT = {**_NAMES, "#out": "tiles_out"}
 _SET_STATE_TTL = _SET_STATE + ", #expires = :expires"
 # An item that no longer expires (its group gained lifetime state) must lose an old TTL.
 _SET_STATE_NO_TTL = _SET_STATE + " REMOVE #expires"
@@ -69,6 +71,9 @@ class StoredItem:
     expires_at: int | None
     event_time_ms: int
     version: int = 0  # writes so far: orders the feature-log lines of an item
+    # an audience entity item's record of the tiles kept in items of their own
+    # (``fastbreak.engine.layout.encode_tiles_out``); "" on every other item
+    tiles_out: str = ""
 
 
 @dataclass(slots=True)
@@ -80,6 +85,7 @@ class ItemWrite:
     expires_at: int | None
     event_time_ms: int
     version: int = 1  # the stored version + 1
+    tiles_out: str | None = None  # None: not an entity item, the attribute is left alone
 
 
 class WriteOutcome(Enum):
@@ -352,6 +358,15 @@ class OnlineStore:
         else:
             values[":expires"] = {"N": str(write.expires_at)}
             expression = _SET_STATE_TTL
+        names = _NAMES
+        if write.tiles_out is not None:
+            names = _NAMES_OUT
+            if write.tiles_out:
+                values[":out"] = {"S": write.tiles_out}
+                head, _, removed = expression.partition(" REMOVE ")
+                expression = head + ", #out = :out" + (f" REMOVE {removed}" if removed else "")
+            else:
+                expression += ", #out" if " REMOVE " in expression else " REMOVE #out"
         if write.expected_hw is None:
             condition = "attribute_not_exists(pk)"
         else:
@@ -362,7 +377,7 @@ class OnlineStore:
             "Key": {"pk": {"S": write.key[0]}, "sk": {"S": write.key[1]}},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
 
@@ -381,6 +396,7 @@ def decode_item(item: dict[str, Any]) -> StoredItem:
         expires_at=int(expires) if expires is not None else None,
         event_time_ms=int(item.get("t", {}).get("N", "0")),
         version=int(item.get("v", {}).get("N", "0")),
+        tiles_out=item.get("tiles_out", {}).get("S", ""),
     )
 
 
