@@ -186,12 +186,13 @@ class OnlineStore:
         absent groups map to [].
 
         A group keeps one item per entity whose key a reader can name (``sk`` = the group):
-        those are fetched with BatchGetItem, up to 100 keys a call. ``sharded_groups`` keep one
-        partial per tile and Kinesis shard instead (``GroupPlan.sharded``); shard ids are not
-        known to readers (they change with resharding), so one Query per (entity, group) fetches
-        them. Reads are eventually consistent and fetch only what the merge reads; expired
-        partials are filtered out (DynamoDB deletes expired items lazily). Throttling is retried
-        with ``retry``; then ``StoreUnavailable``.
+        those are fetched with BatchGetItem, up to 100 keys a call. ``sharded_groups`` (audience
+        groups, ``GroupPlan.sharded``) keep an entity item and a tile item per tile that outgrew
+        it, and may still hold tile partials per Kinesis shard of the layout before the audience
+        stage (shard ids readers do not know): one Query per (entity, group) fetches them all.
+        Reads are eventually consistent and fetch only what the merge reads; expired items are
+        filtered out (DynamoDB deletes expired items lazily). Throttling is retried with
+        ``retry``; then ``StoreUnavailable``.
         """
         unique = list(dict.fromkeys(keys))
         found: dict[GroupKey, list[StoredItem]] = {key: [] for key in unique}
