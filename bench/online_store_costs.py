@@ -11,7 +11,8 @@ deployment sees), against the in-process DynamoDB, which counts capacity units a
 them: an UpdateItem or PutItem costs 1 write unit per KB of the larger of the item before and
 after, a DeleteItem 1 per KB of the item deleted, a strongly consistent read 1 read unit per
 4 KB (and 1 for a key with no item). Reports the second half (items have grown to steady state
-by then): write units per event, in all and by item kind, read units, and the largest item.
+by then): write units per event, in all and by item kind, read units, and the largest item (in
+all and by kind).
 Item sizes follow DynamoDB's rule: attribute names plus values (strings and binaries by length,
 numbers about one byte per two digits).
 
@@ -82,6 +83,7 @@ class MeteredDynamoDB(MemoryDynamoDB):
         self.read_units = 0
         self.largest_item = 0
         self.units_by_kind: Counter[str] = Counter()
+        self.largest_by_kind: Counter[str] = Counter()
 
     def _wrote(self, key: tuple[str, str], before: dict[str, Any] | None) -> None:
         after = self.items.get(key)
@@ -89,7 +91,9 @@ class MeteredDynamoDB(MemoryDynamoDB):
         self.largest_item = max(self.largest_item, after_size)
         units = max(1, math.ceil(max(after_size, item_bytes(before) if before else 0) / 1024))
         self.write_units += units
-        self.units_by_kind[kind_of(key)] += units
+        kind = kind_of(key)
+        self.units_by_kind[kind] += units
+        self.largest_by_kind[kind] = max(self.largest_by_kind[kind], after_size)
 
     def update_item(self, **request: Any) -> dict[str, Any]:
         key = (request["Key"]["pk"]["S"], request["Key"]["sk"]["S"])
@@ -201,6 +205,7 @@ def measure(batches: int) -> dict[str, Any]:
             (pipeline.partial_bytes - start["partial_bytes"]) / events, 1),
         "read_units_per_event": round((table.read_units - start["read_units"]) / events, 3),
         "largest_item_bytes": table.largest_item,
+        "largest_item_bytes_by_item": dict(sorted(table.largest_by_kind.items())),
         "items_stored": len(table.items),
     }
 

@@ -1,8 +1,9 @@
 """The online feature store: one DynamoDB table of tiles and latest values.
 
 Key schema (see docs/online-store-layout.md): ``pk`` = ``{entity_type}#{entity_id}`` and
-``sk`` = ``{group}`` (or ``{group}#{shard id}`` for per-shard partials), both strings, so a
-reader names a group's item in a BatchGetItem, or Queries its partials. ``expires_at`` (epoch
+``sk`` = ``{group}`` (or ``{group}#...`` for an audience group's entity and tile items), both
+strings, so a reader names a group's item in a BatchGetItem, or Queries an audience group's
+items. ``expires_at`` (epoch
 seconds) lets DynamoDB drop items whose every tile fell out of every window; readers still
 check it, as TTL deletion is lazy.
 """

@@ -44,7 +44,7 @@ class ServingStack(Stack):
         )
         role = self.feature_api.role
         # Read-only, and only what the read path does: BatchGetItem of the group items it can
-        # name, one Query per (entity, group) stored as per-shard partials.
+        # name, one Query per (entity, audience group) for its entity and tile items.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["dynamodb:BatchGetItem", "dynamodb:Query"],

@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "reserved_concurrency": defaults.PROCESSOR_FUNCTION["reserved_concurrent_executions"],
         "deployment": defaults.PROCESSOR_DEPLOYMENT,
     },
-    # The audience stage: partials stream -> one item per (game or content, tile).
+    # The audience stage: partials stream -> the game's or content's entity and tile items.
     "audience": {
         # the partials stream's planned shards at peak (on demand: it starts at 4)
         "partials_peak_shards": defaults.PARTIALS_INITIAL_SHARDS,

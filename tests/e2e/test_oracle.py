@@ -38,6 +38,7 @@ import pytest
 from fastbreak.definitions import CATALOG, WindowKind
 from fastbreak.definitions.model import Aggregation
 from fastbreak.engine import RetryPolicy
+from fastbreak.engine import audience as audience_engine
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
 from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX, state_json
@@ -565,6 +566,9 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
                                       FaultyS3(s3, faults2), environ)
     merger.store.retry = fast
     monkeypatch.setattr(audience_stage, "_merger", merger)
+    # Smaller entity items than a deployment's: the hot games and contents of this short
+    # workload outgrow theirs, and their later tiles get tile items, under the same faults.
+    monkeypatch.setattr(audience_engine, "ENTITY_ITEM_BYTES", 600)
     # What the stages did, to check that the paths this test is about were taken.
     completed, redelivered = itertools.count(), itertools.count()
     process1, process2 = processor.process, merger.process
@@ -627,6 +631,10 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     pending = [item for item in items if item["pk"]["S"].startswith(OUTBOX_PREFIX)
                and "last" in item]
     assert pending == []  # every emission completed
+    # Entities whose tiles all fit their entity item, and hot ones whose tiles outgrew it.
+    audience_sks = {item["sk"]["S"] for item in items
+                    if item["pk"]["S"].startswith(("game#", "content#"))}
+    assert {sk.split("#")[1][:1] for sk in audience_sks} >= {"e", "t"}, sorted(audience_sks)[:20]
 
     # Every poison record is in a quarantine object, with its reason.
     quarantined: set[str] = set()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fastbreak.engine import audience
 from fastbreak.engine.layout import audience_sk, tile_key
 from fastbreak.engine.timestamps import format_ms as _iso
 from localplatform.memory_dynamodb import state_text
@@ -130,8 +131,9 @@ def _stored_state(world: ServingWorld, pk: str, sk: str) -> dict[str, Any]:
 
 
 def test_a_session_tile_past_its_retention_is_ignored_though_its_item_is_still_stored(
-    world: ServingWorld,
+    world: ServingWorld, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(audience, "ENTITY_ITEM_BYTES", 0)  # every tile in a tile item
     kickoff = DAY + 6 * HOUR_MS
     world.feed([{"event_type": "score_update", "time_ms": kickoff, "game_id": "g-long",
                  "home_score": 0, "away_score": 0, "period": 1, "clock_seconds": 0,
@@ -173,8 +175,9 @@ def test_an_item_whose_ttl_has_passed_is_ignored_inside_its_window(world: Servin
 
 
 def test_an_audience_item_past_its_ttl_is_ignored_while_the_other_tiles_count(
-    world: ServingWorld,
+    world: ServingWorld, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(audience, "ENTITY_ITEM_BYTES", 0)  # every tile in a tile item
     at = DAY + 7 * HOUR_MS
     world.feed([_view("u-a", at - 10 * MINUTE_MS) | {"content_id": "c-ttl"}])
     world.feed([_view("u-b", at - 5 * MINUTE_MS) | {"content_id": "c-ttl"}],

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from fastbreak.engine import audience
 from fastbreak.engine.online_store import RetryPolicy, StoreUnavailable
 from fastbreak.serving import FeatureClient, InvalidRequest
 from fastbreak.serving.response import entity_json
@@ -95,7 +96,7 @@ def fans(world: ServingWorld) -> list[str]:
 
 @pytest.fixture(scope="module")
 def crowded_game(world: ServingWorld) -> str:
-    """A game watched through every shard: one per-shard partial each."""
+    """A game watched through every shard."""
     for index, shard in enumerate(SHARDS):
         world.feed([{"event_type": "video_play", "time_ms": T0_MS - (index + 1) * MINUTE_MS,
                      "user_id": f"watcher-{index}", "content_id": "stream", "game_id": "g-crowd",
@@ -241,19 +242,23 @@ def test_keys_still_unprocessed_after_the_last_try_make_the_store_unavailable(
 
 
 def test_a_sharded_group_spread_over_many_pages_is_read_whole(
-    world: ServingWorld, crowded_game: str
+    world: ServingWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A hot game: its tiles outgrow the entity item and get items of their own.
+    monkeypatch.setattr(audience, "ENTITY_ITEM_BYTES", 0)
+    for index, shard in enumerate(SHARDS):
+        world.feed([{"event_type": "video_play", "time_ms": T0_MS - (index + 1) * MINUTE_MS,
+                     "user_id": f"watcher-{index}", "content_id": "stream", "game_id": "g-hot",
+                     "watch_seconds": 30.0}], shard_id=shard)
     paged = RecordingDynamoDB(world.dynamodb, page_items=1)
 
-    answer = _client(paged).get("game", crowded_game, ["game_live"])
+    answer = _client(paged).get("game", "g-hot", ["game_live"])
 
-    assert len(paged.queries) >= len(SHARDS)
-    assert {q["ExpressionAttributeValues"][":pk"]["S"] for q in paged.queries} == {
-        f"game#{crowded_game}"
-    }
+    assert len(paged.queries) >= len(SHARDS) + 1  # the entity item and a tile item a minute
+    assert {q["ExpressionAttributeValues"][":pk"]["S"] for q in paged.queries} == {"game#g-hot"}
     assert _values(answer, "game_live.viewers_5m") == len(SHARDS)
     assert _values(answer, "game_live.watch_seconds_5m") == 30.0 * len(SHARDS)
-    assert answer == _client(world.dynamodb).get("game", crowded_game, ["game_live"])
+    assert answer == _client(world.dynamodb).get("game", "g-hot", ["game_live"])
 
 
 def test_the_client_refuses_what_the_api_refuses_naming_the_field(world: ServingWorld) -> None:

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastbreak.definitions import CATALOG
-from fastbreak.engine import ItemMerge, item_size
+from fastbreak.engine import AudienceMerger, ItemMerge, audience, item_size
 from fastbreak.engine.fold import ItemFold, fold_partial
-from fastbreak.engine.layout import OUTBOX_PREFIX, tile_sk
+from fastbreak.engine.layout import OUTBOX_PREFIX, audience_sk, tile_sk
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, compile_plan
 from fastbreak.engine.timestamps import format_ms
 from localplatform.kinesis_events import StreamRecord, lambda_record, stream_of
+from localplatform.memory_dynamodb import state_text
 from tests.fixtures.two_stages import TwoStages
 
 T0 = 1_795_717_800_000
@@ -106,16 +107,153 @@ def audience_items(stages: TwoStages, pk: str = "game#g1") -> list[str]:
     return sorted(sk for key_pk, sk in stages.table.items if key_pk == pk)
 
 
-def test_a_game_seen_from_many_shards_is_one_item_per_tile() -> None:
+def test_a_game_seen_from_many_shards_is_one_entity_item() -> None:
     stages = TwoStages(clock_ms=lambda: READ_MS)
     for shard in range(20):
         documents = plays(10, start=shard * 10, minute=shard % 3)
         stages.process(records(stream_of(documents, ARRIVAL_S, start=shard * 10,
                                           shard_id=f"shardId-{shard:012d}")))
     start = T0 // 1000
-    assert audience_items(stages) == [f"game_live#t60#{start + minute * 60:011d}"
-                                      for minute in range(3)]
+    assert audience_items(stages) == ["game_live#entity"]
+    held = json.loads(state_text(stages.table.items[("game#g1", "game_live#entity")]))
+    assert sorted(held["60"]) == [f"{start + minute * 60:011d}" for minute in range(3)]
     assert game(stages)["watch_seconds_5m"] == 300.0
+
+
+# ---- where an entity's tiles live -------------------------------------------------------------
+def viewers(count: int, start: int, minute: int) -> list[dict[str, Any]]:
+    """Plays of ``count`` distinct viewers in one minute: a game whose minute tiles grow."""
+    return [dict(play, user_id=f"v{n}") for n, play in
+            zip(range(start, start + count), plays(count, start=start, minute=minute),
+                strict=True)]
+
+
+def hot_game(minutes: int = 4, per_minute: int = 60) -> list[list[StreamRecord]]:
+    """Stage-1 batches of a game with ``per_minute`` new viewers a minute."""
+    return [stream_of(viewers(per_minute, minute * per_minute, minute), ARRIVAL_S,
+                      start=minute * per_minute) for minute in range(minutes)]
+
+
+def tiles_by_item(stages: TwoStages, pk: str = "game#g1") -> dict[str, set[tuple[str, str]]]:
+    return {sk: {(section, start) for section, tiles in
+                 json.loads(state_text(item)).items() for start in tiles}
+            for (item_pk, sk), item in stages.table.items.items() if item_pk == pk}
+
+
+def test_tiles_that_outgrow_the_entity_item_get_tile_items_and_the_values_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stages = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    for batch in hot_game():
+        stages.process(records(batch))
+    by_item = tiles_by_item(stages)
+    assert set(by_item) - {"game_live#entity"}, "no tile outgrew the entity item"
+    every = [tile for tiles in by_item.values() for tile in tiles]
+    assert len(every) == len(set(every))  # a tile lives in one item
+    entity = stages.table.items[("game#g1", "game_live#entity")]
+    first_out = min(int(sk.rsplit("#", 1)[1]) for sk in by_item if "#t60#" in sk)
+    assert entity["tiles_out"]["S"] == f"60:{first_out}"
+    # later minute tiles go to tile items without writing the entity item again
+    assert all(start >= f"{first_out:011d}" for sk in by_item if "#t60#" in sk
+               for _, start in by_item[sk])
+    # the same events with every tile in the entity item serve the same values
+    monkeypatch.setattr(audience, "ENTITY_ITEM_BYTES", 400 * 1024)
+    whole = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    for batch in hot_game():
+        whole.process(records(batch))
+    assert audience_items(whole) == ["game_live#entity"]
+    assert game(stages) == game(whole)
+    assert game(stages)["watch_seconds_5m"] == 240 * 1.5
+
+
+class Crash(BaseException):
+    """The execution environment dies: nothing in the engine may catch it."""
+
+
+def test_a_crash_between_the_entity_item_and_a_new_tile_item_is_completed_by_the_retry(
+) -> None:
+    batches = hot_game(minutes=6)
+    entity_key = ("game#g1", "game_live#entity")
+    probe = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    overflow = next(n for n, batch in enumerate(batches) if probe.process(records(batch))
+                    and "tiles_out" in probe.table.items[entity_key])
+    stages = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    for batch in batches[:overflow]:
+        stages.process(records(batch))
+    stages.stage1.process(records(batches[overflow]))  # its partials, not merged yet
+    stages.stage1.process(records(batches[overflow + 1]))
+    (shard,) = stages.kinesis.shard_ids
+    partials = stages.kinesis.take(shard)
+
+    def crash_on_a_tile_item(operation: str, request: dict[str, Any]) -> None:
+        key = request.get("Key", {})
+        if (operation == "UpdateItem" and key["pk"]["S"] == "game#g1"
+                and key["sk"]["S"] != entity_key[1]):
+            raise Crash
+
+    stages.table.fault = crash_on_a_tile_item
+    with pytest.raises(Crash):
+        stages.stage2.process(records(partials))
+    stages.table.fault = None
+    assert "tiles_out" in stages.table.items[entity_key]  # recorded before the tile items
+    assert set(tiles_by_item(stages)) == {"game_live#entity"}
+    # the retry, with other boundaries: each partial applied once, where its tiles live
+    for cut in (partials[:1], partials):
+        assert stages.stage2.process(records(cut)).failed_sequence_numbers == []
+    for batch in batches[overflow + 2:]:
+        stages.process(records(batch))
+    by_item = tiles_by_item(stages)
+    every = [tile for tiles in by_item.values() for tile in tiles]
+    assert len(every) == len(set(every)) and len(by_item) > 1
+    assert game(stages)["watch_seconds_5m"] == 300 * 1.5
+
+
+def test_tile_items_of_the_first_audience_layout_are_merged_into_not_copied() -> None:
+    # The first release of the audience stage kept every tile in a tile item of its own.
+    stages = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    stages.process(records(stream_of(plays(4), ARRIVAL_S)))
+    entity = stages.table.items.pop(("game#g1", "game_live#entity"))
+    tiles = json.loads(state_text(entity))
+    for section, section_tiles in tiles.items():
+        for start, data in section_tiles.items():
+            sk = audience_sk("game_live", int(section), int(start))
+            stages.table.items[("game#g1", sk)] = {
+                **entity, "sk": {"S": sk}, "state": {"S": json.dumps({section: {start: data}})}}
+    stages.process(records(stream_of(plays(4, start=4), ARRIVAL_S, start=4)))
+    assert audience_items(stages) == [f"game_live#t60#{T0 // 1000:011d}"]
+    assert game(stages)["watch_seconds_5m"] == 12.0
+
+
+def test_a_concurrent_writer_of_the_entity_never_leaves_a_tile_in_two_items() -> None:
+    # A redrive of older partials of the shard racing the mapping: both read the entity item,
+    # both find the same new minute tile; one's conditional write of the entity item fails and
+    # it merges on top of what the other placed.
+    stages = TwoStages(clock_ms=lambda: READ_MS, partial_shards=1)
+    batches = hot_game(minutes=5)
+    for batch in batches[:3]:
+        stages.process(records(batch))
+    documents = viewers(60, 1000, 3)
+    stages.stage1.process(records(stream_of(documents[:30], ARRIVAL_S, start=1000)))
+    stages.stage1.process(records(stream_of(documents[30:], ARRIVAL_S, start=1030)))
+    (shard,) = stages.kinesis.shard_ids
+    older, newer = [[record] for record in stages.kinesis.take(shard)
+                    if record.partition_key == "game#g1"]
+    other = AudienceMerger(stages.store, stages.sink, CATALOG, clock_ms=lambda: READ_MS)
+    raced = {"done": False}
+
+    def redrive_first(operation: str, request: dict[str, Any]) -> None:
+        if operation == "UpdateItem" and not raced["done"]:
+            raced["done"] = True
+            stages.table.fault = None
+            assert other.process(records(older)).failed_sequence_numbers == []
+
+    stages.table.fault = redrive_first
+    result = stages.stage2.process(records(newer))
+    assert raced["done"] and result.writes.conflicts >= 1
+    assert result.failed_sequence_numbers == []
+    every = [tile for tiles in tiles_by_item(stages).values() for tile in tiles]
+    assert len(every) == len(set(every))
+    assert game(stages)["watch_seconds_5m"] == 240 * 1.5
 
 
 def test_a_redelivered_partials_batch_with_other_boundaries_changes_nothing() -> None:

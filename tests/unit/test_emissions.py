@@ -104,6 +104,25 @@ def test_a_crash_after_the_emission_is_written_is_completed_by_the_retry(operati
     assert game(stages)["watch_seconds_5m"] == 32.0 and user_views(stages) == 32.0
 
 
+@pytest.mark.parametrize("factor", [1, 2])
+def test_the_outbox_index_hashes_its_records_only_where_batches_of_a_shard_interleave(
+    factor: int,
+) -> None:
+    # With ParallelizationFactor 1 a batch holds every record of its shard in its range: the
+    # range alone says which batch an emission is, and the index stays one write unit.
+    stages = pipeline(parallelization_factor=factor)
+    stream = stream_of(plays(12), ARRIVAL_S)
+    crash_on(stages, "PutRecords")
+    with pytest.raises(Crash):
+        stages.process(records(stream))
+    (key,) = pending(stages)
+    index = stages.table.items[key]
+    assert len(index["sources"]["B"]) == 12 * 4 if factor > 1 else "sources" not in index
+    result = stages.process(records(stream))
+    assert result.emissions_completed == 1 and pending(stages) == []
+    assert game(stages)["watch_seconds_5m"] == 24.0 and user_views(stages) == 24.0
+
+
 def test_a_crash_between_accepted_and_refused_partials_emits_each_once() -> None:
     stages = pipeline()
     stream = stream_of(plays(30, game="g1") + plays(30, start=30, game="g2"), ARRIVAL_S)

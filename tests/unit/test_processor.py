@@ -69,10 +69,10 @@ def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
     audience = processor.audience  # a batch per partials shard the contents hash to
     audience_writes = sum(result.writes.writes for result in audience)
     # user_engagement (1m/1h/1d tiles) and user_affinity: two group items; content_trending:
-    # one item per (content, tile), 4 contents x (1m, 1h); the two dedup memories (one per
-    # partials shard for the audience stage); the emission's content chunk (left to its TTL;
-    # its index item was deleted once completed).
-    assert first.writes.writes == 2 and audience_writes == 8
+    # one entity item per content (its 1m and 1h tiles fit one write unit), 4 contents; the two
+    # dedup memories (one per partials shard for the audience stage); the emission's content
+    # chunk (left to its TTL; its index item was deleted once completed).
+    assert first.writes.writes == 2 and audience_writes == 4
     assert len(table.items) == (first.writes.writes + audience_writes + first.dedup_writes
                                 + sum(result.dedup_writes for result in audience) + 1)
     assert first.partials_emitted == 4 and first.outbox_writes == 3  # chunk, index, delete
@@ -84,7 +84,7 @@ def test_one_write_per_touched_item_and_a_replay_writes_nothing() -> None:
     assert features(processor)["views_1h"] == 50
 
 
-def test_a_user_group_is_one_item_and_an_audience_group_one_item_per_tile() -> None:
+def test_a_user_group_is_one_item_and_a_small_audience_entity_one_item() -> None:
     processor, table, _ = build()
     documents = views(3, offset_ms=0) + views(3, start=3, offset_ms=120_000)  # minutes 0 and 2
     processor.process(records(stream_of(documents[:4], ARRIVAL_S + 120)))
@@ -94,13 +94,14 @@ def test_a_user_group_is_one_item_and_an_audience_group_one_item_per_tile() -> N
     assert user_items == {"user_engagement", "user_affinity"}
     engagement = json.loads(state_text(table.items[("user#u1", "user_engagement")]))
     assert sorted(engagement) == ["3600", "60", "86400"] and len(engagement["60"]) == 2
-    # content c0 was viewed in both minutes, from two shards: one item per tile whatever the
-    # shards, a 1-minute one per minute and one for the hour
+    # content c0 was viewed in both minutes, from two shards: one entity item whatever the
+    # shards, with a 1-minute tile per minute and one for the hour
     content = sorted(sk for pk, sk in table.items if pk == "content#c0")
+    assert content == ["content_trending#entity"]
+    tiles = json.loads(state_text(table.items[("content#c0", "content_trending#entity")]))
     start = T0 // 1000
-    assert content == [f"content_trending#t3600#{start - start % 3600:011d}",
-                       f"content_trending#t60#{start:011d}",
-                       f"content_trending#t60#{start + 120:011d}"]
+    assert tiles["60"].keys() == {f"{start:011d}", f"{start + 120:011d}"}
+    assert tiles["3600"].keys() == {f"{start - start % 3600:011d}"}
     assert features(processor)["views_1h"] == 6
     assert features(processor, "content_trending", "c0")["views_1h"] == 2
 

@@ -7,13 +7,17 @@ batch holds one):
 1. decode the partials; an unreadable record goes to the quarantine object (``bad_partial``);
 2. drop re-emissions: a partial whose identity (source shard, emission, entity, part) is in this
    batch already or in the shard's dedup memory of applied partials;
-3. route each partial's tiles to the entity's items: one *audience item* per (entity, tile), and
-   one for the lifetime state (``fastbreak.engine.layout``);
-4. read every touched item once (consistent), merge in only the partials past the item's
-   high-water mark for this shard (``fold.ItemMerge``), and write the absolute new state with a
-   condition on the marks read: one write per touched item, idempotent under re-delivery. The
-   stream is partitioned by entity, so an entity's items have one writer, in order, whatever
-   the ParallelizationFactor;
+3. find each touched tile's home (``fastbreak.engine.layout``): the entity's *entity item*
+   (the lifetime state and the tiles that came while it fitted one write unit) or a *tile item*
+   of its own. A new tile goes into the entity item if the item still fits one write unit with
+   it, else to a tile item, and the entity item records it in ``tiles_out`` before that tile
+   item is written: where a tile lives is decided once, by a conditional write of the entity
+   item, and a tile is never in two items;
+4. read the touched items (consistent), merge in only the partials past each item's high-water
+   mark for this shard (``fold.ItemMerge``), and write the absolute new state with a condition on
+   the marks read: one write per touched item, idempotent under re-delivery, the entity item
+   before the tile items. The stream is partitioned by entity, so an entity's items have one
+   writer, in order, whatever the ParallelizationFactor;
 5. write the feature log of those items, then remember the identities of the applied partials.
 
 A partial whose merge would take an item past DynamoDB's item limit is not applied to it
@@ -39,11 +43,14 @@ from fastbreak.engine.layout import (
     compact_state,
     decode_hw,
     decode_position,
+    decode_tiles_out,
     dedup_bucket,
     dedup_key,
     encode_hw,
     encode_position,
+    encode_tiles_out,
     entity_pk,
+    entity_sk,
     partials_memory,
     state_json,
 )
@@ -56,7 +63,7 @@ from fastbreak.engine.online_store import (
     WriteStats,
 )
 from fastbreak.engine.partials import Partial, decode
-from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, LIFETIME, GroupPlan, Plan, compile_plan
+from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, GroupPlan, Plan, compile_plan
 from fastbreak.engine.records import Position, SourceRecord, read_source, user_records
 from fastbreak.engine.rejections import Reason, Rejection
 from fastbreak.engine.sinks import ObjectSink, object_key
@@ -64,6 +71,11 @@ from fastbreak.engine.timestamps import format_ms
 
 _CONFLICT_ROUNDS = 3
 _NOTHING_APPLIED: Position = (-1, -1)
+# An entity item takes a new tile while the item, with it, is at most one write unit (DynamoDB
+# bills a write per KB of the larger of the item before and after): the long tail of entities,
+# a few events an hour each, then costs one write per batch for all their tile sizes, and a hot
+# entity's tiles, which outgrow it, get items of their own.
+ENTITY_ITEM_BYTES = 1024
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # How long the identities of applied partials are remembered by default: a pending emission is
 # completed by the next batch of its shard that holds its records, or by any batch of the shard
@@ -146,13 +158,63 @@ class _Item:
 
     group: GroupPlan
     entity_key: str
-    tile: tuple[int, int]  # (tile seconds, tile start); LIFETIME, 0 for the lifetime item
+    tile: tuple[int, int] | None  # (tile seconds, tile start) of a tile item; None: entity item
     contributions: list[tuple[_Received, Tiles]] = field(default_factory=list)
     new: list[tuple[_Received, Tiles]] = field(default_factory=list)
     refused: list[_Received] = field(default_factory=list)
     changed: Tiles | None = None  # the tiles of the last computed write (None: every tile)
     position: str = ""
     text: str = ""  # the JSON state of the last computed write (stored compacted)
+
+
+@dataclass(slots=True)
+class _Entity:
+    """What this batch brings to one audience group of one entity: the partials' tiles, by
+    tile (section, tile key), each in position order."""
+
+    group: GroupPlan
+    pk: str
+    entity_key: str
+    key: ItemKey  # the entity item's
+    tiles: dict[tuple[str, str], list[tuple[_Received, Any]]] = field(default_factory=dict)
+
+    def tile_item_key(self, tile: tuple[str, str]) -> ItemKey:
+        section, start = tile
+        kind = self.group.kind_of_section[section]
+        return self.pk, audience_sk(self.group.group.name, kind.tile_seconds, int(start))
+
+    def first_position(self) -> Position:
+        return min(received.position for parts in self.tiles.values() for received, _ in parts)
+
+    def contributions(self, tiles: Iterable[tuple[str, str]], after: Position = _NOTHING_APPLIED
+                      ) -> list[tuple[_Received, Tiles]]:
+        """Per partial past ``after``, in position order, its data for ``tiles``."""
+        by_partial: dict[int, tuple[_Received, Tiles]] = {}
+        for section, start in tiles:
+            for received, data in self.tiles[(section, start)]:
+                if received.position <= after:
+                    continue
+                found = by_partial.get(id(received))
+                if found is None:
+                    found = by_partial[id(received)] = (received, {})
+                found[1].setdefault(section, {})[start] = data
+        return sorted(by_partial.values(), key=_first_of)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One entity's writes of a round: its entity item's (first: it records where new tiles
+    go), then its tile items'."""
+
+    entity: _Entity
+    entity_item: _Item
+    entity_write: ItemWrite | None
+    tile_writes: list[tuple[ItemWrite, _Item]]
+    unwritten: list[tuple[StoredItem, _Item]]  # applied before: their lines are logged again
+
+    def items(self) -> list[tuple[ItemKey, _Item]]:
+        return [(self.entity.key, self.entity_item),
+                *((write.key, item) for write, item in self.tile_writes)]
 
 
 class AudienceMerger:
@@ -246,22 +308,23 @@ class AudienceMerger:
             root = dedup_key(memory_name, dedup_bucket(partial.partial.created_ms))
             ids[id(partial)] = (root, identity)
             kept.append(partial)
-        items = self._route(kept)
+        entities = self._route(kept)
         wanted: dict[ItemKey, set[int]] = {}
         for root, identity in ids.values():
             wanted.setdefault(root, set()).add(identity)
         memory = DedupMemory()
-        try:
-            stored = self.store.get_many([*items, *wanted])
+        try:  # the entity items and the dedup memory, then the tile items they do not hold
+            stored = self.store.get_many([*entities, *wanted])
             memory.learn(wanted, stored)
             read_roots(self.store, memory, wanted)
+            _as_text(stored, entities)
+            self._read_tile_items(entities.values(), stored)
         except StoreUnavailable:
             return first
-        _as_text(stored, items)
         duplicates = {id(partial) for partial in kept
                       if memory.contains(*ids[id(partial)])}
         result.duplicate_partials += len(duplicates)
-        outcome = self._write_items(shard_id, sources, items, stored, duplicates, result)
+        outcome = self._write_entities(shard_id, sources, entities, stored, duplicates, result)
         if outcome is None:
             return first
         lowest, log_lines = outcome
@@ -291,9 +354,9 @@ class AudienceMerger:
                                           self.clock_ms() - oldest)
         return lowest
 
-    def _route(self, partials: list[_Received]) -> dict[ItemKey, _Item]:
-        """Each partial's tiles, by the audience item that holds them."""
-        items: dict[ItemKey, _Item] = {}
+    def _route(self, partials: list[_Received]) -> dict[ItemKey, _Entity]:
+        """Each partial's tiles, by (entity, audience group): keyed by the entity item."""
+        entities: dict[ItemKey, _Entity] = {}
         for received in partials:
             partial = received.partial
             pk = entity_pk(partial.entity, partial.key)
@@ -301,78 +364,199 @@ class AudienceMerger:
                 group = self._audience.get(name)
                 if group is None or group.group.entity != partial.entity:
                     continue  # a group since removed from the catalog (or no longer audience)
+                key = (pk, entity_sk(name))
+                entity = entities.get(key)
+                if entity is None:
+                    entity = entities[key] = _Entity(group, pk, partial.key, key)
                 for section, section_tiles in tiles.items():
-                    kind = group.kind_of_section.get(section)
-                    if kind is None:
+                    if section not in group.kind_of_section:
                         continue  # a tile size the catalog no longer uses
                     for start_key, data in section_tiles.items():
-                        start = int(start_key)
-                        key = (pk, audience_sk(name, kind.tile_seconds, start))
-                        item = items.get(key)
-                        if item is None:
-                            item = items[key] = _Item(group, partial.key,
-                                                      (kind.tile_seconds, start))
-                        item.contributions.append((received, {section: {start_key: data}}))
-        return items
+                        entity.tiles.setdefault((section, start_key), []).append(
+                            (received, data))
+        return {key: entity for key, entity in entities.items() if entity.tiles}
 
-    def _write_items(
-        self, shard_id: str, sources: list[SourceRecord], items: dict[ItemKey, _Item],
+    def _read_tile_items(self, entities: Iterable[_Entity],
+                         stored: dict[ItemKey, StoredItem]) -> None:
+        """Read the tile items of the touched tiles that their entity items do not hold."""
+        keys: list[ItemKey] = []
+        for entity in entities:
+            held = _held(stored.get(entity.key))
+            keys += [entity.tile_item_key(tile) for tile in entity.tiles
+                     if tile[1] not in held.get(tile[0], ())]
+        if keys:
+            fresh = self.store.get_many(keys)
+            stored.update(fresh)
+            _as_text(stored, fresh)
+
+    def _write_entities(
+        self, shard_id: str, sources: list[SourceRecord], entities: dict[ItemKey, _Entity],
         stored: dict[ItemKey, StoredItem], duplicates: set[int], result: AudienceResult,
     ) -> tuple[Position | None, list[str]] | None:
-        """Write every item with something new; return the lowest failed position (if any)
-        and the feature log lines; None if the store could not even be re-read."""
+        """Write every item with something new, the entity items first; return the lowest
+        failed position (if any) and the feature log lines; None if the store could not even
+        be re-read."""
         log_lines: list[str] = []
         lowest: Position | None = None
-        todo = list(items.items())
+        todo = list(entities.values())
         for _ in range(_CONFLICT_ROUNDS):
-            writes: list[tuple[ItemWrite, _Item]] = []
+            plans = [self._plan(entity, stored, duplicates, shard_id) for entity in todo]
             refused: list[dict[str, Any]] = []
-            for key, item in todo:
-                before = stored.get(key)
-                write = self._next_state(key, item, before, duplicates, shard_id)
-                if item.refused:
-                    result.items_too_large += 1
-                    refused.extend(_refused(item, key))
-                if write is None:
-                    if before is not None and not item.refused and any(
-                        id(received) not in duplicates for received, _ in item.contributions
-                    ):  # applied before: log it again (at least once)
-                        log_lines.append(self._log_line(before, item, shard_id, None))
-                    continue
-                writes.append((write, item))
+            for plan in plans:
+                for key, item in plan.items():
+                    if item.refused:
+                        result.items_too_large += 1
+                        refused.extend(_refused(item, key))
             # Refused partials are quarantined before the writes that pass their positions: a
             # re-delivery skips those positions, and would not refuse them again.
             if refused and not self._put_lines(partials_memory(shard_id), sources, [], refused):
-                for _, item in writes:
-                    if item.refused:
-                        lowest = _lower(lowest, item.contributions[0][0].position)
-                writes = [(write, item) for write, item in writes if not item.refused]
-            outcomes, stats = self.store.write_many([write for write, _ in writes])
+                held_back = {id(plan) for plan in plans
+                             if any(item.refused for _, item in plan.items())}
+                for plan in plans:
+                    if id(plan) in held_back:
+                        lowest = _lower(lowest, plan.entity.first_position())
+                plans = [plan for plan in plans if id(plan) not in held_back]
+            conflicts: dict[ItemKey, _Entity] = {}
+            # Entity items first: a new tile's tile item is written only once its entity item
+            # has recorded that the tile lives there.
+            outcomes, stats = self.store.write_many(
+                [plan.entity_write for plan in plans if plan.entity_write is not None])
             visible_ms = self.clock_ms()
             result.writes.add(stats)
-            conflicts: list[tuple[ItemKey, _Item]] = []
-            for write, item in writes:
+            ready: list[_Plan] = []
+            for plan in plans:
+                write = plan.entity_write
+                if write is not None:
+                    outcome = outcomes[write.key]
+                    if outcome is WriteOutcome.CONFLICT:
+                        conflicts[plan.entity.key] = plan.entity
+                        continue
+                    if outcome is WriteOutcome.FAILED:  # its tile items wait for the retry
+                        lowest = _lower(lowest, plan.entity.first_position())
+                        continue
+                    if plan.entity_item.changed != {}:  # not only a record of where tiles go
+                        log_lines.append(self._log_line(write, plan.entity_item, shard_id,
+                                                        visible_ms))
+                ready.append(plan)
+            tile_writes = [(write, item, plan) for plan in ready
+                           for write, item in plan.tile_writes]
+            outcomes, stats = self.store.write_many([write for write, _, _ in tile_writes])
+            visible_ms = self.clock_ms()
+            result.writes.add(stats)
+            for write, item, plan in tile_writes:
                 outcome = outcomes[write.key]
                 if outcome is WriteOutcome.WRITTEN:
                     log_lines.append(self._log_line(write, item, shard_id, visible_ms))
                 elif outcome is WriteOutcome.CONFLICT:
-                    conflicts.append((write.key, item))
+                    conflicts[plan.entity.key] = plan.entity
                 else:
                     lowest = _lower(lowest, item.new[0][0].position)
+            for plan in ready:  # applied before: log them again (at least once)
+                log_lines.extend(self._log_line(before, item, shard_id, None)
+                                 for before, item in plan.unwritten)
             if not conflicts:
                 return lowest, log_lines
+            # Another writer moved these entities on (a redrive), or TTL deleted an item: read
+            # what is there now and merge ours on top.
+            keys = [key for entity in conflicts.values()
+                    for key in (entity.key, *map(entity.tile_item_key, entity.tiles))]
             try:
-                fresh = self.store.get_many(key for key, _ in conflicts)
+                fresh = self.store.get_many(keys)
             except StoreUnavailable:
                 return None
-            for key, _ in conflicts:
+            for key in keys:
                 stored.pop(key, None)
             stored.update(fresh)
             _as_text(stored, fresh)
-            todo = conflicts
-        for _, item in todo:
-            lowest = _lower(lowest, item.contributions[0][0].position)
+            todo = list(conflicts.values())
+        for entity in todo:
+            lowest = _lower(lowest, entity.first_position())
         return lowest, log_lines
+
+    def _plan(self, entity: _Entity, stored: dict[ItemKey, StoredItem], duplicates: set[int],
+              shard_id: str) -> _Plan:
+        """Where each touched tile lives, and the entity's writes. A tile the entity item holds
+        is merged there. One of a size that ``tiles_out`` sends to tile items from a start at
+        or before it, or whose tile item exists (written by the first release of this stage),
+        is merged in its tile item. A new tile goes into the entity item while the item fits
+        one write unit with it; else the largest new tiles go to tile items until it does, and
+        from then on the later tiles of their sizes too (``tiles_out``): a size that outgrew
+        the item once (a hot entity's minute tiles) would outgrow it again, and an entity item
+        written only to say where each new tile goes would cost a write each time."""
+        group = entity.group
+        before = stored.get(entity.key)
+        held = _held(before)
+        first_out = decode_tiles_out(before.tiles_out) if before is not None else {}
+        mark = _mark_of(before, shard_id)
+        inside: list[tuple[str, str]] = []
+        elsewhere: list[tuple[str, str]] = []
+        new: list[tuple[str, str]] = []
+        for tile, parts in entity.tiles.items():
+            section, start = tile
+            if start in held.get(section, ()):
+                inside.append(tile)
+            elif ((section in first_out and int(start) >= first_out[section])
+                  or entity.tile_item_key(tile) in stored):
+                elsewhere.append(tile)
+            elif any(received.position > mark and id(received) not in duplicates
+                     for received, _ in parts):
+                new.append(tile)
+            # else the tile's item is gone (past its retention) and what it brings was applied
+        kept: list[tuple[str, str]] = sorted(new)
+        placed: list[tuple[str, str]] = []
+        while True:
+            own = _Item(group, entity.entity_key, None, entity.contributions([*inside, *kept]))
+            write = (self._next_state(entity.key, own, before, duplicates, shard_id)
+                     if own.contributions else None)
+            if (write is None or not kept or own.refused
+                    or _fits(write, _placing(first_out, placed))):
+                break
+            tiles = json.loads(own.text)
+            sizes = [(len(_ENCODE(tiles[section][start])), (section, start))
+                     for section, start in kept if start in tiles.get(section, ())]
+            if not sizes:  # every new tile was pruned: moving none out makes it smaller
+                break
+            largest = max(sizes)[1]
+            kept.remove(largest)
+            placed.append(largest)
+        unwritten: list[tuple[StoredItem, _Item]] = []
+        if (write is None and before is not None and not own.refused
+                and any(id(received) not in duplicates for received, _ in own.contributions)):
+            unwritten.append((before, own))
+        tile_writes: list[tuple[ItemWrite, _Item]] = []
+        newest_placed = 0
+        for tile in [*elsewhere, *placed]:
+            kind = group.kind_of_section[tile[0]]
+            item = _Item(group, entity.entity_key, (kind.tile_seconds, int(tile[1])),
+                         entity.contributions([tile], mark if tile in placed else _NOTHING_APPLIED))
+            key = entity.tile_item_key(tile)
+            found = stored.get(key)
+            tile_write = self._next_state(key, item, found, duplicates, shard_id)
+            if tile_write is not None:
+                tile_writes.append((tile_write, item))
+                if tile in placed:
+                    newest_placed = max(newest_placed, tile_write.event_time_ms)
+            elif found is not None and not item.refused and any(
+                    id(received) not in duplicates for received, _ in item.contributions):
+                unwritten.append((found, item))
+        if placed:  # recorded by the entity item's write, which goes first
+            if write is None:
+                write = _as_it_is(entity.key, own, before)
+            position = max(received.position for tile in placed
+                           for received, _ in entity.tiles[tile]
+                           if received.position > mark and id(received) not in duplicates)
+            marks = decode_hw(write.hw)
+            if shard_id not in marks or decode_position(marks[shard_id]) < position:
+                marks[shard_id] = own.position = encode_position(position)
+                write.hw = encode_hw(marks)
+            # The item lives as long as the tiles it sends elsewhere (its TTL follows ``t``).
+            write.event_time_ms = max(write.event_time_ms, newest_placed)
+            write.expires_at = group.expires_at(write.event_time_ms // 1000)
+        if write is not None:
+            write.tiles_out = encode_tiles_out({
+                section: start for section, start in _placing(first_out, placed).items()
+                if section in group.kind_of_section})
+        return _Plan(entity, own, write, tile_writes, unwritten)
 
     def _next_state(
         self, key: ItemKey, item: _Item, stored: StoredItem | None, duplicates: set[int],
@@ -426,9 +610,11 @@ class AudienceMerger:
                 return None
             item.changed = None
         marks[shard_id] = item.position = encode_position(item.new[-1][0].position)
-        tile_seconds, start = item.tile
-        kind = item.group.kinds[tile_seconds]
-        expires = None if tile_seconds == LIFETIME else kind.tile_expires_at(start)
+        if item.tile is None:  # the entity item: gone once the newest tile of each size is
+            expires = item.group.expires_at(newest // 1000)
+        else:
+            tile_seconds, start = item.tile
+            expires = item.group.kinds[tile_seconds].tile_expires_at(start)
         item.text = state
         return ItemWrite(
             key, compact_state(state), encode_hw(marks), stored.hw if stored is not None else None,
@@ -487,6 +673,55 @@ def _refused(item: _Item, key: ItemKey) -> list[dict[str, Any]]:
         }
         for received in item.refused
     ]
+
+
+def _placing(first_out: dict[str, int], placed: list[tuple[str, str]]) -> dict[str, int]:
+    """``tiles_out`` once ``placed`` go to tile items: a size's first start moves down only."""
+    after = dict(first_out)
+    for section, start in placed:
+        after[section] = min(after.get(section, int(start)), int(start))
+    return after
+
+
+def _fits(write: ItemWrite, tiles_out: dict[str, int]) -> bool:
+    """Whether the entity item written is at most one write unit, about (DynamoDB counts
+    attribute names and values)."""
+    size = (item_size.text_bytes(write.key[0]) + item_size.text_bytes(write.key[1])
+            + item_size.text_bytes(write.state) + len(write.hw)
+            + len(encode_tiles_out(tiles_out)) + item_size.ATTRIBUTE_BYTES)
+    return size <= ENTITY_ITEM_BYTES
+
+
+def _as_it_is(key: ItemKey, own: _Item, before: StoredItem | None) -> ItemWrite:
+    """The entity item's write when it takes nothing new but records where new tiles go."""
+    own.changed = {}
+    if before is None:
+        own.text = "{}"
+        return ItemWrite(key, "{}", "", None, None, 0, 1)
+    assert isinstance(before.state, str)  # made text by _as_text
+    own.text = before.state
+    return ItemWrite(key, compact_state(before.state), before.hw, before.hw, before.expires_at,
+                     before.event_time_ms, before.version + 1)
+
+
+def _held(item: StoredItem | None) -> Tiles:
+    """The tiles an entity item holds (its state, made text by ``_as_text``)."""
+    if item is None:
+        return {}
+    assert isinstance(item.state, str)
+    tiles: Tiles = json.loads(item.state)
+    return tiles
+
+
+def _mark_of(item: StoredItem | None, shard_id: str) -> Position:
+    if item is None:
+        return _NOTHING_APPLIED
+    mark = decode_hw(item.hw).get(shard_id)
+    return decode_position(mark) if mark is not None else _NOTHING_APPLIED
+
+
+def _first_of(contribution: tuple[_Received, Tiles]) -> Position:
+    return contribution[0].position
 
 
 def _as_text(stored: dict[ItemKey, StoredItem], keys: Iterable[ItemKey]) -> None:

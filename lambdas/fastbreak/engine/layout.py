@@ -4,22 +4,28 @@ See ``docs/online-store-layout.md``. Groups keyed by the stream's partition enti
 keep one *group item* per entity: every tile of every tile size, plus the lifetime state, written
 by the stream processor (stage 1). Groups keyed by another entity (a game, a content) are
 re-keyed: stage 1 folds each batch's events per entity into a *partial* and emits it to the
-partials stream, partitioned by entity, and the audience stage (stage 2) merges partials into one
-*audience item* per (entity, tile) plus one for the lifetime state. Readers merge what they find.
+partials stream, partitioned by entity, and the audience stage (stage 2) merges partials into the
+entity's items: one *entity item* that holds the lifetime state and every tile that came while
+the item fitted one write unit, and one *tile item* for each tile that did not (a hot entity's).
+A tile lives in one item for good; the entity item records, per tile size, from which tile on
+its tiles live in tile items (``tiles_out``). Readers merge what they find.
 
     pk = "{entity}#{entity key}", sk = "{group}"                                 group item
-    pk = "{entity}#{entity key}", sk = "{group}#t{tile s}#{tile start}"          audience tile
-    pk = "{entity}#{entity key}", sk = "{group}#life"                            audience lifetime
+    pk = "{entity}#{entity key}", sk = "{group}#entity"                          entity item
+    pk = "{entity}#{entity key}", sk = "{group}#t{tile s}#{tile start}"          tile item
+    pk = "{entity}#{entity key}", sk = "{group}#life"                            ... lifetime
     pk = "_dedup#{shard id}",     sk = "{bucket start, epoch s, 11 digits}"      applied events
     pk = "_dedup#{shard id}",     sk = "{bucket start}/{hex prefix}"             ... once split
     pk = "_dedup#partials/{partials shard id}", sk as above                      applied partials
     pk = "_outbox#{shard id}",    sk = "{first sequence number, 129 digits}"     pending emission
     pk = "_outbox#{shard id}#{first sequence number}", sk = "{chunk, 3 digits}"  ... its content
 
-The layout before the audience stage kept one *tile partial* per (tile, shard) of an audience
-group, ``{group}#{shard id}#t{tile s}#{tile start}`` and ``{group}#{shard id}#life``. Readers
-still find and merge them (one Query of the group's prefix returns both layouts), so a table
-written by the previous release loses nothing; nothing writes them any more.
+Two earlier layouts are still read. The first release of the audience stage kept every tile in a
+tile item (and the lifetime state in ``{group}#life``): those are tile items of this layout, and
+the audience stage goes on merging into them. Before the audience stage, stage 1 wrote one *tile
+partial* per (tile, shard) of an audience group, ``{group}#{shard id}#t{tile s}#{tile start}``
+and ``{group}#{shard id}#life``: readers still find and merge them (one Query of the group's
+prefix returns every layout), nothing writes them any more.
 
 Every item remembers, per shard that wrote to it, the highest position of that shard already
 folded in (``hw``, see ``encode_hw``): that is what makes a write idempotent.
@@ -53,17 +59,22 @@ def group_sk(group: str) -> str:
     return group
 
 
+def entity_sk(group: str) -> str:
+    """The sort key of an audience group's entity item (``fastbreak.engine.audience``)."""
+    return f"{group}#entity"
+
+
 def audience_sk_head(group: str, tile_seconds: int) -> str:
-    """An audience item's sort key up to its tile start (``audience_sk`` in two parts, for
-    speed); the whole sort key of the lifetime item."""
+    """A tile item's sort key up to its tile start (``audience_sk`` in two parts, for speed);
+    the whole sort key of the lifetime item."""
     if tile_seconds == 0:
         return f"{group}#life"
     return f"{group}#t{tile_seconds}#"
 
 
 def audience_sk(group: str, tile_seconds: int, tile_start: int) -> str:
-    """The sort key of the audience item of one tile (the lifetime item for ``tile_seconds``
-    0): one per (entity, tile), whatever the number of shards that saw its events."""
+    """The sort key of the tile item of one tile (the lifetime item for ``tile_seconds`` 0):
+    at most one per (entity, tile), whatever the number of shards that saw its events."""
     head = audience_sk_head(group, tile_seconds)
     return head if tile_seconds == 0 else f"{head}{tile_start:0{TILE_START_DIGITS}d}"
 
@@ -77,15 +88,28 @@ def tile_sk(group: str, tile_seconds: int, tile_start: int, shard_id: str) -> st
 
 
 def partials_prefix(group: str) -> str:
-    """What the sort keys of an audience group's items begin with (for one Query): its
-    audience items, and the tile partials of the previous layout."""
+    """What the sort keys of an audience group's items begin with (for one Query): its entity
+    and tile items, and the tile partials of the layout before the audience stage."""
     return f"{group}#"
 
 
 def belongs_to(group: str, sk: str) -> bool:
-    """True for the group item, the audience items and the old partials of ``group`` (group
-    names hold no ``#``)."""
+    """True for the group item, the entity and tile items and the old partials of ``group``
+    (group names hold no ``#``)."""
     return sk == group or sk.startswith(f"{group}#")
+
+
+def encode_tiles_out(first_out: dict[str, int]) -> str:
+    """An entity item's ``tiles_out``: "{section}:{tile start},..." sorted, "" for none. Each
+    entry says that the tiles of that size from that start on, all but those the entity item
+    holds, live in tile items (``fastbreak.engine.audience``)."""
+    return ",".join(f"{section}:{first_out[section]}" for section in sorted(first_out))
+
+
+def decode_tiles_out(text: str) -> dict[str, int]:
+    """Section -> the start of the first of its tiles kept in a tile item."""
+    return {section: int(start) for section, _, start in
+            (entry.partition(":") for entry in text.split(",") if entry)}
 
 
 def tile_key(tile_start: int) -> str:

@@ -37,6 +37,8 @@ BATCH_GET_LIMIT = 100
 _SET_STATE = "SET #state = :state, #hw = :hw, #v = :v, #t = :t, #updated = :updated"
 _NAMES = {"#state": "state", "#hw": "hw", "#v": "v", "#t": "t", "#updated": "updated_at",
           "#expires": "expires_at"}
+# DynamoDB refuses a name the expression does not use: ``tiles_out`` only where it is written.
+_NAMES_OUT = {**_NAMES, "#out": "tiles_out"}
 _SET_STATE_TTL = _SET_STATE + ", #expires = :expires"
 # An item that no longer expires (its group gained lifetime state) must lose an old TTL.
 _SET_STATE_NO_TTL = _SET_STATE + " REMOVE #expires"
@@ -69,6 +71,9 @@ class StoredItem:
     expires_at: int | None
     event_time_ms: int
     version: int = 0  # writes so far: orders the feature-log lines of an item
+    # an audience entity item's record of the tiles kept in items of their own
+    # (``fastbreak.engine.layout.encode_tiles_out``); "" on every other item
+    tiles_out: str = ""
 
 
 @dataclass(slots=True)
@@ -80,6 +85,7 @@ class ItemWrite:
     expires_at: int | None
     event_time_ms: int
     version: int = 1  # the stored version + 1
+    tiles_out: str | None = None  # None: not an entity item, the attribute is left alone
 
 
 class WriteOutcome(Enum):
@@ -180,12 +186,13 @@ class OnlineStore:
         absent groups map to [].
 
         A group keeps one item per entity whose key a reader can name (``sk`` = the group):
-        those are fetched with BatchGetItem, up to 100 keys a call. ``sharded_groups`` keep one
-        partial per tile and Kinesis shard instead (``GroupPlan.sharded``); shard ids are not
-        known to readers (they change with resharding), so one Query per (entity, group) fetches
-        them. Reads are eventually consistent and fetch only what the merge reads; expired
-        partials are filtered out (DynamoDB deletes expired items lazily). Throttling is retried
-        with ``retry``; then ``StoreUnavailable``.
+        those are fetched with BatchGetItem, up to 100 keys a call. ``sharded_groups`` (audience
+        groups, ``GroupPlan.sharded``) keep an entity item and a tile item per tile that outgrew
+        it, and may still hold tile partials per Kinesis shard of the layout before the audience
+        stage (shard ids readers do not know): one Query per (entity, group) fetches them all.
+        Reads are eventually consistent and fetch only what the merge reads; expired items are
+        filtered out (DynamoDB deletes expired items lazily). Throttling is retried with
+        ``retry``; then ``StoreUnavailable``.
         """
         unique = list(dict.fromkeys(keys))
         found: dict[GroupKey, list[StoredItem]] = {key: [] for key in unique}
@@ -352,6 +359,15 @@ class OnlineStore:
         else:
             values[":expires"] = {"N": str(write.expires_at)}
             expression = _SET_STATE_TTL
+        names = _NAMES
+        if write.tiles_out is not None:
+            names = _NAMES_OUT
+            if write.tiles_out:
+                values[":out"] = {"S": write.tiles_out}
+                head, _, removed = expression.partition(" REMOVE ")
+                expression = head + ", #out = :out" + (f" REMOVE {removed}" if removed else "")
+            else:
+                expression += ", #out" if " REMOVE " in expression else " REMOVE #out"
         if write.expected_hw is None:
             condition = "attribute_not_exists(pk)"
         else:
@@ -362,7 +378,7 @@ class OnlineStore:
             "Key": {"pk": {"S": write.key[0]}, "sk": {"S": write.key[1]}},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
 
@@ -381,6 +397,7 @@ def decode_item(item: dict[str, Any]) -> StoredItem:
         expires_at=int(expires) if expires is not None else None,
         event_time_ms=int(item.get("t", {}).get("N", "0")),
         version=int(item.get("v", {}).get("N", "0")),
+        tiles_out=item.get("tiles_out", {}).get("S", ""),
     )
 
 

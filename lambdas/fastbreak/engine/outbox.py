@@ -20,11 +20,13 @@ Events of a pending emission are therefore never folded into a second emission: 
 meets them completes the emission first, which puts them in the dedup memory.
 
 Items (``fastbreak.engine.layout``): the index ``(_outbox#{shard}, {first seq, 129 digits})``
-holds the covered range, the writing time, the chunk count and a 4-byte hash of every covered
-record's sequence number (what tells a concurrent batch's emission, ParallelizationFactor > 1,
-from one that holds this batch's records); content chunks ``(_outbox#{shard}#{first seq}, n)``
-hold the zlib-compressed records and identities, at most ``CHUNK_BYTES`` each, and are left to
-their TTL (TTL deletes cost no write units).
+holds the covered range, the writing time, the chunk count and, under ParallelizationFactor > 1,
+a 4-byte hash of every covered record's sequence number (what tells a concurrent batch's
+emission from one that holds this batch's records; with ParallelizationFactor 1 a batch holds
+every record of its shard in its range, and the index is one write unit, not one per 256
+records, paid again by its delete); content chunks ``(_outbox#{shard}#{first seq}, n)`` hold the
+zlib-compressed records and identities, at most ``CHUNK_BYTES`` each, and are left to their TTL
+(TTL deletes cost no write units).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class Emission:
     created_ms: int
     records: list[tuple[str, bytes]]  # (partition key, data) for the partials stream
     identities: dict[int, tuple[set[int], Position]] = field(default_factory=dict)
-    sources: list[int] = field(default_factory=list)  # source_hash of every covered record
+    # source_hash of every covered record; None: every record of the shard in the range
+    sources: list[int] | None = None
 
     @property
     def id(self) -> str:
@@ -105,12 +108,12 @@ class PendingEmission:
     last: int
     created_ms: int
     chunks: int
-    sources: frozenset[int]
+    sources: frozenset[int] | None  # None: every record of the shard in the range
 
     def holds(self, sequence_number: str) -> bool:
         """Whether the emission covers the record (its writer's batch held it)."""
         return (self.first <= int(sequence_number) <= self.last
-                and source_hash(sequence_number) in self.sources)
+                and (self.sources is None or source_hash(sequence_number) in self.sources))
 
     def writer_gone(self, now_ms: int) -> bool:
         return self.created_ms < now_ms - WRITER_GONE_MS
@@ -138,10 +141,11 @@ class Outbox:
         while True:
             response = self._call(self.client.query, request)
             for item in response.get("Items", []):
-                raw = item.get("sources", {}).get("B", b"")
+                raw = item["sources"]["B"] if "sources" in item else None
                 found.append(PendingEmission(
                     shard_id, int(item["sk"]["S"]), int(item["last"]["S"]),
                     int(item["created_ms"]["N"]), int(item["chunks"]["N"]),
+                    None if raw is None else
                     frozenset(value for (value,) in _SOURCE.iter_unpack(raw)),
                 ))
             last = response.get("LastEvaluatedKey")
@@ -164,15 +168,17 @@ class Outbox:
             })
             self.writes += 1
         pk, sk = outbox_key(emission.shard_id, emission.first)
-        sources = b"".join(_SOURCE.pack(value) for value in sorted(set(emission.sources)))
+        entry: dict[str, Any] = {
+            "pk": {"S": pk}, "sk": {"S": sk}, "last": {"S": str(emission.last)},
+            "created_ms": {"N": str(emission.created_ms)}, "chunks": {"N": str(len(chunks))},
+            "expires_at": expires,
+        }
+        if emission.sources is not None:
+            entry["sources"] = {
+                "B": b"".join(_SOURCE.pack(value) for value in sorted(set(emission.sources)))}
         self._call(self.client.put_item, {
             "TableName": self.table_name,
-            "Item": {
-                "pk": {"S": pk}, "sk": {"S": sk}, "last": {"S": str(emission.last)},
-                "created_ms": {"N": str(emission.created_ms)},
-                "chunks": {"N": str(len(chunks))}, "sources": {"B": sources},
-                "expires_at": expires,
-            },
+            "Item": entry,
             # A pending emission of the same first record is completed and deleted before a
             # batch writes its own: one still there is a writer this batch does not know of.
             "ConditionExpression": "attribute_not_exists(pk)",
@@ -212,7 +218,7 @@ class Outbox:
         return Emission(
             pending.shard_id, pending.first, pending.last, pending.created_ms,
             [(key, data.encode()) for key, data in document["records"]], identities,
-            sorted(pending.sources),
+            None if pending.sources is None else sorted(pending.sources),
         )
 
     def delete(self, pending: PendingEmission | Emission) -> None:

@@ -472,7 +472,9 @@ class StreamProcessor:
         emission = Emission(
             shard_id, sources[0].sequence, covered[-1].sequence, self.clock_ms(), [],
             {int(root[1]): (hashes, newest) for root, (hashes, newest, _) in additions.items()},
-            [source_hash(s.sequence_number) for s in covered],
+            # with ParallelizationFactor 1 the batch holds every record of the shard in its range
+            None if self.settings.parallelization_factor == 1
+            else [source_hash(s.sequence_number) for s in covered],
         )
         emission_id = emission.id
         for entity, groups in folded:
