@@ -40,7 +40,7 @@ from fastbreak.definitions.model import Aggregation
 from fastbreak.engine import RetryPolicy
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
-from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX, state_json
+from fastbreak.engine.layout import OPERATIONAL_PREFIXES, OUTBOX_PREFIX, state_json
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import audience_stage, stream_processor
@@ -650,7 +650,7 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     final = {
         (item["pk"]["S"], item["sk"]["S"], section, start): state
         for item in items
-        if not item["pk"]["S"].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))
+        if not item["pk"]["S"].startswith(OPERATIONAL_PREFIXES)
         for section, tiles in json.loads(state_json(
             item["state"]["S"] if "S" in item["state"] else item["state"]["B"])).items()
         for start, state in tiles.items()

@@ -15,6 +15,7 @@ partials stream, partitioned by entity, and the audience stage (stage 2) merges 
     pk = "_dedup#partials/{partials shard id}", sk as above                      applied partials
     pk = "_outbox#{shard id}",    sk = "{first sequence number, 129 digits}"     pending emission
     pk = "_outbox#{shard id}#{first sequence number}", sk = "{chunk, 3 digits}"  ... its content
+    pk = "_cutover",              sk = "slots"                                   cut-over registry
 
 The layout before the audience stage kept one *tile partial* per (tile, shard) of an audience
 group, ``{group}#{shard id}#t{tile s}#{tile start}`` and ``{group}#{shard id}#life``. Readers
@@ -35,6 +36,10 @@ ItemKey = tuple[str, str]
 
 DEDUP_PREFIX = "_dedup#"
 OUTBOX_PREFIX = "_outbox#"
+# Every slot's cut-over between the backfill and the live stages (``fastbreak.engine.cutover``).
+CUTOVER_REGISTRY_KEY = ("_cutover", "slots")
+# The partition keys of items that hold no feature state.
+OPERATIONAL_PREFIXES = (DEDUP_PREFIX, OUTBOX_PREFIX, CUTOVER_REGISTRY_KEY[0])
 # Applied events are remembered per (shard, 2 s of event time), 8 bytes each. A shard takes at
 # most 1 MB/s; with KPL aggregation that is about 8,000 events/s of 120 bytes, the smallest
 # event the envelope allows: 2 s of them is 130 KB, one item. Events that share an event time
