@@ -16,7 +16,8 @@ write, which the check would have taken instead. A value that does not match is 
 applied twice or not at all, a corrupted item, or a processor behind by more than ``settle``.
 
 Features of unbounded windows (lifetime, since kickoff) need the whole raw table; they are left
-out unless asked for (``all_windows``).
+out unless asked for (``all_windows``). The raw table is read back as far as the longest window
+checked: ``max_window_ms`` bounds it (the scheduled check reads a day).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class ConsistencyRequest:
     groups: tuple[str, ...] = ()  # () for every group
     sample: int = DEFAULT_SAMPLE
     all_windows: bool = False
+    # Leave out features whose window is longer (the raw table is read back that far)
+    max_window_ms: int | None = None
     seed: int = 0
     s3: S3Options | None = None
 
@@ -183,7 +186,9 @@ def check_consistency(
     store = OnlineStore(dynamodb, request.table, RetryPolicy(), concurrency=4)
     for name in groups:
         group = plan.groups[name]
-        served = [s for s in group.served if request.all_windows or _bounded(s)]
+        served = [s for s in group.served if (request.all_windows or _bounded(s))
+                  and (request.max_window_ms is None
+                       or s.window.size_seconds * 1000 <= request.max_window_ms)]
         if not served:
             continue
         candidates = [entity for entity in entities.values() if entity.group == name
@@ -275,7 +280,11 @@ def _served(store: OnlineStore, group: GroupPlan, chosen: list[_Entity],
     found = []
     for entity in chosen:
         progress.advance()
-        items = _stored_items(store, group, entity.key)
+        try:
+            items = _stored_items(store, group, entity.key)
+        except Exception as error:  # the store's or the SDK's: a table that cannot be read
+            raise ConsistencyError(f"cannot read table {store.table_name}: "
+                                   f"{_first_line(error)}") from error
         reason = _unchanged(entity, items)
         if reason is not None:
             result.skipped[reason] = result.skipped.get(reason, 0) + 1
