@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -47,18 +48,23 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fast
 metrics.set_default_dimensions(environment=os.environ.get("FASTBREAK_ENV", "local"))
 
 _dynamodb: Any = None
+_environment: dict[str, str] = {}
 
 
-def configure(dynamodb: Any) -> None:
-    """The DynamoDB client to read the online store with (the cold start makes boto3's)."""
-    global _dynamodb
+def configure(dynamodb: Any, environ: Mapping[str, str] | None = None) -> None:
+    """Read the environment and take the DynamoDB client to read the online store with (the
+    cold start does this with boto3's)."""
+    global _dynamodb, _environment
     _dynamodb = dynamodb
+    _environment = dict(os.environ if environ is None else environ)
 
 
-def request_from(env: dict[str, str] | os._Environ[str], now_ms: int) -> ConsistencyRequest:
+def request_from(env: Mapping[str, str], now_ms: int) -> ConsistencyRequest:
+    """This run's check: the entities last written in the lookback, up to the settle time ago
+    (minutes, fractions allowed)."""
     bucket = env["OFFLINE_BUCKET_NAME"]
-    since, until = recent(now_ms, int(env.get("LOOKBACK_MINUTES", "60")) * 60_000,
-                          int(env.get("SETTLE_MINUTES", "5")) * 60_000)
+    since, until = recent(now_ms, round(float(env.get("LOOKBACK_MINUTES", "60")) * 60_000),
+                          round(float(env.get("SETTLE_MINUTES", "5")) * 60_000))
     return ConsistencyRequest(
         raw=f"s3://{bucket}/{env.get('RAW_PREFIX', 'raw/').rstrip('/')}",
         feature_log=f"s3://{bucket}/{env.get('FEATURE_LOG_PREFIX', 'features/').rstrip('/')}",
@@ -73,14 +79,14 @@ def request_from(env: dict[str, str] | os._Environ[str], now_ms: int) -> Consist
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _dynamodb
     if _dynamodb is None:
         import boto3  # the Lambda runtime ships boto3; the engine never imports it
 
-        _dynamodb = boto3.client("dynamodb")
-    request = request_from(os.environ, time.time_ns() // 1_000_000)
-    # DuckDB spills to its working folder: the only writable one in Lambda is /tmp.
-    os.chdir(tempfile.gettempdir())
+        configure(boto3.client("dynamodb"))
+    request = request_from(_environment, time.time_ns() // 1_000_000)
+    if not os.access(os.getcwd(), os.W_OK):
+        # DuckDB spills under the working folder; in Lambda that is the read-only code folder.
+        os.chdir(tempfile.gettempdir())
     report = check_consistency(request, _dynamodb, CATALOG)
     _publish(report)
     for mismatch in report.mismatches:
