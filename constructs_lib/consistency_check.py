@@ -57,7 +57,7 @@ class ConsistencyCheck(Construct):
         every: Duration = Duration.hours(1),
         sample_size: int = 100,
         lookback: Duration = Duration.hours(1),
-        settle: Duration = Duration.minutes(5),
+        settle: Duration = Duration.minutes(20),
         max_window: Duration = Duration.hours(24),
         function_props: Mapping[str, Any] | None = None,
         log_key: kms.IKey | None = None,

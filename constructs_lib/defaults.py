@@ -101,7 +101,9 @@ CONSISTENCY_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
 CONSISTENCY = MappingProxyType({
     "every_minutes": 60,
     "lookback_minutes": 60,  # the entities last written in the last hour...
-    "settle_minutes": 5,  # ... up to 5 minutes ago: later events had time to be applied
+    # ... up to 20 minutes ago: their events are in the raw table (Firehose delivers within
+    # 15 minutes) and later ones had time to be applied
+    "settle_minutes": 20,
     "sample_size": 100,  # entities per group
     # Features of windows up to a day: each run reads a day of the raw table, not a week.
     "max_window_hours": 24,

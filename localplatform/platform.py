@@ -48,7 +48,7 @@ class PlatformOptions:
     # the template's.
     firehose_buffer_seconds: float | None = None
     # The consistency check judges entities last written at least this long ago (minutes); None
-    # keeps the template's (5): a local run lasts a minute.
+    # keeps the template's (20): a local run lasts a minute, and its delivery a few seconds.
     consistency_settle_minutes: float | None = None
     # Wait before the first retry of a failed batch (the emulator's, not the template's).
     retry_backoff_s: float = 1.0

@@ -41,7 +41,7 @@ def test_the_check_runs_the_handler_one_run_at_a_time_with_room_for_the_builder(
         "RAW_PREFIX", "FEATURE_LOG_PREFIX", "SAMPLE_SIZE", "LOOKBACK_MINUTES", "SETTLE_MINUTES",
         "MAX_WINDOW_HOURS", "FASTBREAK_ENV")} == {
         "RAW_PREFIX": "raw/", "FEATURE_LOG_PREFIX": "features/", "SAMPLE_SIZE": "100",
-        "LOOKBACK_MINUTES": "60", "SETTLE_MINUTES": "5", "MAX_WINDOW_HOURS": "24",
+        "LOOKBACK_MINUTES": "60", "SETTLE_MINUTES": "20", "MAX_WINDOW_HOURS": "24",
         "FASTBREAK_ENV": "dev"}
     config = named(dev.storage, "AWS::Lambda::EventInvokeConfig", "ConsistencyCheck")
     assert config["Properties"]["MaximumRetryAttempts"] == 0

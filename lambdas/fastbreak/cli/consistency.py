@@ -42,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="entities per group (default 100)")
     parser.add_argument("--lookback-minutes", type=_positive, default=60, metavar="MINUTES",
                         help="check the entities last written in this many minutes (default 60)")
-    parser.add_argument("--settle-minutes", type=_positive_or_zero, default=5, metavar="MINUTES",
-                        help="... up to this long ago, so that their later events had time to "
-                        "be applied (default 5)")
+    parser.add_argument("--settle-minutes", type=_positive_or_zero, default=20,
+                        metavar="MINUTES",
+                        help="... up to this long ago, so that their events had time to reach "
+                        "the raw table and the later ones to be applied (default 20: Firehose "
+                        "delivers within 15)")
     parser.add_argument("--all-windows", action="store_true",
                         help="check lifetime and since-kickoff features too (reads the whole "
                         "raw table)")

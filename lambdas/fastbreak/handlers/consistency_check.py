@@ -14,7 +14,7 @@ to check publishes only ``ConsistencyValuesChecked`` 0.
 
 Environment: ONLINE_TABLE_NAME, OFFLINE_BUCKET_NAME, RAW_PREFIX (default raw/),
 FEATURE_LOG_PREFIX (default features/), SAMPLE_SIZE (entities per group, default 100),
-LOOKBACK_MINUTES (default 60), SETTLE_MINUTES (default 5), MAX_WINDOW_HOURS (features of longer
+LOOKBACK_MINUTES (default 60), SETTLE_MINUTES (default 20), MAX_WINDOW_HOURS (features of longer
 windows are left out: the raw table is read back that far; default 24), FASTBREAK_ENV,
 POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE (Fastbreak). AWS_ENDPOINT_URL, where set
 (the local platform), is the S3 endpoint pyarrow reads from.
@@ -64,7 +64,7 @@ def request_from(env: Mapping[str, str], now_ms: int) -> ConsistencyRequest:
     (minutes, fractions allowed)."""
     bucket = env["OFFLINE_BUCKET_NAME"]
     since, until = recent(now_ms, round(float(env.get("LOOKBACK_MINUTES", "60")) * 60_000),
-                          round(float(env.get("SETTLE_MINUTES", "5")) * 60_000))
+                          round(float(env.get("SETTLE_MINUTES", "20")) * 60_000))
     return ConsistencyRequest(
         raw=f"s3://{bucket}/{env.get('RAW_PREFIX', 'raw/').rstrip('/')}",
         feature_log=f"s3://{bucket}/{env.get('FEATURE_LOG_PREFIX', 'features/').rstrip('/')}",

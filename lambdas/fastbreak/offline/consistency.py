@@ -49,7 +49,9 @@ from fastbreak.offline.raw_files import S3Options, resolve
 from fastbreak.offline.selection import TrainingSetError
 
 DEFAULT_SAMPLE = 100  # entities per group
-DEFAULT_SETTLE_MS = 5 * 60 * 1000
+# The raw table must hold the events of the writes judged: Firehose delivers within 15 minutes
+# (``OfflineDeliveryFreshness`` pages beyond), and a margin.
+DEFAULT_SETTLE_MS = 20 * 60 * 1000
 MISMATCHES_KEPT = 20
 # A batch's log object is dated by its first record's arrival; its writes become visible
 # later, by at most the records' age when the mapping gives up (the default's 6 hours) and a
