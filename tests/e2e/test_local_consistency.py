@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from fastbreak.engine.layout import compact_state
 from fastbreak_producer import Producer
 from localplatform.metrics import MetricKey
 from localplatform.platform import LocalPlatform, PlatformOptions
+from tests.e2e.test_local_failures import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +43,6 @@ def views(count: int) -> list[dict[str, Any]]:
              "event_time": now.isoformat(), "user_id": f"user-{n % 5}",
              "content_id": f"c{n % 3}", "sport": "nba", "surface": "home"}
             for n in range(count)]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def corrupt(platform: LocalPlatform, key: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from fastbreak.cli import UsageError
+from fastbreak.cli import UsageError, minutes
 from fastbreak.cli.training_set import RAW_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="PATH_OR_S3_URL",
                         help=f"the raw events table: a folder or s3://bucket/raw (default: "
                         f"${RAW_ENVIRONMENT}, else s3://BUCKET/raw)")
-    parser.add_argument("--settle-minutes", type=_minutes, default=20, metavar="MINUTES",
+    parser.add_argument("--settle-minutes", type=minutes, default=20, metavar="MINUTES",
                         help="how long after a cut-over the raw table holds every record "
                         "before it (default 20: Firehose delivers within 15)")
     parser.add_argument("--dry-run", action="store_true",
@@ -47,16 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="URL", help="AWS endpoint, e.g. the local platform's (default: "
                         "$AWS_ENDPOINT_URL)")
     parser.add_argument("--region", help="AWS region (default: the AWS SDK's)")
-
-
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"minutes must be 0 or more, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

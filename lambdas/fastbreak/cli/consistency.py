@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastbreak.cli import UsageError
+from fastbreak.cli import UsageError, count, minutes
 from fastbreak.cli.backfill import BUCKET_ENVIRONMENT, TABLE_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -38,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the feature log (default: s3://BUCKET/features)")
     parser.add_argument("--groups", nargs="+", metavar="GROUP", default=[],
                         help="the feature groups to check (default: every group)")
-    parser.add_argument("--sample", type=_positive, default=100, metavar="N",
+    parser.add_argument("--sample", type=count, default=100, metavar="N",
                         help="entities per group (default 100)")
-    parser.add_argument("--lookback-minutes", type=_positive, default=60, metavar="MINUTES",
+    parser.add_argument("--lookback-minutes", type=minutes, default=60, metavar="MINUTES",
                         help="check the entities last written in this many minutes (default 60)")
-    parser.add_argument("--settle-minutes", type=_positive_or_zero, default=20,
+    parser.add_argument("--settle-minutes", type=minutes, default=20,
                         metavar="MINUTES",
                         help="... up to this long ago, so that their events had time to reach "
                         "the raw table and the later ones to be applied (default 20: Firehose "
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-windows", action="store_true",
                         help="check lifetime and since-kickoff features too (reads the whole "
                         "raw table)")
-    parser.add_argument("--max-window-hours", type=_positive, metavar="HOURS",
+    parser.add_argument("--max-window-hours", type=count, metavar="HOURS",
                         help="leave out features whose window is longer (the raw table is read "
                         "back that far; default: every bounded window)")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
@@ -61,23 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="URL", help="AWS endpoint, e.g. the local platform's (default: "
                         "$AWS_ENDPOINT_URL)")
     parser.add_argument("--region", help="AWS region (default: the AWS SDK's)")
-
-
-def _positive(text: str) -> int:
-    value = _positive_or_zero(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def _positive_or_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -97,8 +80,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     from fastbreak.offline.raw_files import S3Options
 
-    since, until = recent(time.time_ns() // 1_000_000, args.lookback_minutes * 60_000,
-                          args.settle_minutes * 60_000)
+    since, until = recent(time.time_ns() // 1_000_000, round(args.lookback_minutes * 60_000),
+                          round(args.settle_minutes * 60_000))
     request = ConsistencyRequest(
         raw=args.raw or f"s3://{args.bucket}/raw",
         feature_log=args.feature_log or f"s3://{args.bucket}/features",

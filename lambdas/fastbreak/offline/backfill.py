@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -68,6 +68,7 @@ from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, GroupPlan, Plan, com
 from fastbreak.engine.records import SourceRecord
 from fastbreak.engine.sinks import ObjectSink, object_key
 from fastbreak.engine.timestamps import format_ms
+from fastbreak.offline.progress import Progress, Silent
 from fastbreak.offline.raw_files import S3Options, open_raw
 from fastbreak.offline.replay import RawEvent
 
@@ -87,20 +88,6 @@ class BackfillError(ValueError):
 class BackfillIncomplete(RuntimeError):
     """Some items could not be written (the store kept refusing): run the backfill again, it
     resumes."""
-
-
-class Progress(Protocol):
-    def stage(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, amount: int = 1) -> None: ...
-
-
-class _Silent:
-    def stage(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, amount: int = 1) -> None:
-        pass
 
 
 def mark_name(cutover_ms: int) -> str:
@@ -166,7 +153,7 @@ class Backfill:
         self.plan: Plan = compile_plan(catalog)
         self.store = OnlineStore(dynamodb, request.table, retry or RetryPolicy(), concurrency)
         self.sink = sink
-        self.progress = progress or _Silent()
+        self.progress = progress or Silent()
         self.clock_ms = clock_ms
         self.merger = AudienceMerger(self.store, sink, catalog, clock_ms=clock_ms)
         self.unwritten = 0

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -39,27 +39,13 @@ from fastbreak.offline.output import (
     value_type,
     write_atomically,
 )
+from fastbreak.offline.progress import Progress
+from fastbreak.offline.progress import Silent as _Silent
 from fastbreak.offline.raw_files import TIMESTAMP, S3Options, open_raw
 from fastbreak.offline.reference import entity_values
 from fastbreak.offline.replay import RawEvent
 from fastbreak.offline.selection import SelectedGroup, TrainingSetError, select_features
 from fastbreak.offline.spine import DEFAULT_TIMESTAMP_COLUMN, Spine, load_spine
-
-
-class Progress(Protocol):
-    """Where the builder reports what it is doing (a terminal progress bar, or nothing)."""
-
-    def stage(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, amount: int = 1) -> None: ...
-
-
-class _Silent:
-    def stage(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, amount: int = 1) -> None:
-        pass
 
 
 @dataclass(frozen=True)

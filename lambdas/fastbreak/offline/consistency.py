@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -45,6 +45,7 @@ from fastbreak.engine.plan import GroupPlan, Plan, ServedFeature, compile_plan
 from fastbreak.engine.read import merge_group
 from fastbreak.offline.builder import TrainingSetRequest, build_training_set
 from fastbreak.offline.output import arrow_values, event_time_column, value_column, value_type
+from fastbreak.offline.progress import Progress, Silent
 from fastbreak.offline.raw_files import S3Options, resolve
 from fastbreak.offline.selection import TrainingSetError
 
@@ -61,20 +62,6 @@ _LOG_DAYS_BEFORE = 1
 
 class ConsistencyError(ValueError):
     """Input the user can fix: one line naming the group, table or location."""
-
-
-class Progress(Protocol):
-    def stage(self, description: str, total: int | None = None) -> None: ...
-
-    def advance(self, amount: int = 1) -> None: ...
-
-
-class _Silent:
-    def stage(self, description: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, amount: int = 1) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -179,7 +166,7 @@ def check_consistency(
 ) -> ConsistencyReport:
     """Recompute a sample of what the online store served; ``ConsistencyError`` on bad input."""
     started = time.perf_counter()
-    report = progress or _Silent()
+    report = progress or Silent()
     plan = compile_plan(catalog)
     groups = _groups(plan, request.groups)
     result = ConsistencyReport()
