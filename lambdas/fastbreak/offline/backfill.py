@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, GroupPlan, Plan, com
 from fastbreak.engine.records import SourceRecord
 from fastbreak.engine.sinks import ObjectSink, object_key
 from fastbreak.engine.timestamps import format_ms
+
+# The builder's conversion of an applied row (the columns of its ``applied`` view, as here).
+from fastbreak.offline.builder import _raw_event
 from fastbreak.offline.progress import Progress, Silent
 from fastbreak.offline.raw_files import S3Options, open_raw
 from fastbreak.offline.replay import RawEvent
@@ -539,18 +542,10 @@ class RawReader:
                     if current is not None:
                         yield current, events
                     current, events = key, []
-                events.append(self._event(row))
+                events.append(_raw_event(row, self._fields[row["event_type"]],
+                                         self._timestamps))
         if current is not None:
             yield current, events
-
-    def _event(self, row: Mapping[str, Any]) -> RawEvent:
-        payload = {name: row.get(name) for name in self._fields[row["event_type"]]}
-        for name in self._timestamps & payload.keys():  # as the builder reads them
-            value = payload[name]
-            if value is not None:
-                payload[name] = value.isoformat().replace("+00:00", "Z")
-        return RawEvent(row["event_type"], row["event_id"], row["t_ms"], payload, row["shard"],
-                        (int(row["seq"]), row["sub"]), row["a_ms"])
 
 
 def _sources(group: GroupPlan) -> str:
