@@ -204,13 +204,21 @@ class Backfill:
                 f"the raw table holds every record before the cut-over at {format_ms(latest)} "
                 f"from {format_ms(ready_ms)} (Firehose delivers in up to 15 minutes): run the "
                 "backfill then, or lower --settle-minutes once the delivery has caught up")
-        for name, slots in planned.items():
-            group_summary = GroupSummary(
-                name, sorted(set(slots.values())),
-                sorted(f"{tile}/{slot}" for _, tile, slot in slots))
-            summary.groups.append(group_summary)
-            if slots:
-                self._group(self.plan.groups[name], CutOvers(slots), group_summary)
+        reader: RawReader | None = None
+        try:
+            for name, slots in planned.items():
+                group_summary = GroupSummary(
+                    name, sorted(set(slots.values())),
+                    sorted(f"{tile}/{slot}" for _, tile, slot in slots))
+                summary.groups.append(group_summary)
+                if not slots:
+                    continue
+                if reader is None:  # one read of the raw table for every group
+                    reader = RawReader(self.request.raw, self.catalog, self.request.s3, latest)
+                self._group(reader, self.plan.groups[name], CutOvers(slots), group_summary)
+        finally:
+            if reader is not None:
+                reader.close()
         summary.seconds = time.perf_counter() - started
         if self.unwritten:
             raise BackfillIncomplete(
@@ -219,22 +227,22 @@ class Backfill:
         return summary
 
     # ---- one group ---------------------------------------------------------------------------
-    def _group(self, group: GroupPlan, cutovers: CutOvers, summary: GroupSummary) -> None:
+    def _group(self, reader: RawReader, group: GroupPlan, cutovers: CutOvers,
+               summary: GroupSummary) -> None:
         before = max(cutovers.from_ms.values())
-        with RawReader(self.request.raw, self.catalog, self.request.s3) as reader:
-            total = reader.count_entities(group, self.plan, before)
-            if self.request.dry_run:
-                summary.entities = total
-                return
-            self.progress.stage(f"{group.group.name}: {total:,} {group.group.entity}s", total)
-            batch: list[tuple[str, list[RawEvent]]] = []
-            for entity in reader.entities(group, self.plan, before):
-                batch.append(entity)
-                if len(batch) == BATCH_ENTITIES:
-                    self._batch(group, cutovers, batch, summary)
-                    batch = []
-            if batch:
+        total = reader.count_entities(group, self.plan, before)
+        if self.request.dry_run:
+            summary.entities = total
+            return
+        self.progress.stage(f"{group.group.name}: {total:,} {group.group.entity}s", total)
+        batch: list[tuple[str, list[RawEvent]]] = []
+        for entity in reader.entities(group, self.plan, before):
+            batch.append(entity)
+            if len(batch) == BATCH_ENTITIES:
                 self._batch(group, cutovers, batch, summary)
+                batch = []
+        if batch:
+            self._batch(group, cutovers, batch, summary)
 
     def _batch(self, group: GroupPlan, cutovers: CutOvers,
                entities: list[tuple[str, list[RawEvent]]], summary: GroupSummary) -> None:
@@ -448,42 +456,39 @@ def _log_line(group: GroupPlan, entity_key: str, item: ItemWrite | StoredItem,
 # ---- the raw table -----------------------------------------------------------------------------
 class RawReader:
     """The raw table in DuckDB: each entity's applied events (first copies, in fold order) that
-    reached the stream before a time."""
+    reached the stream before a time (at most ``before_ms``)."""
 
-    def __init__(self, location: str, catalog: Catalog, s3: S3Options | None) -> None:
+    def __init__(self, location: str, catalog: Catalog, s3: S3Options | None,
+                 before_ms: int) -> None:
         self.catalog = catalog
-        self.con = duckdb.connect()
-        self.con.execute("SET preserve_insertion_order = false")
         if not location.startswith("s3://"):
             root = Path(location)
             if not root.is_dir():
                 raise BackfillError(f"cannot read raw table {location}: no such folder")
             if next(root.rglob("*.parquet"), None) is None:
                 raise BackfillError(f"cannot read raw table {location}: no Parquet files")
+        self.con = duckdb.connect()
+        self.con.execute("SET preserve_insertion_order = false")
         try:
             self.dataset = open_raw(location, catalog, s3)
             self.con.register("raw", self.dataset)
         except (OSError, pa.ArrowException, ValueError) as error:
+            self.con.close()
             raise BackfillError(f"cannot read raw table {location}: {_first_line(error)}"
                                 ) from error
         self.location = location
-        self._prepared: int | None = None
         self._fields = {name: tuple(f.name for f in catalog.latest(name).fields)
                         for name in catalog.event_names}
         self._timestamps = {name for name, kind in catalog.offline_columns()
                             if kind is FieldType.TIMESTAMP}
+        self._prepare(before_ms)
 
-    def __enter__(self) -> RawReader:
-        return self
-
-    def __exit__(self, *_: object) -> None:
+    def close(self) -> None:
         self.con.close()
 
     def _prepare(self, before_ms: int) -> None:
         """The admitted rows that reached the stream before ``before_ms``, less the copies
         ``replay.first_copies`` drops (per shard and identity, all but the lowest position)."""
-        if self._prepared == before_ms:
-            return
         payload = sorted({f for fields in self._fields.values() for f in fields})
         columns = "".join(f", {_ident(name)}" for name in payload)
         # An event is dated at most the future tolerance after it arrived: the partitions of
@@ -504,9 +509,9 @@ class RawReader:
                     ORDER BY length(kinesis_sequence_number), kinesis_sequence_number, sub) = 1
             """)
         except (duckdb.Error, pa.ArrowException, OSError) as error:
+            self.con.close()
             raise BackfillError(f"cannot read raw table {self.location}: {_first_line(error)}"
                                 ) from error
-        self._prepared = before_ms
 
     def _key_sql(self, group: GroupPlan, plan: Plan) -> str:
         cases = " ".join(
@@ -517,20 +522,19 @@ class RawReader:
         return f"CASE event_type {cases} END"
 
     def count_entities(self, group: GroupPlan, plan: Plan, before_ms: int) -> int:
-        self._prepare(before_ms)
         ((count,),) = self.con.sql(
             f"SELECT count(DISTINCT {self._key_sql(group, plan)}) FROM applied "
-            f"WHERE event_type IN ({_sources(group)})").fetchall()
+            f"WHERE event_type IN ({_sources(group)}) AND a_ms < {before_ms}").fetchall()
         return int(count)
 
     def entities(self, group: GroupPlan, plan: Plan, before_ms: int
                  ) -> Iterator[tuple[str, list[RawEvent]]]:
         """(entity key, its first copies in fold order) for every entity of ``group`` with an
         admitted event of its sources before ``before_ms``, in key order."""
-        self._prepare(before_ms)
         reader = self.con.sql(f"""
             SELECT {self._key_sql(group, plan)} AS __key, * FROM applied
             WHERE event_type IN ({_sources(group)}) AND __key IS NOT NULL
+              AND a_ms < {before_ms}
             ORDER BY __key, shard, length(seq), seq, sub
         """).to_arrow_reader(65_536)
         current: str | None = None

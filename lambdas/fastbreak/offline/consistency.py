@@ -270,11 +270,11 @@ def _served(store: OnlineStore, group: GroupPlan, chosen: list[_Entity],
     for entity in chosen:
         progress.advance()
         try:
-            items = _stored_items(store, group, entity.key)
+            items, updated = _stored_items(store, group, entity.key)
         except Exception as error:  # the store's or the SDK's: a table that cannot be read
             raise ConsistencyError(f"cannot read table {store.table_name}: "
                                    f"{_first_line(error)}") from error
-        reason = _unchanged(entity, items)
+        reason = _unchanged(entity, items, updated)
         if reason is not None:
             result.skipped[reason] = result.skipped.get(reason, 0) + 1
             continue
@@ -285,10 +285,13 @@ def _served(store: OnlineStore, group: GroupPlan, chosen: list[_Entity],
     return found
 
 
-def _stored_items(store: OnlineStore, group: GroupPlan, key: str) -> dict[ItemKey, StoredItem]:
+def _stored_items(store: OnlineStore, group: GroupPlan, key: str
+                  ) -> tuple[dict[ItemKey, StoredItem], dict[ItemKey, int]]:
+    """The entity's items of the group, and when each was last written (epoch ms, for the
+    audience items, which a write after the log was read may have added)."""
     pk = entity_pk(group.group.entity, key)
     if not group.sharded:
-        return store.get_many([(pk, group_sk(group.group.name))])
+        return store.get_many([(pk, group_sk(group.group.name))]), {}
     request: dict[str, Any] = {
         "TableName": store.table_name, "ConsistentRead": True,
         "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
@@ -296,17 +299,20 @@ def _stored_items(store: OnlineStore, group: GroupPlan, key: str) -> dict[ItemKe
                                       ":prefix": {"S": partials_prefix(group.group.name)}},
     }
     items: dict[ItemKey, StoredItem] = {}
+    updated: dict[ItemKey, int] = {}
     while True:
         response = store.client.query(**request)
         for raw in response.get("Items", ()):
             item = decode_item(raw)
             items[(item.pk, item.sk)] = item
+            updated[(item.pk, item.sk)] = int(raw.get("updated_at", {}).get("N", "0"))
         if not response.get("LastEvaluatedKey"):
-            return items
+            return items, updated
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-def _unchanged(entity: _Entity, items: dict[ItemKey, StoredItem]) -> str | None:
+def _unchanged(entity: _Entity, items: dict[ItemKey, StoredItem],
+               updated: dict[ItemKey, int]) -> str | None:
     """Why the stored items are not what the entity's last logged writes left (None: they
     are)."""
     for key, logged in entity.items.items():
@@ -315,6 +321,9 @@ def _unchanged(entity: _Entity, items: dict[ItemKey, StoredItem]) -> str | None:
             return "item gone (expired)"
         if stored.version != logged.version:
             return "written since the log was read"
+    last = entity.last_write_ms or 0
+    if any(key not in entity.items and at > last for key, at in updated.items()):
+        return "written since the log was read"  # an item the log read has no line of
     return None
 
 
