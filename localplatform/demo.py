@@ -115,7 +115,14 @@ def serve(console: Console, env_file: Path | None, workdir: Path | None = None) 
     """The platform alone, until Ctrl-C."""
     platform = LocalPlatform(PlatformOptions(workdir=workdir, env_file=env_file))
     try:
-        _start(platform, console, env_file)
+        try:
+            _start(platform, console, env_file)
+        except KeyboardInterrupt:
+            if platform.alarms is None:  # still starting: an interrupted start
+                raise
+            # Up (its env file written) and showing its names: the usual Ctrl-C, a bit early.
+            console.print("stopping")
+            return
         _wait_for_ctrl_c(platform, console)
     finally:
         platform.stop()
