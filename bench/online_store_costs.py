@@ -38,7 +38,7 @@ from fastbreak.engine import (
     PartialsSink,
     StreamProcessor,
 )
-from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX
+from fastbreak.engine.layout import CUTOVER_REGISTRY_KEY, DEDUP_PREFIX, OUTBOX_PREFIX
 from localplatform.kinesis_events import SEQUENCE_BASE, StreamRecord, lambda_record
 from localplatform.memory_dynamodb import MemoryDynamoDB
 from localplatform.memory_kinesis import MemoryKinesis
@@ -71,6 +71,8 @@ def kind_of(key: tuple[str, str]) -> str:
         return "outbox"
     if pk.startswith(DEDUP_PREFIX):
         return "audience dedup memory" if "/" in pk else "dedup memory"
+    if key == CUTOVER_REGISTRY_KEY:
+        return "cut-over registry"
     return sk.split("#", 1)[0]
 
 

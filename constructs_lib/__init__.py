@@ -1,5 +1,6 @@
 """Reusable Fastbreak constructs with secure defaults; each exposes what it builds."""
 
+from constructs_lib.consistency_check import ConsistencyCheck
 from constructs_lib.event_stream import EventStream
 from constructs_lib.feature_api import FeatureApi
 from constructs_lib.flink_application import FlinkApplication
@@ -12,6 +13,7 @@ from constructs_lib.stream_processor import StreamProcessor
 from constructs_lib.training_set_job import TrainingSetJob
 
 __all__ = [
+    "ConsistencyCheck",
     "ConstructPropsError",
     "EventStream",
     "FeatureApi",

@@ -108,12 +108,33 @@ TRAINING_SET_JOB: MappingProxyType[str, Any] = MappingProxyType({
     "description": "Fastbreak: point-in-time training sets from the raw events table (Spark)",
 })
 
+# ---- the consistency check -----------------------------------------------------------------------
+CONSISTENCY_FUNCTION: MappingProxyType[str, Any] = MappingProxyType({
+    # DuckDB reads the raw partitions the sample's windows need (a week, for a 7-day window)
+    # and the builder recomputes each sampled value: 3,008 MB is 1.7 vCPUs.
+    "memory_size": 3008,
+    "timeout": Duration.minutes(15),  # the most Lambda allows
+})
+CONSISTENCY = MappingProxyType({
+    "every_minutes": 60,
+    "lookback_minutes": 60,  # the entities last written in the last hour...
+    # ... up to 20 minutes ago: their events are in the raw table (Firehose delivers within
+    # 15 minutes) and later ones had time to be applied
+    "settle_minutes": 20,
+    "sample_size": 100,  # entities per group
+    # Features of windows up to a day: each run reads a day of the raw table, not a week.
+    "max_window_hours": 24,
+})
+
 # ---- monitoring thresholds ----------------------------------------------------------------------
 MONITORING: MappingProxyType[str, Any] = MappingProxyType({
     "iterator_age_seconds": 60,  # feature staleness that pages
     "api_p99_latency_ms": 250,  # the budget a ranking request leaves for features
     "api_5xx_rate_percent": 1.0,
     "firehose_freshness_seconds": 900,
+    # An exactly-once pipeline matches every sampled value; one value in a hundred off, in any
+    # feature, is an event applied twice or lost, or a processor behind by over 5 minutes.
+    "consistency_percent": 99.0,
 })
 
 # CodeDeploy's predefined Lambda configurations, by the name cdk.json uses for them.

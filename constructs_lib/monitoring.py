@@ -27,6 +27,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from constructs_lib.consistency_check import SERVICE_NAME as CONSISTENCY_SERVICE
 from constructs_lib.defaults import MONITORING
 from constructs_lib.feature_api import server_error_rate
 from constructs_lib.nag import acknowledge
@@ -527,6 +528,40 @@ class Monitoring(Construct):
                                    right=[error_rate], width=12),
             cloudwatch.GraphWidget(title="Feature API p99 latency (ms)", left=[latency],
                                    width=12),
+        )
+
+    def monitor_consistency_check(
+        self, function: lambda_.IFunction, *, every: Duration = Duration.hours(1),
+        below_percent: float = MONITORING["consistency_percent"],
+    ) -> None:
+        """The scheduled consistency check (``constructs_lib.consistency_check``): the lowest
+        feature's share of served values the builder recomputes exactly, once per run."""
+        rate = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE, metric_name="ConsistencyRate",
+            dimensions_map={"service": CONSISTENCY_SERVICE,
+                            ENVIRONMENT_DIMENSION: self._environment},
+            statistic="Minimum", period=every,
+        )
+        errors = function.metric_errors(statistic="Sum", period=every)
+        self._add_alarms(
+            AlarmSpec(
+                "ConsistencyBelowTarget", "consistency-below-target",
+                f"Under {below_percent:g}% of a feature's sampled values, as the online store "
+                "served them, match their recomputation from the raw events: events applied "
+                "twice or lost, a corrupted item, or a processor far behind.",
+                rate, below_percent, evaluation_periods=1, datapoints_to_alarm=1,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            ),
+            AlarmSpec(
+                "ConsistencyCheckErrors", "consistency-check-errors",
+                "The consistency check failed its run: the online store is not being checked.",
+                errors, 0, evaluation_periods=1, datapoints_to_alarm=1,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Consistency: lowest feature's share matched (%)",
+                                   left=[rate], width=12),
+            cloudwatch.GraphWidget(title="Consistency check errors", left=[errors], width=12),
         )
 
     # ---- shared ---------------------------------------------------------------------------

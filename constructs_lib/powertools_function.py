@@ -5,12 +5,16 @@ alias on a published version for safe deployments.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +51,19 @@ REQUIREMENTS = LAMBDA_ASSET_DIR.parent / "requirements.txt"
 # Wheels the asset carries besides the Powertools layer, for python3.14 on arm64 (the tags
 # orjson publishes). Binary wheels only: pip downloads them, no Docker, no compiler.
 ASSET_WHEELS = ("orjson",)
+# What the offline functions (the consistency check) carry besides: the training-set builder's
+# engine. About 200 MB unpacked, within Lambda's 250 MB with the Powertools layer; pyarrow
+# needs no numpy for what the builder does.
+OFFLINE_WHEELS = (*ASSET_WHEELS, "pyarrow", "duckdb")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64")
 WHEEL_PYTHON = "3.14"
+# Build-time files of the wheels, never imported at run time (C++ headers, Cython sources,
+# the libraries' own tests): left out of the asset.
+_BUILD_ONLY = ("*.h", "*.hpp", "*.cc", "*.cpp", "*.pyx", "*.pxd", "*.pxi", "include", "tests",
+               "__pycache__")
+# Installed wheels, by pins and platform: a synth after the first copies them from here.
+WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+    "fastbreak" / "lambda-wheels"
 
 
 def pinned(package: str) -> str:
@@ -59,40 +74,91 @@ def pinned(package: str) -> str:
     return match.group(0)
 
 
+class WheelsUnavailable(RuntimeError):
+    """pip could not install a function's wheels for the Lambda platform."""
+
+
 @jsii.implements(ILocalBundling)
 class _AssetWithWheels:
-    """The Lambda folder plus ``ASSET_WHEELS`` for the function's platform. Where PyPI cannot be
-    reached the asset ships without them, with a warning: the engine then decodes with json,
-    which gives the same outcomes, more slowly."""
+    """The Lambda folder plus ``wheels`` for the function's platform. Where PyPI cannot be
+    reached an asset whose wheels are all ``ASSET_WHEELS`` ships without them, with a warning
+    (the engine then decodes with json: the same outcomes, more slowly); any other fails the
+    synth, naming them."""
+
+    def __init__(self, wheels: Sequence[str]) -> None:
+        self.wheels = tuple(wheels)
 
     def try_bundle(self, output_dir: str, *, image: DockerImage, **_: Any) -> bool:
         shutil.copytree(
             LAMBDA_ASSET_DIR, output_dir, dirs_exist_ok=True,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"),
         )
-        platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-deps", "--no-compile", "--only-binary=:all:", "--implementation", "cp",
-             "--python-version", WHEEL_PYTHON, *platforms, "--target", output_dir,
-             *(pinned(package) for package in ASSET_WHEELS)],
-            capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            warnings.warn(
-                f"the Lambda asset ships without {', '.join(ASSET_WHEELS)}: "
-                f"{done.stderr.strip()[-300:]}", stacklevel=1,
-            )
+        try:
+            installed = installed_wheels(self.wheels)
+        except WheelsUnavailable as error:
+            if set(self.wheels) - set(ASSET_WHEELS):
+                raise
+            warnings.warn(f"the Lambda asset ships without {', '.join(self.wheels)}: {error}",
+                          stacklevel=1)
+            return True
+        shutil.copytree(installed, output_dir, dirs_exist_ok=True, copy_function=_link)
         return True
 
 
-def lambda_code() -> lambda_.Code:
+def installed_wheels(wheels: Sequence[str]) -> Path:
+    """``wheels`` installed for the Lambda platform, less their build-time files: a folder of
+    ``WHEEL_CACHE``, made on first use."""
+    pins = [pinned(package) for package in wheels]
+    key = hashlib.sha256(json.dumps([pins, WHEEL_PLATFORMS, WHEEL_PYTHON, _BUILD_ONLY])
+                         .encode()).hexdigest()[:16]
+    target = WHEEL_CACHE / key
+    if target.is_dir():
+        return target
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    staging = WHEEL_CACHE / f".{key}.{uuid.uuid4().hex}"
+    platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--no-compile", "--only-binary=:all:", "--implementation", "cp",
+         "--python-version", WHEEL_PYTHON, *platforms, "--target", str(staging), *pins],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WheelsUnavailable(
+            f"cannot install {', '.join(pins)} for the Lambda platform: "
+            f"{done.stderr.strip()[-300:]}")
+    for pattern in _BUILD_ONLY:
+        for path in list(staging.rglob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another synth cached the same wheels first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _link(source: str, destination: str) -> None:
+    """Hard links where the file system allows: an asset of 200 MB costs no copy."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def lambda_code(wheels: Sequence[str] = ASSET_WHEELS) -> lambda_.Code:
     """The Lambda folder with its wheels, bundled locally (the image is never pulled)."""
     return lambda_.Code.from_asset(
         str(LAMBDA_ASSET_DIR), exclude=ASSET_EXCLUDES,
         bundling=BundlingOptions(
             image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
-            local=_AssetWithWheels(),
+            local=_AssetWithWheels(wheels),
+            # Part of the key CDK caches bundled assets by (the local bundler is not): assets
+            # with other wheels are bundled apart.
+            environment={"FASTBREAK_WHEELS": ",".join(wheels)},
         ),
     )
 
@@ -131,6 +197,7 @@ class PowertoolsFunction(Construct):
         log_retention_days: int = LOG_RETENTION_DAYS,
         provisioned_concurrency: int | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        wheels: Sequence[str] = ASSET_WHEELS,
     ) -> None:
         super().__init__(scope, construct_id)
         construct = f"{service_name} function"
@@ -166,7 +233,7 @@ class PowertoolsFunction(Construct):
             "runtime": RUNTIME,
             "architecture": ARCHITECTURE,
             "handler": handler,
-            "code": lambda_code(),
+            "code": lambda_code(wheels),
             "layers": [layer],
             "role": self.role,
             "log_group": self.log_group,

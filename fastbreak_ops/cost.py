@@ -39,12 +39,13 @@ LAMBDA_MB_PER_VCPU = 1769
 BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
 # What this release deploys, counted in its synthesized templates (a test keeps these true).
 KMS_KEYS = 9
-ALARM_METRICS = 33  # metrics the alarms of one environment evaluate (metric math: each)
+ALARM_METRICS = 35  # metrics the alarms of one environment evaluate (metric math: each)
 DASHBOARDS = 1
 # Custom metrics the handlers publish (each a metric-month): the processor's 15 totals and its
 # invalid-record reasons (14 with the partition-key one), the audience stage's 11 and its
-# reasons (3 seen in practice), the reader's 8, and Powertools' cold starts, per function.
-CUSTOM_METRICS = 15 + 14 + 11 + 3 + 8 + 3
+# reasons (3 seen in practice), the reader's 8, the consistency check's 3 (its per-feature
+# figures only for a feature that diverges), and Powertools' cold starts, per function.
+CUSTOM_METRICS = 15 + 14 + 11 + 3 + 8 + 3 + 4
 STREAM_CONSUMERS = 2  # the processor's mapping and Firehose, both shared throughput
 PARTIALS_CONSUMERS = 1  # the audience stage's mapping
 RATIOS = {  # the name in latest.json -> what it measures

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fastbreak.engine import AudienceMerger, StreamProcessor
-from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX, ItemKey, decode_hw, decode_position
+from fastbreak.engine.layout import OPERATIONAL_PREFIXES, ItemKey, decode_hw, decode_position
 from fastbreak_ops.arguments import ArgumentParser, non_negative_float, positive_int
 from localplatform.kinesis_events import EventSource, StreamRecord, lambda_event
 
@@ -210,7 +210,7 @@ def overtaken(marks: dict[ItemKey, str], batch: FailedBatch) -> list[ItemKey]:
     end = int(batch.end)
     return sorted(
         key for key, text in marks.items()
-        if not key[0].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))
+        if not key[0].startswith(OPERATIONAL_PREFIXES)
         and (mark := decode_hw(text).get(batch.shard_id)) is not None
         and decode_position(mark)[0] > end
     )

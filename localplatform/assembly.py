@@ -69,6 +69,10 @@ def _synthesize_here(outdir: Path, env_name: str) -> None:
     from stacks import build_platform, load_settings
 
     context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    # No asset is bundled: the functions run in this process from the repository, and the
+    # deployment uploads placeholder code (deploy.py). Bundling would install the Lambda
+    # platform's wheels on every start for nothing.
+    context["aws:cdk:bundling-stacks"] = []
     app = cdk.App(context=context, outdir=str(outdir))
     settings = load_settings(env_name, context["fastbreak"]["environments"])
     platform = build_platform(app, settings, CATALOG)

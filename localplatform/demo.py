@@ -29,6 +29,7 @@ from rich.table import Table
 from fastbreak_producer import Producer, ProducerConfig
 from fastbreak_producer.driver import drive
 from fastbreak_producer.simulator import Emission, Kind, LiveGameSimulator, SimulationConfig
+from localplatform import offline_figures
 from localplatform.fault_drill import FaultDrill
 from localplatform.freshness import FreshnessTracker
 from localplatform.mapping_emulator import MappingHooks
@@ -90,14 +91,19 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
     platform = LocalPlatform(platform_options)
     try:
         _start(platform, console, options.env_file)
+        started_ms = time.time_ns() // 1_000_000
         summary = _run(platform, options, tracker, console)
         if options.offline_output is not None:
             summary["offline_files"] = _keep_offline_files(platform, options.offline_output)
+            summary.update(_offline_figures(platform, options.offline_output, started_ms,
+                                            console))
         if options.summary_json is not None:
             options.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
         console.print(_summary_table(summary))
         if "offline_files" in summary:
             console.print(_offline_files_line(summary["offline_files"]))
+            console.print(_training_set_line(summary["training_set"]), soft_wrap=True)
+            console.print(_consistency_line(summary["consistency"]), soft_wrap=True)
         if options.serve:
             _wait_for_ctrl_c(platform, console)
         return summary
@@ -109,7 +115,14 @@ def serve(console: Console, env_file: Path | None, workdir: Path | None = None) 
     """The platform alone, until Ctrl-C."""
     platform = LocalPlatform(PlatformOptions(workdir=workdir, env_file=env_file))
     try:
-        _start(platform, console, env_file)
+        try:
+            _start(platform, console, env_file)
+        except KeyboardInterrupt:
+            if platform.alarms is None:  # still starting: an interrupted start
+                raise
+            # Up (its env file written) and showing its names: the usual Ctrl-C, a bit early.
+            console.print("stopping")
+            return
         _wait_for_ctrl_c(platform, console)
     finally:
         platform.stop()
@@ -429,6 +442,36 @@ def _keep_offline_files(platform: LocalPlatform, destination: Path) -> dict[str,
         shown = shown.relative_to(Path.cwd())
     return {"path": str(shown), "files": {prefix.rstrip("/"): written[prefix]
                                           for prefix in EXPORTED_PREFIXES}}
+
+
+def _offline_figures(platform: LocalPlatform, offline: Path, started_ms: int,
+                     console: Console) -> dict[str, Any]:
+    """The offline half on the files just kept: a training set, and the consistency figure of
+    what the online store served during the run."""
+    ended_ms = time.time_ns() // 1_000_000
+    with _status(console, "building a training set from the offline store"):
+        training = offline_figures.training_set(offline, started_ms, ended_ms)
+    with _status(console, "recomputing what the online store served (consistency)"):
+        checked = offline_figures.consistency(platform, offline, started_ms, ended_ms)
+    return {"training_set": training, "consistency": checked}
+
+
+def _training_set_line(training: dict[str, Any]) -> str:
+    shown = Path(training["path"])
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    return (f"training set: [bold]{shown}[/] ({training['rows']:,} labels x "
+            f"{training['features']} features of user_engagement, {training['values_not_null']:,}"
+            f" values not null, built from the raw table in {training['seconds']} s)")
+
+
+def _consistency_line(checked: dict[str, Any]) -> str:
+    if not checked["values"]:
+        return "consistency: nothing written during the run to check"
+    return (f"consistency: [bold]{checked['rate']:.2%}[/] of {checked['values']:,} values the "
+            f"online store served match their recomputation from the raw events "
+            f"({checked['entities']:,} entities, {checked['features']} features; lowest feature "
+            f"{checked['lowest_rate']:.2%})")
 
 
 def _offline_files_line(kept: dict[str, Any]) -> str:

@@ -12,8 +12,10 @@ import logging
 import shlex
 import tempfile
 import urllib.request
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from localplatform.alarms import AlarmEvaluator, template_alarms
 from localplatform.aliases import LocalAlias
 from localplatform.api_gateway import LocalApiGateway
 from localplatform.assembly import synthesize
-from localplatform.aws_env import REGION, client, point_sdk_at
+from localplatform.aws_env import ACCOUNT, REGION, client, point_sdk_at
 from localplatform.codedeploy import DeploymentGroupSpec, LocalDeployment
 from localplatform.deploy import Deployment, DeploymentError, deploy
 from localplatform.embedded_aws import embedded_aws
@@ -45,6 +47,9 @@ class PlatformOptions:
     # Firehose buffering interval override (its Lambda's and its destination's); None keeps
     # the template's.
     firehose_buffer_seconds: float | None = None
+    # The consistency check judges entities last written at least this long ago (minutes); None
+    # keeps the template's (20): a local run lasts a minute, and its delivery a few seconds.
+    consistency_settle_minutes: float | None = None
     # Wait before the first retry of a failed batch (the emulator's, not the template's).
     retry_backoff_s: float = 1.0
     retry_backoff_cap_s: float = 30.0
@@ -133,6 +138,10 @@ class LocalPlatform:
         by_logical_id: dict[tuple[str, str], LocalFunction] = {}
         for stack, logical_id, _ in deployment.each("AWS::Lambda::Function"):
             spec = FunctionSpec.from_template(stack, logical_id)
+            settle = self.options.consistency_settle_minutes
+            if settle is not None and spec.handler.endswith("consistency_check.handler"):
+                spec = replace(spec, environment={**spec.environment,
+                                                  "SETTLE_MINUTES": str(settle)})
             function = self.functions[spec.name] = LocalFunction(spec, self.metrics, log_dir)
             self.invokers[spec.name] = self.invokers[spec.arn] = function
             by_logical_id[stack.name, logical_id] = function
@@ -301,6 +310,24 @@ class LocalPlatform:
     @property
     def reader_deployment(self) -> LocalDeployment:
         return self.deployments[self._live("feature_api.handler").qualified_name]
+
+    @property
+    def consistency_check(self) -> LocalAlias:
+        """The consistency check's live alias, which its schedule invokes."""
+        return self._live("consistency_check.handler")
+
+    def run_consistency_check(self) -> dict[str, Any]:
+        """What the check's schedule does every hour (the local platform runs no schedules):
+        invoke it with EventBridge's scheduled event, once the offline store holds what the
+        stream holds now. Returns the check's summary."""
+        self.drain_deliveries()
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        response: dict[str, Any] = self.consistency_check.invoke({
+            "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": ACCOUNT, "time": now, "region": REGION,
+            "resources": [], "detail": {},
+        })
+        return response
 
     def _live(self, handler_suffix: str) -> LocalAlias:
         (alias,) = [alias for alias in self.aliases.values()

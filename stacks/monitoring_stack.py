@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
@@ -70,3 +70,9 @@ class MonitoringStack(Stack):
             p99_latency_ms=monitoring["api_p99_latency_alarm_ms"],
             server_error_percent=monitoring["api_5xx_rate_alarm_percent"],
         )
+        if storage.consistency_check is not None:
+            self.monitoring.monitor_consistency_check(
+                storage.consistency_check.function,
+                every=Duration.minutes(settings.get("consistency.every_minutes")),
+                below_percent=monitoring["consistency_alarm_percent"],
+            )

@@ -29,7 +29,7 @@ from constructs_lib.nag import acknowledge, iam5_resource_finding
 from constructs_lib.offline_store import FEATURE_LOG_PREFIX, QUARANTINE_PREFIX
 from constructs_lib.stream_processor import AUDIENCE_STAGE
 from fastbreak_flink.settings import PROPERTY_GROUP, as_properties
-from stacks.settings import Settings, remember_seconds
+from stacks.settings import Settings, cutover_delay_seconds, remember_seconds
 from stacks.storage_stack import StorageStack
 
 
@@ -55,6 +55,8 @@ class ProcessingStack(Stack):
                 # Above 1, the processor refuses to apply to a user group an event whose
                 # partition key is not that user (docs/exactly-once.md).
                 "PARALLELIZATION_FACTOR": str(processor["parallelization_factor"]),
+                # When a release's new feature slots go live: after its canaries.
+                "CUTOVER_DELAY_SECONDS": str(cutover_delay_seconds(settings)),
             },
             function_props={
                 "memory_size": processor["memory_mb"],

@@ -88,6 +88,16 @@ DEFAULTS: dict[str, Any] = {
         "quarantine_expiry_days": 30,
         "access_log_expiry_days": 90,
     },
+    # The scheduled online/offline consistency check (docs/training-sets.md, "Consistency").
+    "consistency": {
+        "enabled": True,
+        "every_minutes": defaults.CONSISTENCY["every_minutes"],
+        "lookback_minutes": defaults.CONSISTENCY["lookback_minutes"],
+        "settle_minutes": defaults.CONSISTENCY["settle_minutes"],
+        "sample_size": defaults.CONSISTENCY["sample_size"],
+        "max_window_hours": defaults.CONSISTENCY["max_window_hours"],
+        "memory_mb": defaults.CONSISTENCY_FUNCTION["memory_size"],
+    },
     "api": {
         "throttle_rate_per_second": defaults.API_THROTTLE["throttling_rate_limit"],
         "throttle_burst": defaults.API_THROTTLE["throttling_burst_limit"],
@@ -111,6 +121,7 @@ DEFAULTS: dict[str, Any] = {
         "api_p99_latency_alarm_ms": defaults.MONITORING["api_p99_latency_ms"],
         "api_5xx_rate_alarm_percent": defaults.MONITORING["api_5xx_rate_percent"],
         "firehose_freshness_alarm_seconds": defaults.MONITORING["firehose_freshness_seconds"],
+        "consistency_alarm_percent": defaults.MONITORING["consistency_percent"],
     },
     "log_retention_days": defaults.LOG_RETENTION_DAYS,
 }
@@ -285,6 +296,14 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "offline_store.raw_glacier_days": _int_range(1, 3650),
     "offline_store.quarantine_expiry_days": _int_range(1, 3650),
     "offline_store.access_log_expiry_days": _int_range(1, 3650),
+    "consistency.enabled": _boolean,
+    "consistency.every_minutes": _int_range(5, 1440),
+    "consistency.lookback_minutes": _int_range(5, 10_080),
+    "consistency.settle_minutes": _int_range(0, 1440),
+    "consistency.sample_size": _int_range(1, 10_000),
+    "consistency.max_window_hours": _int_range(1, 24 * 90),
+    # pyarrow and DuckDB need room besides the sample; Lambda's most.
+    "consistency.memory_mb": _int_range(1024, 10_240),
     "api.throttle_rate_per_second": _int_range(1, 10_000),
     "api.throttle_burst": _int_range(1, 5_000),
     "api.reserved_concurrency": _int_range(1, 1000),
@@ -301,6 +320,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "monitoring.api_p99_latency_alarm_ms": _int_range(1, 29_000),
     "monitoring.api_5xx_rate_alarm_percent": _number_range(0.01, 100.0),
     "monitoring.firehose_freshness_alarm_seconds": _int_range(60, 86_400),
+    "monitoring.consistency_alarm_percent": _number_range(1.0, 100.0),
     "log_retention_days": _log_retention,
 }
 
@@ -464,6 +484,29 @@ def remember_seconds(settings: Settings) -> int:
     whose writer is gone waits at most for the shard's next batch), and an hour."""
     age: int = settings.get("processor.max_record_age_seconds")
     return age + 3600
+
+
+def cutover_delay_seconds(settings: Settings) -> int:
+    """How long after the stream processor first meets a new feature slot it starts folding it
+    live (``fastbreak.engine.cutover``): until then a release's canary still runs the previous
+    version of either stage, which does not know the slot. The longer of the two stages'
+    deployments, an invocation of the previous version still running when it ends (the longer
+    timeout), and a quarter of an hour."""
+    longest: int = max(_deployment_seconds(settings.get(f"{stage}.deployment"))
+                       + settings.get(f"{stage}.timeout_seconds")
+                       for stage in ("processor", "audience"))
+    return longest + 15 * 60
+
+
+def _deployment_seconds(config: str) -> int:
+    """How long a CodeDeploy Lambda configuration of ``DEPLOYMENT_CONFIGS`` keeps two versions
+    live: a canary's wait, or a linear one's ten steps."""
+    words = config.split("_")
+    if words[0] == "canary":
+        return int(words[3]) * 60
+    if words[0] == "linear":
+        return 10 * int(words[4]) * 60
+    return 0
 
 
 def _check_provisioned_concurrency(settings: Settings, where: str) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from constructs import Construct
 
-from constructs_lib import EventStream, OfflineStore, OnlineStore, TrainingSetJob
+from constructs_lib import (
+    ConsistencyCheck,
+    EventStream,
+    OfflineStore,
+    OnlineStore,
+    TrainingSetJob,
+)
+from constructs_lib.offline_store import FEATURE_LOG_PREFIX, RAW_PREFIX
 from constructs_lib.secure_defaults import encrypted_log_group, log_encryption_key
 from constructs_lib.stream_processor import AUDIENCE_STAGE, FailedBatchQueue
 from fastbreak.definitions import Catalog
@@ -110,10 +117,38 @@ class StorageStack(Stack):
             "(docs/training-sets.md)",
         )
         self._add_operational_records(settings)
+        self.consistency_check = self._consistency_check(settings)
         # A named export, so that consumers' policies (and their cdk-nag acknowledgements) name
         # a stable "<stack>-OfflineBucketArn" rather than a generated export id.
         self.offline_bucket_arn: str = self.export_value(
             self.offline_store.bucket.bucket_arn, name=f"{construct_id}-OfflineBucketArn"
+        )
+
+    def _consistency_check(self, settings: Settings) -> ConsistencyCheck | None:
+        """The hourly online/offline consistency check: in the stack that owns both stores, the
+        two things it reads."""
+        check = settings.section("consistency")
+        if not check["enabled"]:
+            return None
+        return ConsistencyCheck(
+            self,
+            "ConsistencyCheck",
+            table=self.online_store.table,
+            table_key=self.online_store.key,
+            bucket=self.offline_store.bucket,
+            bucket_key=self.offline_store.key,
+            environment={"FASTBREAK_ENV": settings.env_name},
+            raw_prefix=RAW_PREFIX,
+            feature_log_prefix=FEATURE_LOG_PREFIX,
+            every=Duration.minutes(check["every_minutes"]),
+            sample_size=check["sample_size"],
+            lookback=Duration.minutes(check["lookback_minutes"]),
+            settle=Duration.minutes(check["settle_minutes"]),
+            max_window=Duration.hours(check["max_window_hours"]),
+            function_props={"memory_size": check["memory_mb"]},
+            log_key=self.log_key,
+            log_retention_days=settings.get("log_retention_days"),
+            removal_policy=_removal(settings.get("offline_store.retain_on_delete")),
         )
 
     def _add_operational_records(self, settings: Settings) -> None:

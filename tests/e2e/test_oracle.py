@@ -24,10 +24,12 @@ time, large batches) to stay near a minute while keeping every fault in play.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,19 +38,31 @@ from typing import Any
 import pytest
 
 from fastbreak.definitions import CATALOG, WindowKind
-from fastbreak.definitions.model import Aggregation
-from fastbreak.engine import RetryPolicy
+from fastbreak.definitions.model import Aggregation, Catalog
+from fastbreak.engine import OnlineStore, RetryPolicy, S3Sink
 from fastbreak.engine import audience as audience_engine
+from fastbreak.engine.admission import Admission
+from fastbreak.engine.cutover import CutOverRegistry
 from fastbreak.engine.hll import HyperLogLog
 from fastbreak.engine.kpl import aggregate
-from fastbreak.engine.layout import DEDUP_PREFIX, OUTBOX_PREFIX, state_json
+from fastbreak.engine.layout import OPERATIONAL_PREFIXES, OUTBOX_PREFIX, state_json
 from fastbreak.engine.plan import KICKOFF_EVENT, SESSION_TILE_SECONDS
+from fastbreak.engine.records import SourceRecord, read_source, user_records
 from fastbreak.engine.timestamps import format_ms
 from fastbreak.handlers import audience_stage, stream_processor
+from fastbreak.offline.backfill import Backfill, BackfillRequest, BackfillSummary
+from fastbreak.offline.raw import raw_row
+from fastbreak.offline.raw_files import S3Options, write_raw
 from fastbreak.serving import FeatureClient
 from localplatform.embedded_aws import client, embedded_aws
 from localplatform.event_source_mapping import lane_index
-from localplatform.kinesis_events import SEQUENCE_BASE, EventSource, StreamRecord, json_bytes
+from localplatform.kinesis_events import (
+    SEQUENCE_BASE,
+    EventSource,
+    StreamRecord,
+    json_bytes,
+    lambda_record,
+)
 from localplatform.lambda_context import LambdaContext
 from localplatform.mapping_emulator import BatchDelivery, MappingSettings
 from localplatform.memory_dynamodb import client_error
@@ -166,20 +180,20 @@ def _delay_ms(rng: random.Random) -> int:
     return rng.randint(0, 8 * 60_000)  # out of order, within every lateness
 
 
-def generate(rng: random.Random) -> Workload:
+def generate(rng: random.Random, unique_events: int = UNIQUE_EVENTS) -> Workload:
     logical: list[Generated] = []
-    for n in range(UNIQUE_EVENTS):
+    for n in range(unique_events):
         time_ms = T0 + rng.randrange(SPAN_MS)
         event, key = _event(rng, n, time_ms)
         logical.append(Generated(event, time_ms + _delay_ms(rng), key))
     copies = [
         Generated(g.event, g.arrival_ms + rng.randint(0, 60_000), g.partition_key,
                   duplicate_of=g.event["event_id"])
-        for g in rng.sample(logical, UNIQUE_EVENTS // 20)
+        for g in rng.sample(logical, unique_events // 20)
     ]
     poison = [
         Generated({}, T0 + rng.randrange(SPAN_MS), rng.choice(USERS), poison=rng.choice(POISON))
-        for _ in range(UNIQUE_EVENTS // 100)
+        for _ in range(unique_events // 100)
     ]
     workload = Workload({shard: [] for shard in SHARDS})
     by_shard: dict[str, list[Generated]] = {shard: [] for shard in SHARDS}
@@ -461,8 +475,10 @@ class Stage:
                                   f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
                                   "arn:aws:iam::123456789012:role/fastbreak", "us-east-1")
         self.invocations = itertools.count(1)
+        self.invoked = 0  # read by other threads: how far the stage has got
 
     def invoke(self, event: dict[str, Any]) -> Any:
+        self.invoked += 1
         if next(self.invocations) >= 2000:
             pytest.fail(f"the {self.name} is not making progress")
         self.faults.arm()
@@ -607,7 +623,14 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     # reached the stream twice were dropped by the audience stage.
     assert next(completed) > 0 and next(redelivered) > 0
 
-    reader = FeatureClient(dynamodb, TABLE, clock_ms=lambda: AS_OF)  # as the API reads
+    assert_equals_the_oracle(dynamodb, s3, TABLE, BUCKET, workload)
+
+
+def assert_equals_the_oracle(dynamodb: Any, s3: Any, table: str, bucket: str,
+                             workload: Workload) -> None:
+    """The online store, read as the API reads, equals the oracle; every poison record is
+    quarantined; no emission is left pending; the feature log rebuilds every item's tiles."""
+    reader = FeatureClient(dynamodb, table, clock_ms=lambda: AS_OF)  # as the API reads
     expected = oracle(workload.applied)
     actual = {
         (group, key): {
@@ -626,7 +649,7 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     assert len(expected) > 100
     assert {group for group, _ in expected} >= {"game_live", "content_trending"}
 
-    items = [item for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE)
+    items = [item for page in dynamodb.get_paginator("scan").paginate(TableName=table)
              for item in page["Items"]]
     pending = [item for item in items if item["pk"]["S"].startswith(OUTBOX_PREFIX)
                and "last" in item]
@@ -640,8 +663,10 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     quarantined: set[str] = set()
     # (pk, sk, tile seconds, tile start) -> (item version, tile state) of the newest line
     replayed: dict[tuple[str, str, str, str], tuple[int, Any]] = {}
-    for listed in _objects(s3):
-        body = s3.get_object(Bucket=BUCKET, Key=listed)["Body"].read()
+    for listed in _objects(s3, bucket):
+        if not listed.startswith(("quarantine/", "features/")):
+            continue  # the raw table's Parquet files
+        body = s3.get_object(Bucket=bucket, Key=listed)["Body"].read()
         for line in body.splitlines():
             entry = json.loads(line)
             if listed.startswith("quarantine/") and entry["reason"] != "too_late":
@@ -658,7 +683,7 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     final = {
         (item["pk"]["S"], item["sk"]["S"], section, start): state
         for item in items
-        if not item["pk"]["S"].startswith((DEDUP_PREFIX, OUTBOX_PREFIX))
+        if not item["pk"]["S"].startswith(OPERATIONAL_PREFIXES)
         for section, tiles in json.loads(state_json(
             item["state"]["S"] if "S" in item["state"] else item["state"]["B"])).items()
         for start, state in tiles.items()
@@ -667,8 +692,181 @@ def test_both_stages_equal_the_oracle_exactly_under_faults_with_parallel_batches
     assert {key: replayed[key][1] for key in final if key in replayed} == final
 
 
-def _objects(s3: Any) -> list[str]:
+def _objects(s3: Any, bucket: str) -> list[str]:
     keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys
+
+
+# ---- the backfill: a release adds groups and features to the running platform ------------------
+BACKFILL_EVENTS = 8_000
+MINUTE = 60_000
+DEPLOY = T0 + 4 * MINUTE  # the release takes over stage 1 and the audience stage (arrival time)
+CUTOVER = T0 + 7 * MINUTE  # from when the release's new slots are folded live
+NEW_GROUPS = ("user_affinity", "content_trending")
+NEW_FEATURES = {"user_engagement": "push_opens", "game_live": "score_changes"}
+
+
+def previous_catalog() -> Catalog:
+    """The release before: without two groups (a user and an audience group), and without a
+    feature of two others."""
+    groups = tuple(
+        dataclasses.replace(group, features=tuple(
+            f for f in group.features if f.name != NEW_FEATURES.get(group.name)))
+        for group in CATALOG.groups if group.name not in NEW_GROUPS
+    )
+    return dataclasses.replace(CATALOG, groups=groups).validate()
+
+
+def raw_table(workload: Workload) -> list[dict[str, Any]]:
+    """The raw table's rows, as its ingest writes them (a record that cannot be split into user
+    records reaches neither the processor's fold nor the raw table's applied rows)."""
+    admission = Admission(CATALOG)
+    rows: list[dict[str, Any]] = []
+    for records in workload.shards.values():
+        for index, record in enumerate(records):
+            source = read_source(lambda_record(record), index)
+            assert isinstance(source, SourceRecord)
+            decoded = user_records(source)
+            if isinstance(decoded, list):
+                rows.extend(raw_row(user_record, admission.admit(user_record))
+                            for user_record in decoded)
+    return rows
+
+
+def arrived(workload: Workload, low: int, high: int) -> Workload:
+    return Workload({shard: [r for r in records if low <= r.arrival * 1000 < high]
+                     for shard, records in workload.shards.items()})
+
+
+def test_a_backfill_overlapping_live_traffic_with_a_crash_and_reruns_equals_the_oracle(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous release processes the stream until DEPLOY; the new one records its new
+    slots' cut-over at its first batch and goes on. The backfill runs while it does, with
+    faults of its own: a first run dies part of the way; a second one runs while the new
+    release folds the records after the cut-over (into the same items); a third, at the end,
+    finds nothing left to do."""
+    table, bucket, partials = f"{TABLE}-bf", f"{BUCKET}-bf", f"{PARTIALS}-bf"
+    dynamodb, s3 = client("dynamodb", endpoint), client("s3", endpoint)
+    kinesis = client("kinesis", endpoint)
+    create_feature_stores(dynamodb, s3, table=table, bucket=bucket)
+    create_partials_stream(kinesis, partials, shards=2)
+    for name, value in (("AWS_ACCESS_KEY_ID", "fastbreak-local"),
+                        ("AWS_SECRET_ACCESS_KEY", "fastbreak-local")):
+        monkeypatch.setenv(name, value)  # pyarrow's S3 filesystem reads them from there
+    s3_options = S3Options(endpoint, "us-east-1")
+    rng = random.Random(SEED + 10)
+    workload = generate(rng, BACKFILL_EVENTS)
+    write_raw(raw_table(workload), f"s3://{bucket}/raw", CATALOG, s3_options)
+    fast = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01)
+    faults1, faults2 = Faults(SEED + 11, 300), Faults(SEED + 12, 40)
+    environ = {"ONLINE_TABLE_NAME": table, "OFFLINE_BUCKET_NAME": bucket,
+               "WRITE_CONCURRENCY": "4", "PARTIALS_STREAM_NAME": partials,
+               "PARALLELIZATION_FACTOR": str(PARALLELIZATION_FACTOR)}
+
+    def release(catalog: Catalog, settings: dict[str, str]) -> None:
+        """Both stages' handlers of one release, over the faulty clients."""
+        monkeypatch.setattr(stream_processor, "CATALOG", catalog)
+        monkeypatch.setattr(audience_stage, "CATALOG", catalog)
+        processor = stream_processor.configure(
+            FaultyDynamoDB(dynamodb, faults1), FaultyS3(s3, faults1), {**environ, **settings},
+            kinesis=FaultyKinesis(kinesis, faults1))
+        processor.store.retry = processor.outbox.retry = fast
+        assert processor.partials is not None
+        processor.partials.retry = fast
+        merger = audience_stage.configure(FaultyDynamoDB(dynamodb, faults2),
+                                          FaultyS3(s3, faults2), environ)
+        merger.store.retry = fast
+
+    stage1 = Stage("stream-processor", stream_processor.handler, faults1, "fastbreak-events")
+    stage2 = Stage("audience-stage", audience_stage.handler, faults2, partials)
+    stage1_done = threading.Event()
+    audience = threading.Thread(
+        target=run_stage_2, args=(stage2, StreamTail(kinesis, partials),
+                                  random.Random(SEED + 13), stage1_done))
+    release(previous_catalog(), {})
+    audience.start()
+    backfills = BackfillThread(stage1, dynamodb, s3, table, bucket, s3_options, fast)
+    after_cutover = threading.Thread(
+        target=run_stage_1, args=(stage1, arrived(workload, CUTOVER + MINUTE, 2**62), rng))
+    try:
+        run_stage_1(stage1, arrived(workload, 0, DEPLOY), rng)
+        # The new release: its processor's first batch records the new slots at its clock
+        # plus the delay; the delay puts them at CUTOVER of the workload's (past) arrival times.
+        now_ms = time.time_ns() // 1_000_000
+        release(CATALOG, {"CUTOVER_DELAY_SECONDS": str((CUTOVER - now_ms) // 1000)})
+        backfills.start()  # it waits for the cut-over, then runs (and dies) meanwhile
+        run_stage_1(stage1, arrived(workload, DEPLOY, CUTOVER + MINUTE), rng)
+        after_cutover.start()  # the records after the cut-over, folded live into new slots...
+        backfills.resume.set()  # ... while the backfill runs again
+        after_cutover.join()
+    finally:
+        backfills.resume.set()
+        stage1_done.set()
+        audience.join()
+    backfills.join()
+    assert backfills.errors == [] and backfills.crashed
+    resumed = {group.group: group for group in backfills.resumed.groups}
+    # the run that died had written some user items: the next one left them as they were
+    assert resumed["user_affinity"].already_done > 0, resumed
+    assert resumed["content_trending"].items_written > 0, resumed
+    assert backfills.live_batches_meanwhile > 0  # the second run overlapped live traffic
+    assert {(g.group, tuple(g.cutovers)) for g in backfills.resumed.groups
+            if g.cutovers} == {(name, (backfills.cutover,)) for name in (
+                *NEW_GROUPS, *NEW_FEATURES)}
+    assert abs(backfills.cutover - CUTOVER) < 5_000
+
+    # Once more after everything: nothing left to write.
+    last = run_backfill(dynamodb, s3, table, bucket, s3_options, fast)
+    assert sum(group.items_written for group in last.groups) == 0
+    assert_equals_the_oracle(dynamodb, s3, table, bucket, workload)
+
+
+def run_backfill(dynamodb: Any, s3: Any, table: str, bucket: str, s3_options: S3Options,
+                 retry: RetryPolicy) -> BackfillSummary:
+    request = BackfillRequest((*NEW_GROUPS, *NEW_FEATURES), f"s3://{bucket}/raw", table,
+                              s3=s3_options)
+    return Backfill(request, dynamodb, S3Sink(s3, bucket), CATALOG, retry=retry).run()
+
+
+class BackfillThread(threading.Thread):
+    """The backfill while the new release processes the stream: it waits for the cut-over to
+    be recorded, dies after some writes (faults of its own besides), and once told to resume
+    runs again, counting the live batches stage 1 ran meanwhile."""
+
+    def __init__(self, stage1: Stage, dynamodb: Any, s3: Any, table: str, bucket: str,
+                 s3_options: S3Options, retry: RetryPolicy) -> None:
+        super().__init__()
+        self.stage1 = stage1
+        self.resume = threading.Event()
+        self.live_batches_meanwhile = 0
+        self.faults = Faults(SEED + 14, 0)
+        self.args = (FaultyDynamoDB(dynamodb, self.faults), FaultyS3(s3, self.faults), table,
+                     bucket, s3_options, retry)
+        self.registry = CutOverRegistry(OnlineStore(dynamodb, table, retry))
+        self.errors: list[BaseException] = []
+        self.crashed = False
+        self.cutover = 0
+        self.resumed = BackfillSummary()
+
+    def run(self) -> None:
+        try:
+            while True:  # the new release's first batch records the cut-over
+                recorded = self.registry.read() or {}
+                if ("user_affinity", 0, "top_teams") in recorded:
+                    self.cutover = recorded[("user_affinity", 0, "top_teams")]
+                    break
+                time.sleep(0.05)
+            self.faults.crash_after = 60  # the run dies after this many writes landed
+            try:
+                run_backfill(*self.args)
+            except SimulatedCrash:
+                self.crashed = True
+            self.resume.wait()
+            before = self.stage1.invoked
+            self.resumed = run_backfill(*self.args)
+            self.live_batches_meanwhile = self.stage1.invoked - before
+        except BaseException as error:  # surfaced by the test: a thread cannot fail it
+            self.errors.append(error)

@@ -16,6 +16,7 @@ EXPECTED_ALARMS = {
     "AudienceFailedBatches", "PartialsStreamWriteThrottled",
     "OnlineStoreThrottles", "OnlineStoreSystemErrors",
     "OfflineDeliveryFreshness", "FeatureApiServerErrors", "FeatureApiLatencyP99",
+    "ConsistencyBelowTarget", "ConsistencyCheckErrors",
 }
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from fastbreak import cli
 
-EVERY_COMMAND = {"cost", "demo", "produce", "read", "redrive", "serve", "training-set"}
+EVERY_COMMAND = {"backfill", "cost", "demo", "produce", "read", "redrive", "serve",
+                 "training-set"}
 
 
 def test_every_command_a_user_needs_is_a_subcommand() -> None:

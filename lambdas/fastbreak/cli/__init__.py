@@ -82,6 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def count(text: str) -> int:
+    """An argparse type for a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def minutes(text: str) -> float:
+    """An argparse type for a duration in minutes, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"minutes must be 0 or more, got {text}")
+    return value
+
+
 def key_value(text: str) -> tuple[str, str]:
     """An argparse type for ``NAME=VALUE``."""
     name, sign, value = text.partition("=")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastbreak.cli import UsageError, key_value
+from fastbreak.cli._progress import RichProgress
 from fastbreak.offline.engines import DEFAULT_ENGINE, ENGINES
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         s3=S3Options(args.endpoint_url, args.region),
     )
     started = time.perf_counter()
-    with _RichProgress(console) as progress:
+    with RichProgress(console) as progress:
         try:
             _, summary = engine(args.engine)(request, progress=progress)
         except TrainingSetError as error:
@@ -84,41 +85,3 @@ def run(args: argparse.Namespace, console: Console) -> int:
         markup=False, highlight=False, soft_wrap=True,
     )
     return 0
-
-
-class _RichProgress:
-    """The builder's stages as a live progress display; silent when stderr is no terminal."""
-
-    def __init__(self, console: Console) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.display = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
-            disable=not console.is_terminal,
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> _RichProgress:
-        self.display.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.display.stop()
-
-    def stage(self, description: str, total: int | None = None) -> None:
-        if self.task is not None:
-            self.display.update(self.task, completed=self.display.tasks[-1].total or 1,
-                                total=self.display.tasks[-1].total or 1)
-        self.task = self.display.add_task(description, total=total)
-
-    def advance(self, amount: int = 1) -> None:
-        if self.task is not None:
-            self.display.advance(self.task, amount)

@@ -19,6 +19,7 @@ its tiles live in tile items (``tiles_out``). Readers merge what they find.
     pk = "_dedup#partials/{partials shard id}", sk as above                      applied partials
     pk = "_outbox#{shard id}",    sk = "{first sequence number, 129 digits}"     pending emission
     pk = "_outbox#{shard id}#{first sequence number}", sk = "{chunk, 3 digits}"  ... its content
+    pk = "_cutover",              sk = "slots"                                   cut-over registry
 
 Two earlier layouts are still read. The first release of the audience stage kept every tile in a
 tile item (and the lifetime state in ``{group}#life``): those are tile items of this layout, and
@@ -41,6 +42,10 @@ ItemKey = tuple[str, str]
 
 DEDUP_PREFIX = "_dedup#"
 OUTBOX_PREFIX = "_outbox#"
+# Every slot's cut-over between the backfill and the live stages (``fastbreak.engine.cutover``).
+CUTOVER_REGISTRY_KEY = ("_cutover", "slots")
+# The partition keys of items that hold no feature state.
+OPERATIONAL_PREFIXES = (DEDUP_PREFIX, OUTBOX_PREFIX, CUTOVER_REGISTRY_KEY[0])
 # Applied events are remembered per (shard, 2 s of event time), 8 bytes each. A shard takes at
 # most 1 MB/s; with KPL aggregation that is about 8,000 events/s of 120 bytes, the smallest
 # event the envelope allows: 2 s of them is 130 KB, one item. Events that share an event time

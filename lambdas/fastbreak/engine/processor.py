@@ -40,6 +40,7 @@ from typing import Any
 from fastbreak.definitions.model import Catalog
 from fastbreak.engine import item_size
 from fastbreak.engine.admission import Admission
+from fastbreak.engine.cutover import DEFAULT_DELAY_MS, CutOverRegistry, CutOvers
 from fastbreak.engine.dedup import (
     Additions,
     DedupMemory,
@@ -114,6 +115,9 @@ class ProcessorSettings:
     # The mapping's ParallelizationFactor: above 1, an event whose partition key is not the key
     # of a user group it feeds is not applied to that group (docs/exactly-once.md).
     parallelization_factor: int = 1
+    # How long after this processor first meets a feature slot the registry lacks it starts
+    # folding it live (``fastbreak.engine.cutover``): records before are the backfill's.
+    cutover_delay_ms: int = DEFAULT_DELAY_MS
 
 
 @dataclass
@@ -272,6 +276,16 @@ class StreamProcessor:
         # id of a contribution's sections tuple -> its value_growth
         self._growth_of: dict[int, tuple[int, int]] = {}
         self._routes: dict[str, tuple[_RouteEntry, ...]] | None = None
+        self.cutovers: CutOvers | None = None  # read from the registry by the first batch
+
+    def load_cutovers(self) -> CutOvers:
+        """The slots' cut-overs, recording the slots the registry lacks (once per process:
+        entries never change)."""
+        if self.cutovers is None:
+            self.cutovers = CutOverRegistry(self.store).load(
+                self.plan, self.clock_ms(), self.settings.cutover_delay_ms)
+            self._routes = None
+        return self.cutovers
 
     # ---- the batch -----------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> BatchResult:
@@ -332,7 +346,11 @@ class StreamProcessor:
     ) -> Position | None:
         """Apply the shard's events; return the lowest position that must be re-delivered."""
         first: Position = (sources[0].sequence, 0)
-        try:  # before anything is read: a completed emission's events are then remembered
+        try:
+            # Which slots the live stages fold (``fastbreak.engine.cutover``): unknown, nothing
+            # can be applied.
+            self.load_cutovers()
+            # Before anything is read: a completed emission's events are then remembered.
             if not self._complete_pending(shard_id, sources[0].sequence_number, result):
                 return first
         except StoreUnavailable:
@@ -532,16 +550,18 @@ class StreamProcessor:
         audience: dict[str, _Audience] = {}
         table = self._route_table()
         strict = self.settings.parallelization_factor > 1
+        cutovers = self.load_cutovers()
         for event in events:
             routes = table.get(event.event_type)
             if routes is None:
                 continue
-            lateness = event.record.source.arrival_ms - event.time_ms
+            arrival = event.record.source.arrival_ms
+            lateness = arrival - event.time_ms
             payload = event.payload
             payload_bytes = len(event.record.payload)
             late_groups: list[str] | None = None
             mismatched: list[str] | None = None
-            for route, pk_prefix, sk, log_head, growth in routes:
+            for route, pk_prefix, sk, log_head, growth, latest in routes:
                 if lateness > route.lateness_ms:
                     group = route.group.group.name
                     if late_groups is None:
@@ -549,6 +569,12 @@ class StreamProcessor:
                     elif group not in late_groups:
                         late_groups.append(group)
                     continue
+                fold = route.fold
+                if arrival < latest:  # some of the route's slots are the backfill's
+                    fold = cutovers.live(route, arrival)
+                    if not fold:
+                        continue
+                    self._growth_of.setdefault(id(fold), growth)  # a bound: fold is a part
                 entity_key = payload[route.key_field]
                 pk = pk_prefix + entity_key
                 if sk is None:  # an audience group: folded into the entity's partial
@@ -559,7 +585,7 @@ class StreamProcessor:
                     found = entity.groups.get(name)
                     if found is None:
                         found = entity.groups[name] = (route.group, [])
-                    found[1].append((event, route.fold))
+                    found[1].append((event, fold))
                     continue
                 if strict and entity_key != event.record.source.partition_key:
                     # Another batch of this shard may hold this user's events concurrently:
@@ -574,7 +600,7 @@ class StreamProcessor:
                 item = pending.get(key)
                 if item is None:
                     item = pending[key] = _Pending(route.group, entity_key, log_head)
-                item.contributions.append((event, route.fold))
+                item.contributions.append((event, fold))
                 if growth[0]:
                     item.growth += growth[0] * payload_bytes + growth[1]
             if late_groups is not None:
@@ -586,13 +612,14 @@ class StreamProcessor:
     def _route_table(self) -> dict[str, tuple[_RouteEntry, ...]]:
         """Event type -> where its events go (cached: the entries depend on the plan alone)."""
         if self._routes is None:
+            cutovers = self.load_cutovers()
             self._routes = {
-                event_type: tuple(_route_entry(route) for route in routes)
+                event_type: tuple(_route_entry(route, cutovers.latest(route)) for route in routes)
                 for event_type, routes in self.plan.routes.items()
             }
             self._growth_of.clear()
             for entries in self._routes.values():
-                for route, _, _, _, growth in entries:
+                for route, _, _, _, growth, _ in entries:
                     self._growth_of[id(route.fold)] = growth
         return self._routes
 
@@ -874,20 +901,20 @@ def _count_invalid(result: BatchResult, reason: Reason) -> None:
 
 
 # (route, pk prefix, group item sort key or None for an audience group, feature-log head, value
-# growth of the group item's sections)
-_RouteEntry = tuple[Route, str, str | None, str, tuple[int, int]]
+# growth of the group item's sections, the route's latest cut-over)
+_RouteEntry = tuple[Route, str, str | None, str, tuple[int, int], int]
 
 
-def _route_entry(route: Route) -> _RouteEntry:
+def _route_entry(route: Route, latest: int) -> _RouteEntry:
     group = route.group.group
     log_head = (
         f',"group":{encode_basestring(group.name)},"entity":{encode_basestring(group.entity)}'
         ',"entity_key":'
     )
     if route.group.sharded:
-        return route, group.entity + "#", None, log_head, (0, 0)
+        return route, group.entity + "#", None, log_head, (0, 0), latest
     return (route, group.entity + "#", group_sk(group.name), log_head,
-            item_size.value_growth(route.sections))
+            item_size.value_growth(route.sections), latest)
 
 
 def _additions(applied: list[Event], ids: dict[Event, tuple[ItemKey, int]], shard_id: str

@@ -6,7 +6,9 @@ batch, publish metrics, return partial batch failures. The logic is in ``fastbre
 
 Environment: ONLINE_TABLE_NAME, OFFLINE_BUCKET_NAME, PARTIALS_STREAM_NAME (where audience
 partials go), QUARANTINE_PREFIX (default quarantine/), FEATURE_LOG_PREFIX (default features/),
-PARALLELIZATION_FACTOR (the mapping's, default 1), FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
+PARALLELIZATION_FACTOR (the mapping's, default 1), CUTOVER_DELAY_SECONDS (how long after it first
+meets a new feature slot the processor starts folding it, ``fastbreak.engine.cutover``; default
+1800), FASTBREAK_ENV, POWERTOOLS_SERVICE_NAME,
 POWERTOOLS_METRICS_NAMESPACE (Fastbreak), WRITE_CONCURRENCY (default 16).
 """
 
@@ -32,6 +34,7 @@ from fastbreak.engine import (
     S3Sink,
     StreamProcessor,
 )
+from fastbreak.engine.cutover import DEFAULT_DELAY_MS
 
 logger = Logger()
 tracer = Tracer()
@@ -59,6 +62,7 @@ def configure(
         quarantine_prefix=env.get("QUARANTINE_PREFIX", "quarantine/"),
         feature_log_prefix=env.get("FEATURE_LOG_PREFIX", "features/"),
         parallelization_factor=int(env.get("PARALLELIZATION_FACTOR", "1")),
+        cutover_delay_ms=int(env.get("CUTOVER_DELAY_SECONDS", DEFAULT_DELAY_MS // 1000)) * 1000,
     )
     partials = None
     if env.get("PARTIALS_STREAM_NAME"):
