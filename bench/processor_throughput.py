@@ -22,11 +22,13 @@ from fastbreak.handlers import stream_processor
 from localplatform.kinesis_events import lambda_event
 from localplatform.lambda_context import LambdaContext
 from localplatform.memory_dynamodb import MemoryDynamoDB
+from localplatform.memory_kinesis import MemoryKinesis
 
 BATCH = 10_000
 TARGET_EVENTS_PER_S = 100_000
 TARGET_RATIO = 3.0
-ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline"}
+ENV = {"ONLINE_TABLE_NAME": "online", "OFFLINE_BUCKET_NAME": "offline",
+       "PARTIALS_STREAM_NAME": "partials"}
 
 
 class _MemoryS3:
@@ -61,7 +63,7 @@ def run() -> list[BenchResult]:
         # same batch (which would make every lookup a hit).
         hll.forget_registers()
         league_of.cache_clear()
-        stream_processor.configure(MemoryDynamoDB(), _MemoryS3(), ENV)
+        stream_processor.configure(MemoryDynamoDB(), _MemoryS3(), ENV, MemoryKinesis(4))
 
     def invoke(_: Any) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # the EMF line per invocation

@@ -758,6 +758,9 @@ def test_a_backfill_overlapping_live_traffic_with_a_crash_and_reruns_equals_the_
         monkeypatch.setenv(name, value)  # pyarrow's S3 filesystem reads them from there
     s3_options = S3Options(endpoint, "us-east-1")
     rng = random.Random(SEED + 10)
+    # Small entity items, as in the test above: hot entities get tile items too, and the
+    # backfill's partials merge into both kinds.
+    monkeypatch.setattr(audience_engine, "ENTITY_ITEM_BYTES", 600)
     workload = generate(rng, BACKFILL_EVENTS)
     write_raw(raw_table(workload), f"s3://{bucket}/raw", CATALOG, s3_options)
     fast = RetryPolicy(base_delay_s=0.001, max_delay_s=0.01)
