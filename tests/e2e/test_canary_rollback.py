@@ -23,8 +23,9 @@ from localplatform.platform import LocalPlatform, PlatformOptions
 
 pytestmark = pytest.mark.e2e
 
-# A 5-minute canary lasts 10 s here, and a 60 s alarm period 2 s; retries back off from 10 ms.
-TIME_SCALE = 30.0
+# A 5-minute canary lasts 20 s here, and a 60 s alarm period 4 s (room for a loaded machine to
+# evaluate the alarm within the canary); retries back off from 10 ms.
+TIME_SCALE = 15.0
 USERS = [f"canary-user-{index}" for index in range(8)]
 
 
