@@ -6,6 +6,7 @@ Flink."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Duration, Stack
@@ -58,18 +59,8 @@ class ProcessingStack(Stack):
                 # When a release's new feature slots go live: after its canaries.
                 "CUTOVER_DELAY_SECONDS": str(cutover_delay_seconds(settings)),
             },
-            function_props={
-                "memory_size": processor["memory_mb"],
-                "timeout": Duration.seconds(processor["timeout_seconds"]),
-                "reserved_concurrent_executions": processor["reserved_concurrency"],
-            },
-            event_source_props={
-                "batch_size": processor["batch_size"],
-                "max_batching_window": Duration.seconds(processor["max_batching_window_seconds"]),
-                "parallelization_factor": processor["parallelization_factor"],
-                "retry_attempts": processor["max_retry_attempts"],
-                "max_record_age": Duration.seconds(processor["max_record_age_seconds"]),
-            },
+            function_props=_function_props(processor),
+            event_source_props=_event_source_props(processor),
             existing_on_failure_queue=storage.failed_batches.queue,
             existing_on_failure_queue_key=storage.failed_batches.key,
             existing_log_group=storage.processor_log_group,
@@ -127,18 +118,8 @@ class ProcessingStack(Stack):
                 "FEATURE_LOG_PREFIX": FEATURE_LOG_PREFIX,
                 "REMEMBER_SECONDS": str(remember_seconds(settings)),
             },
-            function_props={
-                "memory_size": audience["memory_mb"],
-                "timeout": Duration.seconds(audience["timeout_seconds"]),
-                "reserved_concurrent_executions": audience["reserved_concurrency"],
-            },
-            event_source_props={
-                "batch_size": audience["batch_size"],
-                "max_batching_window": Duration.seconds(audience["max_batching_window_seconds"]),
-                "parallelization_factor": audience["parallelization_factor"],
-                "retry_attempts": audience["max_retry_attempts"],
-                "max_record_age": Duration.seconds(audience["max_record_age_seconds"]),
-            },
+            function_props=_function_props(audience),
+            event_source_props=_event_source_props(audience),
             existing_on_failure_queue=storage.audience_failed_batches.queue,
             existing_on_failure_queue_key=storage.audience_failed_batches.key,
             existing_log_group=storage.audience_log_group,
@@ -237,3 +218,23 @@ class ProcessingStack(Stack):
             },
         )
         allow_key_use(role, storage.offline_store.key, OBJECT_WRITE_KEY_ACTIONS)
+
+
+def _function_props(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream consumer's Lambda settings (``processor.*`` or ``audience.*``) as props."""
+    return {
+        "memory_size": stage["memory_mb"],
+        "timeout": Duration.seconds(stage["timeout_seconds"]),
+        "reserved_concurrent_executions": stage["reserved_concurrency"],
+    }
+
+
+def _event_source_props(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream consumer's event source mapping settings as props."""
+    return {
+        "batch_size": stage["batch_size"],
+        "max_batching_window": Duration.seconds(stage["max_batching_window_seconds"]),
+        "parallelization_factor": stage["parallelization_factor"],
+        "retry_attempts": stage["max_retry_attempts"],
+        "max_record_age": Duration.seconds(stage["max_record_age_seconds"]),
+    }
