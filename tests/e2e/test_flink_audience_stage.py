@@ -147,7 +147,9 @@ def test_flink_job_restarted_from_a_checkpoint_writes_the_same_items(
         runs: dict[str, Any]) -> None:
     assert runs["restarted"]["restarts"] >= 1
     assert runs["items"]["flink-restart"] == runs["items"]["lambda-stage"]
-    assert runs["quarantined"]["flink-restart"] == runs["quarantined"]["lambda-stage"]
+    # Quarantine lines are at least once: a record re-delivered after the restart may be
+    # quarantined again (docs/exactly-once.md); the records quarantined are the same.
+    assert set(runs["quarantined"]["flink-restart"]) == set(runs["quarantined"]["lambda-stage"])
 
 
 def test_restart_redelivers_records_the_failed_attempt_had_written(
