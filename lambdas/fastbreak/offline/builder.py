@@ -192,12 +192,12 @@ class _DuckDBBuild:
         prefix = f"g{index}"
         name, entity = group.name, group.entity
         self.con.execute(f"""
-            CREATE TEMP TABLE {prefix}_keys AS
+            CREATE TABLE {prefix}_keys AS
             SELECT key, (row_number() OVER (ORDER BY key) - 1)::INTEGER AS key_id
             FROM (SELECT DISTINCT "__key_{entity}" AS key FROM spine_in)
         """)
         self.con.execute(f"""
-            CREATE TEMP TABLE {prefix}_probe AS
+            CREATE TABLE {prefix}_probe AS
             SELECT s.__row AS row, k.key_id, s.__t AS t
             FROM spine_in s JOIN {prefix}_keys k ON k.key = s."__key_{entity}"
         """)

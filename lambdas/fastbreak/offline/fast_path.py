@@ -38,6 +38,7 @@ the reference path (``fastbreak.offline.reference``). A property test holds the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,9 @@ _SPLIT_RANK = 26
 _HARMONIC_SCALE = 1 << MAX_RANK
 _EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
 _NEVER = 1 << 62  # a timeline position after every spine time
+# computed apart from the prefix sums (``GroupQuery._apart_values``)
+_APART = frozenset({Aggregation.APPROX_DISTINCT, Aggregation.LAST, Aggregation.MIN,
+                    Aggregation.MAX})
 
 
 def covered(served: ServedFeature) -> bool:
@@ -199,7 +203,7 @@ class GroupQuery:
                         f"{alias}.rank AS {_ident('rank_' + name)}"]
             self._present.setdefault(name, _ident("reg_" + name))
         self.con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE {self.ev} AS
+            CREATE OR REPLACE TABLE {self.ev} AS
             SELECT {', '.join(columns)} FROM ({self.events_sql}) a {' '.join(joins)}
         """)
         # the conditions read the table's own columns from now on
@@ -224,35 +228,64 @@ class GroupQuery:
             Aggregation.SUM, Aggregation.MEAN) or scales[s.feature.field or ""] is not None]
         if not features:
             return {}
-        additive = self._additive(features, {k: v for k, v in scales.items() if v is not None})
-        out: dict[str, FeatureColumns] = {}
+        # Sketches, last, min and max read the events table on their own, and mostly in
+        # Arrow's single-threaded kernels: they run beside the prefix sums, on a cursor of
+        # their own (DuckDB runs queries of two cursors at once).
+        apart = [s for s in features if s.feature.aggregation in _APART]
+        with ThreadPoolExecutor(max_workers=1) as pool, self.con.cursor() as cursor:
+            pending = pool.submit(self._apart_values, apart, cursor) if apart else None
+            additive = self._additive(
+                features, {k: v for k, v in scales.items() if v is not None})
+            out: dict[str, FeatureColumns] = {}
+            for served in features:
+                aggregation = served.feature.aggregation
+                rel, span = relevance_of(self.group, served), span_of(served)
+                count, times = additive.count(rel, span), additive.event_times(rel)
+                present = pc.greater(count, 0)
+                event_time = pc.if_else(present, times, pa.scalar(None, pa.int64()))
+                if aggregation is Aggregation.COUNT:
+                    values: pa.Array = pc.if_else(present, count, pa.scalar(None, pa.int64()))
+                elif aggregation in (Aggregation.SUM, Aggregation.MEAN):
+                    scale = scales[served.feature.field or ""]
+                    assert scale is not None
+                    total = additive.total(served.feature.field or "", rel, span)
+                    values = _sums(served, scale, total, count, present)
+                else:
+                    continue
+                out[served.name] = FeatureColumns(values, event_time)
+            apart_values = pending.result() if pending is not None else {}
+            for served in apart:
+                rel, span = relevance_of(self.group, served), span_of(served)
+                present = pc.greater(additive.count(rel, span), 0)
+                values = apart_values[served.name]
+                out[served.name] = FeatureColumns(
+                    pc.if_else(present, values, pa.scalar(None, values.type)),
+                    pc.if_else(present, additive.event_times(rel), pa.scalar(None, pa.int64())))
+        return {served.name: out[served.name] for served in features}
+
+    def _apart_values(self, features: Sequence[ServedFeature], con: duckdb.DuckDBPyConnection
+                      ) -> dict[str, pa.Array]:
+        """The values of sketches, last, min and max, in spine row order (where the window
+        holds no event, what they hold is left to the caller to null)."""
+        values: dict[str, pa.Array] = {}
         sketches: dict[Relevance, dict[Span, tuple[pa.Array, pa.Array, pa.Array]]] = {}
         for served in features:
             aggregation = served.feature.aggregation
             rel, span = relevance_of(self.group, served), span_of(served)
-            count, times = additive.count(rel, span), additive.event_times(rel)
-            present = pc.greater(count, 0)
-            event_time = pc.if_else(present, times, pa.scalar(None, pa.int64()))
-            if aggregation is Aggregation.COUNT:
-                values: pa.Array = pc.if_else(present, count, pa.scalar(None, pa.int64()))
-            elif aggregation in (Aggregation.SUM, Aggregation.MEAN):
-                scale = scales[served.feature.field or ""]
-                assert scale is not None
-                total = additive.total(served.feature.field or "", rel, span)
-                values = _sums(served, scale, total, count, present)
-            elif aggregation is Aggregation.APPROX_DISTINCT:
+            if aggregation is Aggregation.APPROX_DISTINCT:
                 counts = sketches.get(rel)
                 if counts is None:
-                    counts = sketches[rel] = self._register_counts(rel, [
+                    counts = sketches[rel] = self._register_counts(con, rel, [
                         span_of(s) for s in features if relevance_of(self.group, s) == rel
                         and s.feature.aggregation is Aggregation.APPROX_DISTINCT])
-                values = _estimates(*counts[span], present)
+                ones = counts[span][0]
+                # a window holds a relevant event exactly when one of its registers is set
+                values[served.name] = _estimates(*counts[span], pc.greater(ones, 0))
             elif aggregation is Aggregation.LAST:
-                values = self._last(rel, span, present)
+                values[served.name] = self._last(con, rel, span)
             else:
-                values = self._extreme(served, rel, span, present)
-            out[served.name] = FeatureColumns(values, event_time)
-        return out
+                values[served.name] = self._extreme(con, served, rel, span)
+        return values
 
     # ---- exact sums ----------------------------------------------------------------------
     def _scale(self, field: str) -> _Scale | None:
@@ -336,20 +369,20 @@ class GroupQuery:
         return _Additive(table, self.rows, relevances, spans, summed, scales)
 
     # ---- approx_distinct -----------------------------------------------------------------------
-    def _register_counts(self, rel: Relevance, spans: list[Span]
+    def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance, spans: list[Span]
                          ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
         """Per window shape, the running count of set registers and the two parts of the rank
         weights at each spine row (see the module's docstring), from one sorted timeline."""
-        events = self._register_events(rel)
+        levels = _levels(self._register_events(con, rel))
         parts = []
         for index, span in enumerate(spans):
-            deltas = _register_runs(events, span)
+            deltas = _register_runs(levels, span)
             parts.append(deltas.append_column("w", pa.repeat(pa.scalar(index, pa.int8()),
                                                                deltas.num_rows)))
         table = f"{self.prefix}_runs"
-        self.con.register(table, pa.concat_tables(parts))
+        con.register(table, pa.concat_tables(parts))
         try:
-            timeline = self.con.sql(f"""
+            timeline = con.sql(f"""
                 SELECT key_id, pos, ord, row, w, n1, a, b FROM (
                     SELECT key_id, pos, 1::TINYINT AS ord, NULL::INTEGER AS row, w, n1, a, b
                     FROM {table}
@@ -359,7 +392,7 @@ class GroupQuery:
                 ) ORDER BY key_id, pos, ord
             """).to_arrow_table()
         finally:
-            self.con.unregister(table)
+            con.unregister(table)
         probes = pc.indices_nonzero(pc.equal(timeline["ord"], 2))
         probes = pc.take(probes, pc.sort_indices(pc.take(timeline["row"], probes)))
         counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
@@ -373,7 +406,7 @@ class GroupQuery:
             counts[span] = (ones, high, low)
         return counts
 
-    def _register_events(self, rel: Relevance) -> pa.Table:
+    def _register_events(self, con: duckdb.DuckDBPyConnection, rel: Relevance) -> pa.Table:
         """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
         register and time; ``heavy``: the entity reaches more registers than linear counting
         covers, so its windows may need every rank level."""
@@ -381,7 +414,7 @@ class GroupQuery:
         if found is not None:
             return found
         name = rel.field or ""
-        events = self.con.sql(f"""
+        events = con.sql(f"""
             SELECT key_id, {_ident('reg_' + name)} AS reg, {_ident('rank_' + name)} AS rank, t_ms
             FROM {self.ev} WHERE {self._where(rel)}
             ORDER BY key_id, reg, t_ms
@@ -396,7 +429,7 @@ class GroupQuery:
         return events
 
     # ---- last ------------------------------------------------------------------------------
-    def _last(self, rel: Relevance, span: Span, present: pa.Array) -> pa.Array:
+    def _last(self, con: duckdb.DuckDBPyConnection, rel: Relevance, span: Span) -> pa.Array:
         field = rel.field
         assert field is not None
         query = f"""
@@ -410,12 +443,11 @@ class GroupQuery:
             FROM {self.probe} p ASOF LEFT JOIN winners w ON p.key_id = w.key_id AND p.t >= w.t_ms
             ORDER BY p.row
         """
-        values = self.con.sql(query).to_arrow_table()["x"]
-        return pc.if_else(present, values, pa.scalar(None, values.type))
+        return _array(con.sql(query).to_arrow_table()["x"])
 
     # ---- min, max ----------------------------------------------------------------------------
-    def _extreme(self, served: ServedFeature, rel: Relevance, span: Span, present: pa.Array
-                 ) -> pa.Array:
+    def _extreme(self, con: duckdb.DuckDBPyConnection, served: ServedFeature, rel: Relevance,
+                 span: Span) -> pa.Array:
         pick = "min" if served.feature.aggregation is Aggregation.MIN else "max"
         combine = "least" if pick == "min" else "greatest"
         field = _ident(rel.field or "")
@@ -455,8 +487,7 @@ class GroupQuery:
             {'LEFT JOIN base b ON b.row = p.row' if base_cte else ''}
             ORDER BY p.row
         """
-        values = self.con.sql(query).to_arrow_table()["x"]
-        return pc.if_else(present, values, pa.scalar(None, values.type))
+        return _array(con.sql(query).to_arrow_table()["x"])
 
 
 @dataclass(frozen=True)
@@ -506,38 +537,60 @@ class _Additive:
                 pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
         return pc.take(running, positions)
 
-    def _window(self, column: pa.Array, span: Span, key: Any) -> pa.Array:
-        """The total of ``column`` over each row's window: the running total at the probe
-        less the one at the window's lower edge."""
-        running = self._cache.get(key)
-        if running is None:
-            running = self._cache[key] = pc.cumulative_sum(column)
+    def _window(self, running: pa.Array, span: Span) -> pa.Array:
+        """The total over each row's window: the running total at the probe less the one at
+        the window's lower edge."""
         return pc.subtract(self._at(running, None), self._at(running, span))
 
     def count(self, rel: Relevance, span: Span) -> pa.Array:
         key = ("count", rel, span)
         found = self._cache.get(key)
         if found is None:
-            column = pc.cast(self.table[f"f{self.bits[rel]}"], pa.int64())
-            found = self._cache[key] = self._window(column, span, ("count", rel))
+            found = self._cache[key] = pc.cast(
+                self._window(self._running_count(rel), span), pa.int64())
+        return found
+
+    def _running_count(self, rel: Relevance) -> pa.Array:
+        """How many of ``rel``'s events the timeline holds up to each position (over every
+        entity: a window's count is a difference of two of these within one entity)."""
+        key = ("running", rel)
+        found = self._cache.get(key)
+        if found is None:
+            # int32: the timeline's length bounds every running count
+            kind = pa.int32() if len(self.table) < 1 << 31 else pa.int64()
+            found = self._cache[key] = pc.cumulative_sum(
+                pc.cast(self.table[f"f{self.bits[rel]}"], kind))
         return found
 
     def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
         """The window's scaled sum, one array per limb."""
         index = self.summed[(field, rel)]
-        return [
-            self._window(pc.fill_null(self.table[f"x{index}_{limb}"], 0), span,
-                         ("sum", index, limb))
-            for limb in range(self.scales[field].limbs)
-        ]
+        totals = []
+        for limb in range(self.scales[field].limbs):
+            key = ("sum", index, limb)
+            running = self._cache.get(key)
+            if running is None:
+                running = self._cache[key] = pc.cumulative_sum(
+                    pc.fill_null(self.table[f"x{index}_{limb}"], 0))
+            totals.append(self._window(running, span))
+        return totals
 
     def event_times(self, rel: Relevance) -> pa.Array:
+        """The event time of the newest of ``rel``'s events up to each probe: with k of them
+        up to the probe, the k-th in timeline order (meaningful where the window holds one,
+        which is in the probe's entity)."""
         key = ("times", rel)
         found = self._cache.get(key)
         if found is None:
-            relevant = pc.equal(self.table[f"f{self.bits[rel]}"], 1)
-            times = pc.if_else(relevant, self.table["pos"], pa.scalar(None, pa.int64()))
-            found = self._cache[key] = self._at(pc.fill_null_forward(times), None)
+            flags = self.table[f"f{self.bits[rel]}"]
+            relevant = pc.take(self.table["pos"], pc.indices_nonzero(flags))
+            before = self._at(self._running_count(rel), None)
+            if len(relevant) == 0:
+                found = pa.nulls(len(before), pa.int64())
+            else:
+                found = pc.take(relevant, pc.max_element_wise(
+                    pc.subtract(before, pa.scalar(1, before.type)), pa.scalar(0, before.type)))
+            self._cache[key] = found
         return found
 
 
@@ -631,7 +684,34 @@ def _changed(*columns: pa.Array) -> pa.Array:
     return pa.concat_arrays([pa.array([True]), differs])
 
 
-def _register_runs(events: pa.Table, span: Span) -> pa.Table:
+@dataclass(frozen=True)
+class _Level:
+    """The events that hold their register at rank >= ``level``, sorted by entity, register
+    and time (every entity at level 1, heavy ones above), and where each (entity, register)
+    begins."""
+
+    level: int
+    key: pa.Array
+    time_ms: pa.Array
+    first: pa.Array  # True at the first event of each (entity, register)
+
+
+def _levels(events: pa.Table) -> list[_Level]:
+    """``_Level`` of every level ``events`` reach; the same for every window shape."""
+    key, reg, rank, time_ms, heavy = (_array(events[name]) for name in (
+        "key_id", "reg", "rank", "t_ms", "heavy"))
+    levels: list[_Level] = []
+    level = 1
+    while len(key):
+        levels.append(_Level(level, key, time_ms, _changed(key, reg)))
+        level += 1
+        keep = pc.and_(pc.greater_equal(rank, level), heavy)
+        key, reg, rank, time_ms, heavy = (pc.filter(column, keep) for column in (
+            key, reg, rank, time_ms, heavy))
+    return levels
+
+
+def _register_runs(levels: list[_Level], span: Span) -> pa.Table:
     """+1/-1 deltas (``n1``, and the rank weights ``a``, ``b``) where the runs begin and end
     in which each (entity, register) is present at each rank level: level 1 for every entity,
     every level for heavy ones.
@@ -640,15 +720,12 @@ def _register_runs(events: pa.Table, span: Span) -> pa.Table:
     time until the window no longer holds the event's tile; over one (entity, register) in
     time order, an event starts a run when it comes after the previous one's presence ended,
     and ends one when the next comes after its own presence ended (or there is none)."""
-    key, reg, rank, time_ms, heavy = (_array(events[name]) for name in (
-        "key_id", "reg", "rank", "t_ms", "heavy"))
     end_after = span.end_after_ms
     tile_ms = span.tile_seconds * 1000
     parts: list[pa.Table] = []
-    level = 1
-    while len(key):
-        group = _changed(key, reg)
-        weights = _level_weights(level)
+    for found in levels:
+        key, time_ms, group = found.key, found.time_ms, found.first
+        weights = _level_weights(found.level)
         if end_after is None:  # lifetime: present from the first event on
             first_keys = pc.filter(key, group)
             parts.append(_deltas(first_keys, pc.filter(time_ms, group), weights, 1))
@@ -664,10 +741,6 @@ def _register_runs(events: pa.Table, span: Span) -> pa.Table:
             stops = pc.or_(last, pa.concat_arrays([gap, pa.array([False])]))
             parts.append(_deltas(pc.filter(key, starts), pc.filter(time_ms, starts), weights, 1))
             parts.append(_deltas(pc.filter(key, stops), pc.filter(ends, stops), weights, -1))
-        level += 1
-        keep = pc.and_(pc.greater_equal(rank, level), heavy)
-        key, reg, rank, time_ms, heavy = (pc.filter(column, keep) for column in (
-            key, reg, rank, time_ms, heavy))
     if not parts:
         return _deltas(pa.array([], pa.int32()), pa.array([], pa.int64()), (0, 0, 0), 1)
     return pa.concat_tables(parts)
