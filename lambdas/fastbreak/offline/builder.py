@@ -129,28 +129,19 @@ class _DuckDBBuild:
             FROM {source} WHERE {' AND '.join(where)}
         """)
         self.progress.stage("finding duplicate copies")
-        # Identities seen twice: sorting 64-bit hashes and comparing neighbours is cheaper
-        # than a hash aggregate over millions of distinct keys. A collision only adds a
-        # candidate; candidates are then ranked on their exact identity, reading the rows
-        # again only where the event time is a candidate's.
-        found = self.con.sql(
-            "SELECT hash(shard, event_id, t_ms) AS identity, t_ms FROM admitted ORDER BY identity"
-        ).to_arrow_table().combine_chunks()
-        hashes = found["identity"].chunk(0) if found.num_rows else pa.array([], pa.uint64())
-        twice = pa.compute.equal(hashes[1:], hashes[:-1]) if len(hashes) > 1 else pa.array(
-            [], pa.bool_())
-        times = found["t_ms"].chunk(0)[1:] if found.num_rows else pa.array([], pa.int64())
-        self.con.register("repeated", pa.table({
-            "identity": pa.compute.unique(pa.compute.filter(hashes[1:], twice)),
-        }))
-        self.con.register("repeated_times", pa.table({
-            "t_ms": pa.compute.unique(pa.compute.filter(times, twice)),
-        }))
+        # Identities seen twice, by a 64-bit hash of the identity: a collision only adds a
+        # candidate. Candidates are then ranked on their exact identity, reading the rows again
+        # only where the event time is a candidate's. One statement, so that DuckDB runs all
+        # of it on every core.
         self.con.execute("""
             CREATE TEMP TABLE duplicates AS
+            WITH repeated AS (
+                SELECT hash(shard, event_id, t_ms) AS identity, min(t_ms) AS t_ms
+                FROM admitted GROUP BY ALL HAVING count(*) > 1
+            )
             SELECT shard, seq, sub FROM (
                 SELECT shard, event_id, t_ms, seq, sub FROM admitted
-                WHERE t_ms IN (SELECT t_ms FROM repeated_times)
+                WHERE t_ms IN (SELECT t_ms FROM repeated)
                   AND hash(shard, event_id, t_ms) IN (SELECT identity FROM repeated)
             )
             QUALIFY row_number() OVER (

@@ -519,78 +519,80 @@ class _Additive:
         self.scales = scales
         self.probes = self._positions(pc.equal(table["ord"], 2))
         self.lower_edges: dict[int, pa.Array] = {}
-        self._cache: dict[Any, pa.Array] = {}
+        self._running_totals: dict[tuple[Any, ...], pa.Array] = {}
+        self._read: dict[tuple[tuple[Any, ...], Span | None], pa.Array] = {}
+        self._counts: dict[tuple[Relevance, Span], pa.Array] = {}
+        self._times: dict[Relevance, pa.Array] = {}
 
     def _positions(self, rows: pa.Array) -> pa.Array:
         """The timeline positions of the rows selected, in spine row order."""
         positions = pc.indices_nonzero(rows)
         return pc.take(positions, pc.sort_indices(pc.take(self.table["row"], positions)))
 
-    def _at(self, running: pa.Array, span: Span | None) -> pa.Array:
-        """``running`` at each probe (span None) or at the span's marker, in row order."""
-        if span is None:
-            return pc.take(running, self.probes)
-        m = self.markers[span]
-        positions = self.lower_edges.get(m)
-        if positions is None:
-            positions = self.lower_edges[m] = self._positions(
-                pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
-        return pc.take(running, positions)
-
-    def _window(self, running: pa.Array, span: Span) -> pa.Array:
-        """The total over each row's window: the running total at the probe less the one at
-        the window's lower edge."""
-        return pc.subtract(self._at(running, None), self._at(running, span))
-
-    def count(self, rel: Relevance, span: Span) -> pa.Array:
-        key = ("count", rel, span)
-        found = self._cache.get(key)
+    def _running(self, column: tuple[Any, ...]) -> pa.Array:
+        """The running total of a timeline column: ``("count", rel)`` counts ``rel``'s events,
+        ``("sum", index, limb)`` adds a limb of a scaled sum. Over every entity: a window's
+        total is a difference of two of these within one entity."""
+        found = self._running_totals.get(column)
         if found is None:
-            found = self._cache[key] = pc.cast(
-                self._window(self._running_count(rel), span), pa.int64())
+            if column[0] == "count":
+                # int32: the timeline's length bounds every running count
+                kind = pa.int32() if len(self.table) < 1 << 31 else pa.int64()
+                values = pc.cast(self.table[f"f{self.bits[column[1]]}"], kind)
+            else:
+                values = pc.fill_null(self.table[f"x{column[1]}_{column[2]}"], 0)
+            found = self._running_totals[column] = pc.cumulative_sum(values)
         return found
 
-    def _running_count(self, rel: Relevance) -> pa.Array:
-        """How many of ``rel``'s events the timeline holds up to each position (over every
-        entity: a window's count is a difference of two of these within one entity)."""
-        key = ("running", rel)
-        found = self._cache.get(key)
+    def _at(self, column: tuple[Any, ...], span: Span | None) -> pa.Array:
+        """A running total at each probe (span None) or at the span's marker, in row order."""
+        key = (column, span)
+        found = self._read.get(key)
         if found is None:
-            # int32: the timeline's length bounds every running count
-            kind = pa.int32() if len(self.table) < 1 << 31 else pa.int64()
-            found = self._cache[key] = pc.cumulative_sum(
-                pc.cast(self.table[f"f{self.bits[rel]}"], kind))
+            if span is None:
+                positions = self.probes
+            else:
+                m = self.markers[span]
+                positions = self.lower_edges.get(m)
+                if positions is None:
+                    positions = self.lower_edges[m] = self._positions(
+                        pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
+            found = self._read[key] = pc.take(self._running(column), positions)
+        return found
+
+    def _window(self, column: tuple[Any, ...], span: Span) -> pa.Array:
+        """The total over each row's window: the running total at the probe less the one at
+        the window's lower edge."""
+        return pc.subtract(self._at(column, None), self._at(column, span))
+
+    def count(self, rel: Relevance, span: Span) -> pa.Array:
+        key = (rel, span)
+        found = self._counts.get(key)
+        if found is None:
+            found = self._counts[key] = pc.cast(self._window(("count", rel), span), pa.int64())
         return found
 
     def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
         """The window's scaled sum, one array per limb."""
         index = self.summed[(field, rel)]
-        totals = []
-        for limb in range(self.scales[field].limbs):
-            key = ("sum", index, limb)
-            running = self._cache.get(key)
-            if running is None:
-                running = self._cache[key] = pc.cumulative_sum(
-                    pc.fill_null(self.table[f"x{index}_{limb}"], 0))
-            totals.append(self._window(running, span))
-        return totals
+        return [self._window(("sum", index, limb), span)
+                for limb in range(self.scales[field].limbs)]
 
     def event_times(self, rel: Relevance) -> pa.Array:
         """The event time of the newest of ``rel``'s events up to each probe: with k of them
         up to the probe, the k-th in timeline order (meaningful where the window holds one,
         which is in the probe's entity)."""
-        key = ("times", rel)
-        found = self._cache.get(key)
+        found = self._times.get(rel)
         if found is None:
             flags = self.table[f"f{self.bits[rel]}"]
             relevant = pc.take(self.table["pos"], pc.indices_nonzero(flags))
-            before = self._at(self._running_count(rel), None)
+            before = self._at(("count", rel), None)
             if len(relevant) == 0:
                 found = pa.nulls(len(before), pa.int64())
             else:
                 found = pc.take(relevant, pc.max_element_wise(
                     pc.subtract(before, pa.scalar(1, before.type)), pa.scalar(0, before.type)))
-            self._cache[key] = found
+            self._times[rel] = found
         return found
 
 
