@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -324,87 +325,72 @@ class GroupQuery:
                   ) -> _Additive:
         relevances = sorted({relevance_of(self.group, s) for s in features},
                             key=lambda r: (r.events, r.field or ""))
-        spans = sorted({span_of(s) for s in features},
-                       key=lambda s: (s.kind.value, s.tile_seconds, s.size_seconds))
         summed = sorted({(s.feature.field, relevance_of(self.group, s)) for s in features
                          if s.feature.aggregation in (Aggregation.SUM, Aggregation.MEAN)},
                         key=lambda p: (p[0] or "", p[1].events))
-        flags = [f"({self._where(rel)})::TINYINT AS f{bit}" for bit, rel in enumerate(relevances)]
-        flag_names = [f"f{bit}" for bit in range(len(relevances))]
-        joins, value_columns, names = [], [], []
+        columns = [f"coalesce(({self._where(rel)})::TINYINT, 0) AS f{bit}"
+                   for bit, rel in enumerate(relevances)]
+        joins = []
         for index, (field, rel) in enumerate(summed):
             assert field is not None
             scale = scales[field]
             alias = f"s{index}"
             for limb in range(scale.limbs):
-                name = f"x{index}_{limb}"
                 expr = _ident(field) if scale.table is None else f"{alias}.l{limb}"
-                value_columns.append(f"CASE WHEN {self._where(rel)} THEN {expr} END AS {name}")
-                names.append(name)
+                columns.append(f"coalesce(CASE WHEN {self._where(rel)} THEN {expr} END, 0)"
+                               f"::BIGINT AS x{index}_{limb}")
             if scale.table is not None:
                 joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
-        values_sql = "".join(", " + column for column in value_columns)
-        nulls_sql = "".join(f", NULL::BIGINT AS {name}" for name in names)
-        zeros_sql = "".join(f", 0::TINYINT AS {name}" for name in flag_names)
-        markers = "".join(
-            f" UNION ALL SELECT key_id, {span.lower_ms_sql('t')} AS pos, 0::TINYINT AS ord,"
-            f" row::INTEGER AS row, {m}::TINYINT AS m{zeros_sql}{nulls_sql} FROM {self.probe}"
-            for m, span in enumerate(spans)
-        )
-        query = f"""
-            SELECT key_id, pos, ord, row, m{"".join(", " + n for n in flag_names + names)}
-            FROM (
-                SELECT key_id, t_ms AS pos, 1::TINYINT AS ord, NULL::INTEGER AS row,
-                       NULL::TINYINT AS m{"".join(", " + flag for flag in flags)}{values_sql}
-                FROM {self.ev} e {" ".join(joins)}
-                WHERE {" OR ".join(f"({self._where(rel)})" for rel in relevances)}
-                UNION ALL
-                SELECT key_id, t AS pos, 2::TINYINT AS ord, row::INTEGER AS row, NULL::TINYINT
-                       {zeros_sql}{nulls_sql}
-                FROM {self.probe}{markers}
-            )
-            ORDER BY key_id, pos, ord
-        """
-        table = self.con.sql(query).to_arrow_table()
-        return _Additive(table, self.rows, relevances, spans, summed, scales)
+        events = self.con.sql(f"""
+            SELECT key_id, t_ms, {', '.join(columns)}
+            FROM {self.ev} e {' '.join(joins)}
+            WHERE {' OR '.join(f'({self._where(rel)})' for rel in relevances)}
+            ORDER BY key_id, t_ms
+        """).to_arrow_table()
+        probes = self.con.sql(
+            f"SELECT row, key_id, t FROM {self.probe} ORDER BY key_id, t").to_arrow_table()
+        return _Additive(events, probes, relevances, summed, scales)
 
     # ---- approx_distinct -----------------------------------------------------------------------
     def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance, spans: list[Span]
                          ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
         """Per window shape, the running count of set registers and the two parts of the rank
-        weights at each spine row (see the module's docstring), from one sorted timeline."""
+        weights at each spine row (see the module's docstring), from one sorted timeline.
+
+        The timeline holds each window shape's run edges and a probe per spine row, ordered by
+        shape first: each (entity, shape)'s edges sum to zero, so one running total over the
+        whole timeline reads every shape. An edge carries only its signed level; the weights
+        it adds are looked up after the sort, which keeps the sort narrow."""
         levels = _levels(self._register_events(con, rel))
         parts = []
         for index, span in enumerate(spans):
-            deltas = _register_runs(levels, span)
-            parts.append(deltas.append_column("w", pa.repeat(pa.scalar(index, pa.int8()),
-                                                               deltas.num_rows)))
+            runs = _register_runs(levels, span)
+            parts.append(runs.append_column(
+                "w", pa.repeat(pa.scalar(index, pa.int8()), runs.num_rows)))
         table = f"{self.prefix}_runs"
         con.register(table, pa.concat_tables(parts))
+        slots = ", ".join(str(index) for index in range(len(spans)))
         try:
             timeline = con.sql(f"""
-                SELECT key_id, pos, ord, row, w, n1, a, b FROM (
-                    SELECT key_id, pos, 1::TINYINT AS ord, NULL::INTEGER AS row, w, n1, a, b
+                SELECT code, slot FROM (
+                    SELECT w, key_id, pos, 1::TINYINT AS ord, code, NULL::BIGINT AS slot
                     FROM {table}
                     UNION ALL
-                    SELECT key_id, t, 2::TINYINT, row::INTEGER, -1::TINYINT, 0, 0, 0
-                    FROM {self.probe}
-                ) ORDER BY key_id, pos, ord
+                    SELECT w, key_id, t, 2::TINYINT, 0::TINYINT, w::BIGINT * {self.rows} + row
+                    FROM {self.probe}, (SELECT unnest([{slots}])::TINYINT AS w)
+                ) ORDER BY w, key_id, pos, ord
             """).to_arrow_table()
         finally:
             con.unregister(table)
-        probes = pc.indices_nonzero(pc.equal(timeline["ord"], 2))
-        probes = pc.take(probes, pc.sort_indices(pc.take(timeline["row"], probes)))
-        counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
-        zero = pa.scalar(0, pa.int64())
-        for index, span in enumerate(spans):
-            mine = pc.equal(timeline["w"], index)
-            ones, high, low = (
-                pc.take(pc.cumulative_sum(pc.if_else(mine, timeline[name], zero)), probes)
-                for name in ("n1", "a", "b")
-            )
-            counts[span] = (ones, high, low)
-        return counts
+        code = pc.add(pc.cast(timeline["code"], pa.int16()), pa.scalar(MAX_RANK, pa.int16()))
+        probes = pc.indices_nonzero(pc.is_valid(timeline["slot"]))
+        probes = pc.take(probes, pc.sort_indices(pc.take(timeline["slot"], probes)))
+        ones, high, low = (pc.take(pc.cumulative_sum(pc.take(weights, code)), probes)
+                           for weights in _CODE_WEIGHTS)
+        return {span: (ones.slice(index * self.rows, self.rows),
+                       high.slice(index * self.rows, self.rows),
+                       low.slice(index * self.rows, self.rows))
+                for index, span in enumerate(spans)}
 
     def _register_events(self, con: duckdb.DuckDBPyConnection, rel: Relevance) -> pa.Table:
         """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
@@ -506,94 +492,147 @@ def _limb(value: int, limb: int, limbs: int) -> int:
 
 
 class _Additive:
-    """Running totals of the sorted timeline, read at the probes and the window markers."""
+    """Window totals by prefix sums: the relevant events sorted by (entity, time) with their
+    running totals, and each probe's and window edge's place among them found by binary
+    search on one 64-bit (entity, time) key.
 
-    def __init__(self, table: pa.Table, rows: int, relevances: list[Relevance],
-                 spans: list[Span], summed: list[tuple[str | None, Relevance]],
-                 scales: dict[str, _Scale]) -> None:
-        self.table = table
-        self.rows = rows
+    The probes are taken in (entity, time) order, in which their window edges are sorted too,
+    so the searches and the reads of the running totals walk memory in order; the results
+    go back to spine row order once, at the end."""
+
+    def __init__(self, events: pa.Table, probes: pa.Table, relevances: list[Relevance],
+                 summed: list[tuple[str | None, Relevance]], scales: dict[str, _Scale]) -> None:
+        self.events = events
         self.bits = {rel: bit for bit, rel in enumerate(relevances)}
-        self.markers = {span: m for m, span in enumerate(spans)}
         self.summed = {pair: index for index, pair in enumerate(summed)}
         self.scales = scales
-        self.probes = self._positions(pc.equal(table["ord"], 2))
-        self.lower_edges: dict[int, pa.Array] = {}
-        self._running_totals: dict[tuple[Any, ...], pa.Array] = {}
-        self._read: dict[tuple[tuple[Any, ...], Span | None], pa.Array] = {}
+        self.rows = probes.num_rows
+        self.order = _numpy(probes["row"])
+        self.times = _numpy(events["t_ms"])
+        self.probe_times = _numpy(probes["t"])
+        self.keys = _TimelineKeys(_numpy(events["key_id"]), self.times,
+                                  _numpy(probes["key_id"]), self.probe_times)
+        self.after = self.keys.place(self.probe_times, inclusive=True)
+        self._lower: dict[Span, np.ndarray] = {}
+        self._running: dict[tuple[Any, ...], np.ndarray] = {}
         self._counts: dict[tuple[Relevance, Span], pa.Array] = {}
         self._times: dict[Relevance, pa.Array] = {}
 
-    def _positions(self, rows: pa.Array) -> pa.Array:
-        """The timeline positions of the rows selected, in spine row order."""
-        positions = pc.indices_nonzero(rows)
-        return pc.take(positions, pc.sort_indices(pc.take(self.table["row"], positions)))
+    def _before(self, span: Span) -> np.ndarray:
+        """Per probe (in probe order), the events before its window: a lower edge's place."""
+        found = self._lower.get(span)
+        if found is None:
+            found = self._lower[span] = self.keys.place(
+                _lower_edges_ms(span, self.probe_times), inclusive=False)
+        return found
 
-    def _running(self, column: tuple[Any, ...]) -> pa.Array:
-        """The running total of a timeline column: ``("count", rel)`` counts ``rel``'s events,
-        ``("sum", index, limb)`` adds a limb of a scaled sum. Over every entity: a window's
-        total is a difference of two of these within one entity."""
-        found = self._running_totals.get(column)
+    def _totals(self, column: tuple[Any, ...]) -> np.ndarray:
+        """Running totals of an events column, with a 0 in front: ``("count", rel)`` counts
+        ``rel``'s events, ``("sum", index, limb)`` adds a limb of a scaled sum. Over every
+        entity: a window's total is a difference of two of these within one entity."""
+        found = self._running.get(column)
         if found is None:
             if column[0] == "count":
-                # int32: the timeline's length bounds every running count
-                kind = pa.int32() if len(self.table) < 1 << 31 else pa.int64()
-                values = pc.cast(self.table[f"f{self.bits[column[1]]}"], kind)
+                values = _numpy(self.events[f"f{self.bits[column[1]]}"])
             else:
-                values = pc.fill_null(self.table[f"x{column[1]}_{column[2]}"], 0)
-            found = self._running_totals[column] = pc.cumulative_sum(values)
+                values = _numpy(self.events[f"x{column[1]}_{column[2]}"])
+            found = np.zeros(len(values) + 1, np.int64)
+            np.cumsum(values, dtype=np.int64, out=found[1:])
+            self._running[column] = found
         return found
 
-    def _at(self, column: tuple[Any, ...], span: Span | None) -> pa.Array:
-        """A running total at each probe (span None) or at the span's marker, in row order."""
-        key = (column, span)
-        found = self._read.get(key)
-        if found is None:
-            if span is None:
-                positions = self.probes
-            else:
-                m = self.markers[span]
-                positions = self.lower_edges.get(m)
-                if positions is None:
-                    positions = self.lower_edges[m] = self._positions(
-                        pc.and_(pc.equal(self.table["ord"], 0), pc.equal(self.table["m"], m)))
-            found = self._read[key] = pc.take(self._running(column), positions)
-        return found
+    def _window(self, column: tuple[Any, ...], span: Span) -> np.ndarray:
+        """The total of each probe's window, in probe order."""
+        running = self._totals(column)
+        total: np.ndarray = running[self.after] - running[self._before(span)]
+        return total
 
-    def _window(self, column: tuple[Any, ...], span: Span) -> pa.Array:
-        """The total over each row's window: the running total at the probe less the one at
-        the window's lower edge."""
-        return pc.subtract(self._at(column, None), self._at(column, span))
+    def _in_row_order(self, values: np.ndarray) -> pa.Array:
+        out = np.empty_like(values)
+        out[self.order] = values
+        return pa.array(out)
 
     def count(self, rel: Relevance, span: Span) -> pa.Array:
         key = (rel, span)
         found = self._counts.get(key)
         if found is None:
-            found = self._counts[key] = pc.cast(self._window(("count", rel), span), pa.int64())
+            found = self._counts[key] = self._in_row_order(self._window(("count", rel), span))
         return found
 
     def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
         """The window's scaled sum, one array per limb."""
         index = self.summed[(field, rel)]
-        return [self._window(("sum", index, limb), span)
+        return [self._in_row_order(self._window(("sum", index, limb), span))
                 for limb in range(self.scales[field].limbs)]
 
     def event_times(self, rel: Relevance) -> pa.Array:
         """The event time of the newest of ``rel``'s events up to each probe: with k of them
-        up to the probe, the k-th in timeline order (meaningful where the window holds one,
-        which is in the probe's entity)."""
+        up to the probe, the k-th (meaningful where the window holds one, which is then the
+        probe's entity's)."""
         found = self._times.get(rel)
         if found is None:
-            flags = self.table[f"f{self.bits[rel]}"]
-            relevant = pc.take(self.table["pos"], pc.indices_nonzero(flags))
-            before = self._at(("count", rel), None)
+            relevant = self.times[_numpy(self.events[f"f{self.bits[rel]}"]) != 0]
             if len(relevant) == 0:
-                found = pa.nulls(len(before), pa.int64())
+                found = pa.nulls(self.rows, pa.int64())
             else:
-                found = pc.take(relevant, pc.max_element_wise(
-                    pc.subtract(before, pa.scalar(1, before.type)), pa.scalar(0, before.type)))
+                up_to = self._totals(("count", rel))[self.after]
+                found = self._in_row_order(relevant[np.maximum(up_to - 1, 0)])
             self._times[rel] = found
         return found
+
+
+class _TimelineKeys:
+    """The events' (entity, time) as one sortable int64, the entity above and the time below,
+    and binary search for where an (entity, time) falls among them. The time is its offset
+    from the earliest; where entity and offset do not fit in 63 bits, the time's rank among
+    the events' distinct times instead, which keeps the order and always fits."""
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray, probe_keys: np.ndarray,
+                 probe_times: np.ndarray) -> None:
+        self.probe_keys = probe_keys.astype(np.int64)
+        lowest = min(int(times.min(initial=0)), int(probe_times.min(initial=0)))
+        highest = max(int(times.max(initial=0)), int(probe_times.max(initial=0)))
+        widest_key = max(int(keys.max(initial=0)), int(self.probe_keys.max(initial=0)))
+        self.origin = lowest - 1  # every event's offset is >= 1; a time asked for is clamped
+        self.ranks: np.ndarray | None = None
+        self.shift = (highest - self.origin).bit_length()
+        if widest_key.bit_length() + self.shift > 62:
+            self.ranks = np.unique(times)
+            self.shift = (len(self.ranks) + 1).bit_length()
+            offsets = np.searchsorted(self.ranks, times, side="left") + 1
+        else:
+            offsets = times - self.origin
+        self.events = (keys.astype(np.int64) << self.shift) | offsets
+
+    def place(self, times: np.ndarray, inclusive: bool) -> np.ndarray:
+        """Per probe: how many events come before (its entity, ``times``), or at or before
+        it where ``inclusive``."""
+        side: Any = "right" if inclusive else "left"
+        if self.ranks is None:
+            asked = (self.probe_keys << self.shift) | (
+                np.clip(times, self.origin, None) - self.origin)
+            found: np.ndarray = np.searchsorted(self.events, asked, side=side)
+            return found
+        # the count of distinct event times below (or up to) each time: an event comes
+        # before the time exactly when its offset (rank + 1) is at most that count
+        asked = (self.probe_keys << self.shift) | np.searchsorted(self.ranks, times, side=side)
+        found = np.searchsorted(self.events, asked, side="right")
+        return found
+
+
+def _lower_edges_ms(span: Span, times_ms: np.ndarray) -> np.ndarray:
+    """The first event time each window holds, at each of ``times_ms`` (``Span.lower_ms_sql``);
+    a lifetime window: before every event time."""
+    if span.kind is WindowKind.LIFETIME:
+        return np.full(len(times_ms), np.iinfo(np.int64).min // 2, np.int64)
+    tile_ms = span.tile_seconds * 1000
+    below = 0 if span.kind is WindowKind.TUMBLING else (span.size_seconds - span.tile_seconds)
+    return times_ms // tile_ms * tile_ms - below * 1000
+
+
+def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    found: np.ndarray = _array(column).to_numpy(zero_copy_only=False)
+    return found
 
 
 def _sums(served: ServedFeature, scale: _Scale, limbs: list[pa.Array], count: pa.Array,
@@ -714,9 +753,9 @@ def _levels(events: pa.Table) -> list[_Level]:
 
 
 def _register_runs(levels: list[_Level], span: Span) -> pa.Table:
-    """+1/-1 deltas (``n1``, and the rank weights ``a``, ``b``) where the runs begin and end
-    in which each (entity, register) is present at each rank level: level 1 for every entity,
-    every level for heavy ones.
+    """Where the runs begin and end in which each (entity, register) is present at each rank
+    level (level 1 for every entity, every level for heavy ones): ``key_id``, ``pos`` and
+    ``code``, the level, positive where a run begins and negative where it ends.
 
     At level k, an event holding the register at rank >= k makes it present from the event's
     time until the window no longer holds the event's tile; over one (entity, register) in
@@ -727,24 +766,23 @@ def _register_runs(levels: list[_Level], span: Span) -> pa.Table:
     parts: list[pa.Table] = []
     for found in levels:
         key, time_ms, group = found.key, found.time_ms, found.first
-        weights = _level_weights(found.level)
         if end_after is None:  # lifetime: present from the first event on
             first_keys = pc.filter(key, group)
-            parts.append(_deltas(first_keys, pc.filter(time_ms, group), weights, 1))
-            # and gone after every spine time: each entity's deltas sum to zero, so a running
+            parts.append(_edges(first_keys, pc.filter(time_ms, group), found.level))
+            # and gone after every spine time: each entity's edges sum to zero, so a running
             # total over the whole timeline never carries one entity into the next
-            parts.append(_deltas(first_keys, pa.repeat(pa.scalar(_NEVER, pa.int64()),
-                                                       len(first_keys)), weights, -1))
+            parts.append(_edges(first_keys, pa.repeat(pa.scalar(_NEVER, pa.int64()),
+                                                      len(first_keys)), -found.level))
         else:
             ends = pc.add(pc.multiply(pc.divide(time_ms, tile_ms), tile_ms), end_after)
             gap = pc.greater(time_ms[1:], ends[:-1])
             starts = pc.or_(group, pa.concat_arrays([pa.array([False]), gap]))
             last = pa.concat_arrays([group[1:], pa.array([True])])
             stops = pc.or_(last, pa.concat_arrays([gap, pa.array([False])]))
-            parts.append(_deltas(pc.filter(key, starts), pc.filter(time_ms, starts), weights, 1))
-            parts.append(_deltas(pc.filter(key, stops), pc.filter(ends, stops), weights, -1))
+            parts.append(_edges(pc.filter(key, starts), pc.filter(time_ms, starts), found.level))
+            parts.append(_edges(pc.filter(key, stops), pc.filter(ends, stops), -found.level))
     if not parts:
-        return _deltas(pa.array([], pa.int32()), pa.array([], pa.int64()), (0, 0, 0), 1)
+        return _edges(pa.array([], pa.int32()), pa.array([], pa.int64()), 1)
     return pa.concat_tables(parts)
 
 
@@ -756,14 +794,19 @@ def _level_weights(level: int) -> tuple[int, int, int]:
     return (1 if level == 1 else 0), high, low
 
 
-def _deltas(key: pa.Array, pos: pa.Array, weights: tuple[int, int, int], sign: int) -> pa.Table:
-    n = len(key)
-    n1, high, low = (sign * weight for weight in weights)
+# What an edge of signed level c adds to (n1, a, b), at index c + MAX_RANK (0 for a probe)
+_CODE_WEIGHTS = tuple(
+    pa.array([(1 if code > 0 else -1) * _level_weights(abs(code))[part] if code else 0
+              for code in range(-MAX_RANK, MAX_RANK + 1)], pa.int64())
+    for part in range(3)
+)
+
+
+def _edges(key: pa.Array, pos: pa.Array, code: int) -> pa.Table:
     return pa.table({
         "key_id": pc.cast(key, pa.int32()), "pos": pc.cast(pos, pa.int64()),
-        "n1": pa.repeat(pa.scalar(n1, pa.int64()), n) if n else pa.array([], pa.int64()),
-        "a": pa.repeat(pa.scalar(high, pa.int64()), n) if n else pa.array([], pa.int64()),
-        "b": pa.repeat(pa.scalar(low, pa.int64()), n) if n else pa.array([], pa.int64()),
+        "code": pa.repeat(pa.scalar(code, pa.int8()), len(key)) if len(key)
+        else pa.array([], pa.int8()),
     })
 
 
