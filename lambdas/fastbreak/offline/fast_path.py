@@ -66,7 +66,6 @@ _LIMB_MASK = (1 << LIMB_BITS) - 1
 _SPLIT_RANK = 26
 _HARMONIC_SCALE = 1 << MAX_RANK
 _EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
-_NEVER = 1 << 62  # a timeline position after every spine time
 # computed apart from the prefix sums (``GroupQuery._apart_values``)
 _APART = frozenset({Aggregation.APPROX_DISTINCT, Aggregation.LAST, Aggregation.MIN,
                     Aggregation.MAX})
@@ -233,10 +232,13 @@ class GroupQuery:
         # Arrow's single-threaded kernels: they run beside the prefix sums, on a cursor of
         # their own (DuckDB runs queries of two cursors at once).
         apart = [s for s in features if s.feature.aggregation in _APART]
+        probes = _Probes.of(self.con.sql(
+            f"SELECT row, key_id, t FROM {self.probe} ORDER BY key_id, t").to_arrow_table())
         with ThreadPoolExecutor(max_workers=1) as pool, self.con.cursor() as cursor:
-            pending = pool.submit(self._apart_values, apart, cursor) if apart else None
+            pending = (pool.submit(self._apart_values, apart, probes, cursor) if apart
+                       else None)
             additive = self._additive(
-                features, {k: v for k, v in scales.items() if v is not None})
+                features, {k: v for k, v in scales.items() if v is not None}, probes)
             out: dict[str, FeatureColumns] = {}
             for served in features:
                 aggregation = served.feature.aggregation
@@ -264,8 +266,8 @@ class GroupQuery:
                     pc.if_else(present, additive.event_times(rel), pa.scalar(None, pa.int64())))
         return {served.name: out[served.name] for served in features}
 
-    def _apart_values(self, features: Sequence[ServedFeature], con: duckdb.DuckDBPyConnection
-                      ) -> dict[str, pa.Array]:
+    def _apart_values(self, features: Sequence[ServedFeature], probes: _Probes,
+                      con: duckdb.DuckDBPyConnection) -> dict[str, pa.Array]:
         """The values of sketches, last, min and max, in spine row order (where the window
         holds no event, what they hold is left to the caller to null)."""
         values: dict[str, pa.Array] = {}
@@ -276,7 +278,7 @@ class GroupQuery:
             if aggregation is Aggregation.APPROX_DISTINCT:
                 counts = sketches.get(rel)
                 if counts is None:
-                    counts = sketches[rel] = self._register_counts(con, rel, [
+                    counts = sketches[rel] = self._register_counts(con, rel, probes, [
                         span_of(s) for s in features if relevance_of(self.group, s) == rel
                         and s.feature.aggregation is Aggregation.APPROX_DISTINCT])
                 ones = counts[span][0]
@@ -321,8 +323,8 @@ class GroupQuery:
         return _Scale(emin, limbs, table)
 
     # ---- the prefix-sum timeline ---------------------------------------------------------------
-    def _additive(self, features: Sequence[ServedFeature], scales: dict[str, _Scale]
-                  ) -> _Additive:
+    def _additive(self, features: Sequence[ServedFeature], scales: dict[str, _Scale],
+                  probes: _Probes) -> _Additive:
         relevances = sorted({relevance_of(self.group, s) for s in features},
                             key=lambda r: (r.events, r.field or ""))
         summed = sorted({(s.feature.field, relevance_of(self.group, s)) for s in features
@@ -347,50 +349,38 @@ class GroupQuery:
             WHERE {' OR '.join(f'({self._where(rel)})' for rel in relevances)}
             ORDER BY key_id, t_ms
         """).to_arrow_table()
-        probes = self.con.sql(
-            f"SELECT row, key_id, t FROM {self.probe} ORDER BY key_id, t").to_arrow_table()
         return _Additive(events, probes, relevances, summed, scales)
 
     # ---- approx_distinct -----------------------------------------------------------------------
-    def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance, spans: list[Span]
+    def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance,
+                         probes: _Probes, spans: list[Span]
                          ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
-        """Per window shape, the running count of set registers and the two parts of the rank
-        weights at each spine row (see the module's docstring), from one sorted timeline.
+        """Per window shape, the count of set registers and the two parts of the rank weights
+        at each spine row (see the module's docstring): running totals over the run edges
+        sorted by (entity, time), read at each probe's place among them.
 
-        The timeline holds each window shape's run edges and a probe per spine row, ordered by
-        shape first: each (entity, shape)'s edges sum to zero, so one running total over the
-        whole timeline reads every shape. An edge carries only its signed level; the weights
-        it adds are looked up after the sort, which keeps the sort narrow."""
+        An edge carries only its signed level; the weights it adds are looked up after the
+        sort, which keeps the sort narrow."""
         levels = _levels(self._register_events(con, rel))
-        parts = []
-        for index, span in enumerate(spans):
-            runs = _register_runs(levels, span)
-            parts.append(runs.append_column(
-                "w", pa.repeat(pa.scalar(index, pa.int8()), runs.num_rows)))
+        after_all = int(probes.times.max(initial=0)) + 1
+        counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
         table = f"{self.prefix}_runs"
-        con.register(table, pa.concat_tables(parts))
-        slots = ", ".join(str(index) for index in range(len(spans)))
-        try:
-            timeline = con.sql(f"""
-                SELECT code, slot FROM (
-                    SELECT w, key_id, pos, 1::TINYINT AS ord, code, NULL::BIGINT AS slot
-                    FROM {table}
-                    UNION ALL
-                    SELECT w, key_id, t, 2::TINYINT, 0::TINYINT, w::BIGINT * {self.rows} + row
-                    FROM {self.probe}, (SELECT unnest([{slots}])::TINYINT AS w)
-                ) ORDER BY w, key_id, pos, ord
-            """).to_arrow_table()
-        finally:
-            con.unregister(table)
-        code = pc.add(pc.cast(timeline["code"], pa.int16()), pa.scalar(MAX_RANK, pa.int16()))
-        probes = pc.indices_nonzero(pc.is_valid(timeline["slot"]))
-        probes = pc.take(probes, pc.sort_indices(pc.take(timeline["slot"], probes)))
-        ones, high, low = (pc.take(pc.cumulative_sum(pc.take(weights, code)), probes)
-                           for weights in _CODE_WEIGHTS)
-        return {span: (ones.slice(index * self.rows, self.rows),
-                       high.slice(index * self.rows, self.rows),
-                       low.slice(index * self.rows, self.rows))
-                for index, span in enumerate(spans)}
+        for span in spans:
+            con.register(table, _register_runs(levels, span, after_all))
+            try:
+                edges = con.sql(
+                    f"SELECT key_id, pos, code FROM {table} ORDER BY key_id, pos"
+                ).to_arrow_table()
+            finally:
+                con.unregister(table)
+            place = _TimelineKeys(_numpy(edges["key_id"]), _numpy(edges["pos"]),
+                                  probes.keys, probes.times).place(probes.times, inclusive=True)
+            code = _numpy(edges["code"]).astype(np.int64) + MAX_RANK
+            ones, high, low = (
+                probes.in_row_order(_running(weights[code])[place])
+                for weights in _CODE_WEIGHTS)
+            counts[span] = (ones, high, low)
+        return counts
 
     def _register_events(self, con: duckdb.DuckDBPyConnection, rel: Relevance) -> pa.Table:
         """The relevant events as (key_id, register, rank, t_ms, heavy), sorted by key,
@@ -500,19 +490,18 @@ class _Additive:
     so the searches and the reads of the running totals walk memory in order; the results
     go back to spine row order once, at the end."""
 
-    def __init__(self, events: pa.Table, probes: pa.Table, relevances: list[Relevance],
+    def __init__(self, events: pa.Table, probes: _Probes, relevances: list[Relevance],
                  summed: list[tuple[str | None, Relevance]], scales: dict[str, _Scale]) -> None:
         self.events = events
         self.bits = {rel: bit for bit, rel in enumerate(relevances)}
         self.summed = {pair: index for index, pair in enumerate(summed)}
         self.scales = scales
-        self.rows = probes.num_rows
-        self.order = _numpy(probes["row"])
+        self.probes = probes
+        self.rows = len(probes.order)
         self.times = _numpy(events["t_ms"])
-        self.probe_times = _numpy(probes["t"])
-        self.keys = _TimelineKeys(_numpy(events["key_id"]), self.times,
-                                  _numpy(probes["key_id"]), self.probe_times)
-        self.after = self.keys.place(self.probe_times, inclusive=True)
+        self.keys = _TimelineKeys(_numpy(events["key_id"]), self.times, probes.keys,
+                                  probes.times)
+        self.after = self.keys.place(probes.times, inclusive=True)
         self._lower: dict[Span, np.ndarray] = {}
         self._running: dict[tuple[Any, ...], np.ndarray] = {}
         self._counts: dict[tuple[Relevance, Span], pa.Array] = {}
@@ -523,7 +512,7 @@ class _Additive:
         found = self._lower.get(span)
         if found is None:
             found = self._lower[span] = self.keys.place(
-                _lower_edges_ms(span, self.probe_times), inclusive=False)
+                _lower_edges_ms(span, self.probes.times), inclusive=False)
         return found
 
     def _totals(self, column: tuple[Any, ...]) -> np.ndarray:
@@ -536,9 +525,7 @@ class _Additive:
                 values = _numpy(self.events[f"f{self.bits[column[1]]}"])
             else:
                 values = _numpy(self.events[f"x{column[1]}_{column[2]}"])
-            found = np.zeros(len(values) + 1, np.int64)
-            np.cumsum(values, dtype=np.int64, out=found[1:])
-            self._running[column] = found
+            found = self._running[column] = _running(values)
         return found
 
     def _window(self, column: tuple[Any, ...], span: Span) -> np.ndarray:
@@ -547,22 +534,17 @@ class _Additive:
         total: np.ndarray = running[self.after] - running[self._before(span)]
         return total
 
-    def _in_row_order(self, values: np.ndarray) -> pa.Array:
-        out = np.empty_like(values)
-        out[self.order] = values
-        return pa.array(out)
-
     def count(self, rel: Relevance, span: Span) -> pa.Array:
         key = (rel, span)
         found = self._counts.get(key)
         if found is None:
-            found = self._counts[key] = self._in_row_order(self._window(("count", rel), span))
+            found = self._counts[key] = self.probes.in_row_order(self._window(("count", rel), span))
         return found
 
     def total(self, field: str, rel: Relevance, span: Span) -> list[pa.Array]:
         """The window's scaled sum, one array per limb."""
         index = self.summed[(field, rel)]
-        return [self._in_row_order(self._window(("sum", index, limb), span))
+        return [self.probes.in_row_order(self._window(("sum", index, limb), span))
                 for limb in range(self.scales[field].limbs)]
 
     def event_times(self, rel: Relevance) -> pa.Array:
@@ -576,9 +558,38 @@ class _Additive:
                 found = pa.nulls(self.rows, pa.int64())
             else:
                 up_to = self._totals(("count", rel))[self.after]
-                found = self._in_row_order(relevant[np.maximum(up_to - 1, 0)])
+                found = self.probes.in_row_order(relevant[np.maximum(up_to - 1, 0)])
             self._times[rel] = found
         return found
+
+
+@dataclass(frozen=True)
+class _Probes:
+    """The spine rows as probes, in (entity, time) order: the order in which binary searches
+    and reads of running totals walk memory in order (and a window's lower edges are in
+    order too)."""
+
+    order: np.ndarray  # the spine row of each probe
+    keys: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _Probes:
+        """From ``row``, ``key_id``, ``t``, sorted by (key_id, t)."""
+        return cls(_numpy(table["row"]), _numpy(table["key_id"]).astype(np.int64),
+                   _numpy(table["t"]))
+
+    def in_row_order(self, values: np.ndarray) -> pa.Array:
+        out = np.empty_like(values)
+        out[self.order] = values
+        return pa.array(out)
+
+
+def _running(values: np.ndarray) -> np.ndarray:
+    """Running totals of ``values`` with a 0 in front: entry i is the total of the first i."""
+    found = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(values, dtype=np.int64, out=found[1:])
+    return found
 
 
 class _TimelineKeys:
@@ -589,10 +600,11 @@ class _TimelineKeys:
 
     def __init__(self, keys: np.ndarray, times: np.ndarray, probe_keys: np.ndarray,
                  probe_times: np.ndarray) -> None:
-        self.probe_keys = probe_keys.astype(np.int64)
-        lowest = min(int(times.min(initial=0)), int(probe_times.min(initial=0)))
-        highest = max(int(times.max(initial=0)), int(probe_times.max(initial=0)))
-        widest_key = max(int(keys.max(initial=0)), int(self.probe_keys.max(initial=0)))
+        self.probe_keys = probe_keys
+        given = [found for found in (times, probe_times) if len(found)]
+        lowest = min((int(found.min()) for found in given), default=0)
+        highest = max((int(found.max()) for found in given), default=0)
+        widest_key = max(int(keys.max(initial=0)), int(probe_keys.max(initial=0)))
         self.origin = lowest - 1  # every event's offset is >= 1; a time asked for is clamped
         self.ranks: np.ndarray | None = None
         self.shift = (highest - self.origin).bit_length()
@@ -752,7 +764,7 @@ def _levels(events: pa.Table) -> list[_Level]:
     return levels
 
 
-def _register_runs(levels: list[_Level], span: Span) -> pa.Table:
+def _register_runs(levels: list[_Level], span: Span, after_all: int) -> pa.Table:
     """Where the runs begin and end in which each (entity, register) is present at each rank
     level (level 1 for every entity, every level for heavy ones): ``key_id``, ``pos`` and
     ``code``, the level, positive where a run begins and negative where it ends.
@@ -769,9 +781,10 @@ def _register_runs(levels: list[_Level], span: Span) -> pa.Table:
         if end_after is None:  # lifetime: present from the first event on
             first_keys = pc.filter(key, group)
             parts.append(_edges(first_keys, pc.filter(time_ms, group), found.level))
-            # and gone after every spine time: each entity's edges sum to zero, so a running
-            # total over the whole timeline never carries one entity into the next
-            parts.append(_edges(first_keys, pa.repeat(pa.scalar(_NEVER, pa.int64()),
+            # and gone after every spine time (``after_all``): each entity's edges sum to
+            # zero, so a running total over the whole timeline never carries one entity into
+            # the next
+            parts.append(_edges(first_keys, pa.repeat(pa.scalar(after_all, pa.int64()),
                                                       len(first_keys)), -found.level))
         else:
             ends = pc.add(pc.multiply(pc.divide(time_ms, tile_ms), tile_ms), end_after)
@@ -794,10 +807,10 @@ def _level_weights(level: int) -> tuple[int, int, int]:
     return (1 if level == 1 else 0), high, low
 
 
-# What an edge of signed level c adds to (n1, a, b), at index c + MAX_RANK (0 for a probe)
+# What an edge of signed level c adds to (n1, a, b), at index c + MAX_RANK
 _CODE_WEIGHTS = tuple(
-    pa.array([(1 if code > 0 else -1) * _level_weights(abs(code))[part] if code else 0
-              for code in range(-MAX_RANK, MAX_RANK + 1)], pa.int64())
+    np.array([(1 if code > 0 else -1) * _level_weights(abs(code))[part] if code else 0
+              for code in range(-MAX_RANK, MAX_RANK + 1)], np.int64)
     for part in range(3)
 )
 
