@@ -1,5 +1,6 @@
 """The SQL path on the cases a small random history rarely reaches, against the reference path:
-a sketch past linear counting, sums wider than 64 bits, event times at the epoch."""
+a sketch past linear counting, sums wider than 64 bits, event times at the epoch, entities and
+times too wide to pack into one search key."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from fastbreak.engine.hll import REGISTERS
+from fastbreak.offline import fast_path
 from fastbreak.offline.builder import TrainingSetRequest, TrainingSetSummary, build_training_set
 from tests.fixtures.offline import MINUTE, OFFLINE_CATALOG, T0, Sent, document, stream_records
 from tests.fixtures.offline import write_raw_table as write_raw
@@ -77,3 +80,24 @@ def test_events_at_the_epoch_go_through_the_reference_path(tmp_path: Path) -> No
     fast, slow, summary = both_paths(tmp_path, sent, spine, ("user_stats.views_lifetime",))
     assert summary.fast_features == [] and fast.equals(slow)
     assert fast["user_stats__views_lifetime"].to_pylist() == [2]
+
+
+def test_entities_and_times_too_wide_for_one_key_are_searched_by_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lowered so that (entity, time offset) never fits: every search goes through the ranks
+    # of the event times, including spine times equal to, between, before and after them.
+    monkeypatch.setattr(fast_path, "PACKED_BITS", 8)
+    rng = random.Random(9)
+    times = [T0 + rng.randrange(0, 60 * MINUTE, 250) for _ in range(400)]
+    sent = [sent_view(n, f"u{n % 7}", f"item-{rng.randrange(30)}", at, rng.choice([1.0, 2.5]))
+            for n, at in enumerate(times)]
+    spine = [{"user_id": f"u{rng.randrange(8)}", "item_id": "item-1",
+              "timestamp": rng.choice([rng.choice(times), T0 - MINUTE, T0 + 70 * MINUTE,
+                                       T0 + rng.randrange(0, 60 * MINUTE)])}
+             for _ in range(120)]
+    fast, slow, summary = both_paths(tmp_path, sent, spine, ("user_stats",))
+    assert "user_stats.views_10m" in summary.fast_features
+    assert "user_stats.items_30m" in summary.fast_features
+    for column in fast.column_names:
+        assert fast[column].to_pylist() == slow[column].to_pylist(), column

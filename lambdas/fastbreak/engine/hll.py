@@ -27,6 +27,10 @@ _REST_BITS = 64 - PRECISION
 MAX_RANK = _REST_BITS + 1  # of a hash whose last 52 bits are all zero
 _REST_MASK = (1 << _REST_BITS) - 1
 _ALPHA = 0.7213 / (1 + 1.079 / REGISTERS)
+# The raw estimate is RAW_NUMERATOR / (the sum of 2**-rank over all registers): evaluated once,
+# as the expression alpha * m * m / harmonic evaluates it, so that vectorized callers (the
+# training-set builder) divide the same double by the same double.
+RAW_NUMERATOR = _ALPHA * REGISTERS * REGISTERS
 
 
 # Bound once: ``int.from_bytes`` is a classmethod, so each call would build a bound method
@@ -55,7 +59,7 @@ def estimate_from(zeros: int, harmonic: Callable[[], float]) -> int:
         linear = REGISTERS * math.log(REGISTERS / zeros)
         if linear <= 2.5 * REGISTERS:
             return round(linear)
-    return round(_ALPHA * REGISTERS * REGISTERS / harmonic())
+    return round(RAW_NUMERATOR / harmonic())
 
 
 # Entity ids are Zipf-distributed: a batch adds the same few thousand strings to many sketches

@@ -28,7 +28,6 @@ from fastbreak.definitions import CATALOG, Catalog
 from fastbreak.definitions.model import FieldType
 from fastbreak.engine.fold import FeatureValue
 from fastbreak.engine.plan import Plan, ServedFeature
-from fastbreak.offline import fast_path
 from fastbreak.offline.output import (
     arrow_values,
     event_time_column,
@@ -196,6 +195,10 @@ class _DuckDBBuild:
         fast: list[ServedFeature] = []
         if (self.request.fast_path and not self.request.as_served
                 and pa.compute.min(self.spine.times_ms).as_py() >= 0):
+            # imported here only: the SQL path needs numpy, which the consistency check's
+            # Lambda (it builds as served) does not carry
+            from fastbreak.offline import fast_path
+
             fast = [s for s in group.features if fast_path.covered(s)
                     and field_type(self.catalog, group.plan, s) is not FieldType.TIMESTAMP]
         if fast:

@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 
 from fastbreak.definitions.model import Aggregation, WindowKind
 from fastbreak.engine.aggregations import Mean, Sum, exact
-from fastbreak.engine.hll import MAX_RANK, REGISTERS, estimate_from, register_of
+from fastbreak.engine.hll import MAX_RANK, RAW_NUMERATOR, REGISTERS, estimate_from, register_of
 from fastbreak.engine.plan import LIFETIME, GroupPlan, ServedFeature
 
 COVERED_AGGREGATIONS = frozenset({
@@ -64,8 +64,9 @@ _LIMB_MASK = (1 << LIMB_BITS) - 1
 # The register-count sums: sum over registers of 2**-rank, times 2**53, as A * 2**27 + B
 # (ranks 1..26 in A, 27..53 in B: each stays far inside int64).
 _SPLIT_RANK = 26
-_HARMONIC_SCALE = 1 << MAX_RANK
-_EMPTY_WEIGHT = REGISTERS * _HARMONIC_SCALE
+# The bits an (entity, time offset) pair may take in one int64 search key; past them, times
+# are packed as their rank (``_TimelineKeys``)
+PACKED_BITS = 62
 # computed apart from the prefix sums (``GroupQuery._apart_values``)
 _APART = frozenset({Aggregation.APPROX_DISTINCT, Aggregation.LAST, Aggregation.MIN,
                     Aggregation.MAX})
@@ -271,7 +272,7 @@ class GroupQuery:
         """The values of sketches, last, min and max, in spine row order (where the window
         holds no event, what they hold is left to the caller to null)."""
         values: dict[str, pa.Array] = {}
-        sketches: dict[Relevance, dict[Span, tuple[pa.Array, pa.Array, pa.Array]]] = {}
+        sketches: dict[Relevance, dict[Span, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for served in features:
             aggregation = served.feature.aggregation
             rel, span = relevance_of(self.group, served), span_of(served)
@@ -281,9 +282,8 @@ class GroupQuery:
                     counts = sketches[rel] = self._register_counts(con, rel, probes, [
                         span_of(s) for s in features if relevance_of(self.group, s) == rel
                         and s.feature.aggregation is Aggregation.APPROX_DISTINCT])
-                ones = counts[span][0]
-                # a window holds a relevant event exactly when one of its registers is set
-                values[served.name] = _estimates(*counts[span], pc.greater(ones, 0))
+                # null where no register is set, which is where the window holds no event
+                values[served.name] = _estimates(*counts[span])
             elif aggregation is Aggregation.LAST:
                 values[served.name] = self._last(con, rel, span)
             else:
@@ -354,16 +354,19 @@ class GroupQuery:
     # ---- approx_distinct -----------------------------------------------------------------------
     def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance,
                          probes: _Probes, spans: list[Span]
-                         ) -> dict[Span, tuple[pa.Array, pa.Array, pa.Array]]:
+                         ) -> dict[Span, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per window shape, the count of set registers and the two parts of the rank weights
         at each spine row (see the module's docstring): running totals over the run edges
         sorted by (entity, time), read at each probe's place among them.
 
         An edge carries only its signed level; the weights it adds are looked up after the
         sort, which keeps the sort narrow."""
-        levels = _levels(self._register_events(con, rel))
+        events = self._register_events(con, rel)
+        levels = _levels(events)
+        # only an entity past linear counting has its estimate read from the rank weights
+        heavy = bool(pc.any(events["heavy"]).as_py())
         after_all = int(probes.times.max(initial=0)) + 1
-        counts: dict[Span, tuple[pa.Array, pa.Array, pa.Array]] = {}
+        counts: dict[Span, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         table = f"{self.prefix}_runs"
         for span in spans:
             con.register(table, _register_runs(levels, span, after_all))
@@ -377,8 +380,10 @@ class GroupQuery:
                                   probes.keys, probes.times).place(probes.times, inclusive=True)
             code = _numpy(edges["code"]).astype(np.int64) + MAX_RANK
             ones, high, low = (
-                probes.in_row_order(_running(weights[code])[place])
-                for weights in _CODE_WEIGHTS)
+                probes.rows_of(_running(weights[code])[place]) if needed
+                else np.zeros(len(place), np.int64)
+                for weights, needed in zip(_CODE_WEIGHTS, (
+                    True, heavy, heavy and len(levels) > _SPLIT_RANK), strict=True))
             counts[span] = (ones, high, low)
         return counts
 
@@ -579,10 +584,14 @@ class _Probes:
         return cls(_numpy(table["row"]), _numpy(table["key_id"]).astype(np.int64),
                    _numpy(table["t"]))
 
-    def in_row_order(self, values: np.ndarray) -> pa.Array:
+    def rows_of(self, values: np.ndarray) -> np.ndarray:
+        """``values`` given in probe order, in spine row order."""
         out = np.empty_like(values)
         out[self.order] = values
-        return pa.array(out)
+        return out
+
+    def in_row_order(self, values: np.ndarray) -> pa.Array:
+        return pa.array(self.rows_of(values))
 
 
 def _running(values: np.ndarray) -> np.ndarray:
@@ -608,7 +617,7 @@ class _TimelineKeys:
         self.origin = lowest - 1  # every event's offset is >= 1; a time asked for is clamped
         self.ranks: np.ndarray | None = None
         self.shift = (highest - self.origin).bit_length()
-        if widest_key.bit_length() + self.shift > 62:
+        if widest_key.bit_length() + self.shift > PACKED_BITS:
             self.ranks = np.unique(times)
             self.shift = (len(self.ranks) + 1).bit_length()
             offsets = np.searchsorted(self.ranks, times, side="left") + 1
@@ -715,10 +724,10 @@ def _linear_limit() -> int:
 
 
 MAX_LINEAR_REGISTERS = _linear_limit()
-# present registers -> the estimate, over the range linear counting decides
-_LINEAR = [
-    estimate_from(REGISTERS - present, lambda: 0.0) for present in range(MAX_LINEAR_REGISTERS + 1)
-]
+# set registers -> the estimate where linear counting decides it, -1 where it does not
+_LINEAR_BY_SET = np.array(
+    [estimate_from(REGISTERS - present, lambda: 0.0) if present <= MAX_LINEAR_REGISTERS else -1
+     for present in range(REGISTERS + 1)], np.int64)
 
 
 def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -823,44 +832,22 @@ def _edges(key: pa.Array, pos: pa.Array, code: int) -> pa.Table:
     })
 
 
-def _estimates(n1: pa.Array, a: pa.Array, b: pa.Array, present: pa.Array) -> pa.Array:
-    """``hll.estimate_from`` for each row's register counts: linear counting by table where
-    the set registers decide it, the exact harmonic sum row by row where they do not."""
-    zeros = pc.subtract(pa.scalar(REGISTERS, pa.int64()), pc.cast(n1, pa.int64()))
-    linear = pa.array(
-        [_LINEAR[REGISTERS - z] if REGISTERS - z <= MAX_LINEAR_REGISTERS else None
-         for z in range(REGISTERS + 1)], pa.int64())
-    values = pc.take(linear, zeros)
-    dense = pc.and_(present, pc.is_null(values))
-    if pc.any(dense).as_py():
-        rows = pc.indices_nonzero(dense)
-        # many rows share a window's state (an entity's rows between two of its events)
-        known: dict[tuple[int, int, int], int] = {}
-        found: list[int] = []
-        for ones, high, low in zip(pc.take(n1, rows).to_pylist(), pc.take(a, rows).to_pylist(),
-                                   pc.take(b, rows).to_pylist(), strict=True):
-            estimate = known.get((ones, high, low))
-            if estimate is None:
-                weight = _EMPTY_WEIGHT - ((high << (MAX_RANK - _SPLIT_RANK)) + low)
-                estimate = known[(ones, high, low)] = estimate_from(
-                    REGISTERS - ones, _Harmonic(weight))
-            found.append(estimate)
-        exact: list[int | None] = values.to_pylist()
-        for row, estimate in zip(rows.to_pylist(), found, strict=True):
-            exact[row] = estimate
-        values = pa.array(exact, pa.int64())
-    return pc.if_else(present, values, pa.scalar(None, pa.int64()))
-
-
-class _Harmonic:
-    """The sum of ``2**-rank`` over all registers, correctly rounded, from its exact value
-    times 2**53 (Python's int division rounds correctly, as ``math.fsum`` does)."""
-
-    def __init__(self, scaled: int) -> None:
-        self.scaled = scaled
-
-    def __call__(self) -> float:
-        return self.scaled / _HARMONIC_SCALE
+def _estimates(ones: np.ndarray, high: np.ndarray, low: np.ndarray) -> pa.Array:
+    """``hll.estimate_from`` for each row's register counts (null where no register is set):
+    linear counting by table where the set registers decide it; elsewhere the raw estimate,
+    from the sum of ``2**-rank`` over the registers, ``m - high * 2**-26 - low * 2**-53``.
+    Both terms subtracted are exact doubles and so is ``m - high * 2**-26``: the one
+    subtraction left rounds once, to the correctly rounded sum the engine's sketch takes
+    (``math.fsum``); the division and ``rint`` (half to even) are Python's ``/`` and
+    ``round``."""
+    present = ones > 0
+    values = _LINEAR_BY_SET[ones]
+    dense = present & (values < 0)
+    if dense.any():
+        whole = ((REGISTERS << _SPLIT_RANK) - high[dense]).astype(np.float64) * 2.0**-_SPLIT_RANK
+        harmonic = whole - low[dense].astype(np.float64) * 2.0**-MAX_RANK
+        values[dense] = np.rint(RAW_NUMERATOR / harmonic).astype(np.int64)
+    return pa.array(values, mask=~present)
 
 
 def _ident(name: str) -> str:
