@@ -235,7 +235,8 @@ class GroupQuery:
         apart = [s for s in features if s.feature.aggregation in _APART]
         probes = _Probes.of(self.con.sql(
             f"SELECT row, key_id, t FROM {self.probe} ORDER BY key_id, t").to_arrow_table())
-        with ThreadPoolExecutor(max_workers=1) as pool, self.con.cursor() as cursor:
+        # the pool is left first: the cursor closes once its thread is done, even on an error
+        with self.con.cursor() as cursor, ThreadPoolExecutor(max_workers=1) as pool:
             pending = (pool.submit(self._apart_values, apart, probes, cursor) if apart
                        else None)
             additive = self._additive(
@@ -343,13 +344,17 @@ class GroupQuery:
                                f"::BIGINT AS x{index}_{limb}")
             if scale.table is not None:
                 joins.append(f"LEFT JOIN {scale.table} {alias} ON {alias}.v = e.{_ident(field)}")
+        (lowest, highest, widest_key), = self.con.sql(
+            f"SELECT min(t_ms), max(t_ms), max(key_id) FROM {self.ev}").fetchall()
+        keys = _TimelineKeys(lowest or 0, highest or 0, widest_key or 0, probes)
         events = self.con.sql(f"""
-            SELECT key_id, t_ms, {', '.join(columns)}
+            SELECT {keys.select_sql('key_id', 't_ms')}, t_ms, {', '.join(columns)}
             FROM {self.ev} e {' '.join(joins)}
             WHERE {' OR '.join(f'({self._where(rel)})' for rel in relevances)}
-            ORDER BY key_id, t_ms
+            ORDER BY {keys.order_sql('key_id', 't_ms')}
         """).to_arrow_table()
-        return _Additive(events, probes, relevances, summed, scales)
+        keys.attach(events)
+        return _Additive(events, keys, probes, relevances, summed, scales)
 
     # ---- approx_distinct -----------------------------------------------------------------------
     def _register_counts(self, con: duckdb.DuckDBPyConnection, rel: Relevance,
@@ -369,18 +374,24 @@ class GroupQuery:
         counts: dict[Span, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         table = f"{self.prefix}_runs"
         for span in spans:
-            con.register(table, _register_runs(levels, span, after_all))
+            runs = _register_runs(levels, span, after_all)
+            times, entities = pc.min_max(runs["pos"]), pc.min_max(runs["key_id"])
+            keys = _TimelineKeys(times["min"].as_py() or 0, times["max"].as_py() or 0,
+                                 entities["max"].as_py() or 0, probes)
+            con.register(table, runs)
             try:
                 edges = con.sql(
-                    f"SELECT key_id, pos, code FROM {table} ORDER BY key_id, pos"
+                    f"SELECT {keys.select_sql('key_id', 'pos')}, code FROM {table} "
+                    f"ORDER BY {keys.order_sql('key_id', 'pos')}"
                 ).to_arrow_table()
             finally:
                 con.unregister(table)
-            place = _TimelineKeys(_numpy(edges["key_id"]), _numpy(edges["pos"]),
-                                  probes.keys, probes.times).place(probes.times, inclusive=True)
-            code = _numpy(edges["code"]).astype(np.int64) + MAX_RANK
+            keys.attach(edges)
+            place = keys.place(probes.times, inclusive=True)
+            code = pc.add(pc.cast(_array(edges["code"]), pa.int16()),
+                          pa.scalar(MAX_RANK, pa.int16()))
             ones, high, low = (
-                probes.rows_of(_running(weights[code])[place]) if needed
+                probes.rows_of(_read(_running(pc.take(weights, code)), place)) if needed
                 else np.zeros(len(place), np.int64)
                 for weights, needed in zip(_CODE_WEIGHTS, (
                     True, heavy, heavy and len(levels) > _SPLIT_RANK), strict=True))
@@ -495,8 +506,9 @@ class _Additive:
     so the searches and the reads of the running totals walk memory in order; the results
     go back to spine row order once, at the end."""
 
-    def __init__(self, events: pa.Table, probes: _Probes, relevances: list[Relevance],
-                 summed: list[tuple[str | None, Relevance]], scales: dict[str, _Scale]) -> None:
+    def __init__(self, events: pa.Table, keys: _TimelineKeys, probes: _Probes,
+                 relevances: list[Relevance], summed: list[tuple[str | None, Relevance]],
+                 scales: dict[str, _Scale]) -> None:
         self.events = events
         self.bits = {rel: bit for bit, rel in enumerate(relevances)}
         self.summed = {pair: index for index, pair in enumerate(summed)}
@@ -504,8 +516,7 @@ class _Additive:
         self.probes = probes
         self.rows = len(probes.order)
         self.times = _numpy(events["t_ms"])
-        self.keys = _TimelineKeys(_numpy(events["key_id"]), self.times, probes.keys,
-                                  probes.times)
+        self.keys = keys
         self.after = self.keys.place(probes.times, inclusive=True)
         self._lower: dict[Span, np.ndarray] = {}
         self._running: dict[tuple[Any, ...], np.ndarray] = {}
@@ -521,22 +532,20 @@ class _Additive:
         return found
 
     def _totals(self, column: tuple[Any, ...]) -> np.ndarray:
-        """Running totals of an events column, with a 0 in front: ``("count", rel)`` counts
+        """Running totals of an events column (``_running``): ``("count", rel)`` counts
         ``rel``'s events, ``("sum", index, limb)`` adds a limb of a scaled sum. Over every
         entity: a window's total is a difference of two of these within one entity."""
         found = self._running.get(column)
         if found is None:
-            if column[0] == "count":
-                values = _numpy(self.events[f"f{self.bits[column[1]]}"])
-            else:
-                values = _numpy(self.events[f"x{column[1]}_{column[2]}"])
-            found = self._running[column] = _running(values)
+            name = (f"f{self.bits[column[1]]}" if column[0] == "count"
+                    else f"x{column[1]}_{column[2]}")
+            found = self._running[column] = _running(self.events[name])
         return found
 
     def _window(self, column: tuple[Any, ...], span: Span) -> np.ndarray:
         """The total of each probe's window, in probe order."""
         running = self._totals(column)
-        total: np.ndarray = running[self.after] - running[self._before(span)]
+        total: np.ndarray = _read(running, self.after) - _read(running, self._before(span))
         return total
 
     def count(self, rel: Relevance, span: Span) -> pa.Array:
@@ -562,7 +571,7 @@ class _Additive:
             if len(relevant) == 0:
                 found = pa.nulls(self.rows, pa.int64())
             else:
-                up_to = self._totals(("count", rel))[self.after]
+                up_to = _read(self._totals(("count", rel)), self.after)
                 found = self.probes.in_row_order(relevant[np.maximum(up_to - 1, 0)])
             self._times[rel] = found
         return found
@@ -594,36 +603,60 @@ class _Probes:
         return pa.array(self.rows_of(values))
 
 
-def _running(values: np.ndarray) -> np.ndarray:
-    """Running totals of ``values`` with a 0 in front: entry i is the total of the first i."""
-    found = np.zeros(len(values) + 1, np.int64)
-    np.cumsum(values, dtype=np.int64, out=found[1:])
+def _running(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Running totals of ``values`` as int64: entry i is the total of the first i + 1.
+    Computed in Arrow, whose memory pool (``cli.training_set``) keeps the pages it frees,
+    where numpy's allocations would fault fresh ones in."""
+    found: np.ndarray = pc.cumulative_sum(pc.cast(_array(values), pa.int64())).to_numpy()
+    return found
+
+
+def _read(running: np.ndarray, place: np.ndarray) -> np.ndarray:
+    """The running totals of the first ``place`` events (0 for none)."""
+    if len(running) == 0:
+        return np.zeros(len(place), np.int64)
+    found: np.ndarray = running[np.maximum(place - 1, 0)]
+    found[place == 0] = 0
     return found
 
 
 class _TimelineKeys:
-    """The events' (entity, time) as one sortable int64, the entity above and the time below,
-    and binary search for where an (entity, time) falls among them. The time is its offset
-    from the earliest; where entity and offset do not fit in 63 bits, the time's rank among
-    the events' distinct times instead, which keeps the order and always fits."""
+    """(entity, time) pairs as one sortable int64, the entity above and the time below, and
+    binary search for where a probe's (entity, time) falls among the sorted events. The time
+    is its offset from the earliest, packed by DuckDB as it sorts; where entity and offset do
+    not fit in ``PACKED_BITS``, the time's rank among the events' distinct times instead,
+    packed here after the sort, which keeps the order and always fits."""
 
-    def __init__(self, keys: np.ndarray, times: np.ndarray, probe_keys: np.ndarray,
-                 probe_times: np.ndarray) -> None:
-        self.probe_keys = probe_keys
-        given = [found for found in (times, probe_times) if len(found)]
-        lowest = min((int(found.min()) for found in given), default=0)
-        highest = max((int(found.max()) for found in given), default=0)
-        widest_key = max(int(keys.max(initial=0)), int(probe_keys.max(initial=0)))
+    def __init__(self, lowest: int, highest: int, widest_key: int, probes: _Probes) -> None:
+        self.probe_keys = probes.keys
+        lowest = min(lowest, int(probes.times.min(initial=lowest)))
+        highest = max(highest, int(probes.times.max(initial=highest)))
+        widest_key = max(widest_key, int(probes.keys.max(initial=0)))
         self.origin = lowest - 1  # every event's offset is >= 1; a time asked for is clamped
-        self.ranks: np.ndarray | None = None
         self.shift = (highest - self.origin).bit_length()
-        if widest_key.bit_length() + self.shift > PACKED_BITS:
-            self.ranks = np.unique(times)
-            self.shift = (len(self.ranks) + 1).bit_length()
-            offsets = np.searchsorted(self.ranks, times, side="left") + 1
-        else:
-            offsets = times - self.origin
-        self.events = (keys.astype(np.int64) << self.shift) | offsets
+        self.by_rank = widest_key.bit_length() + self.shift > PACKED_BITS
+        self.ranks: np.ndarray | None = None
+        self.events = np.zeros(0, np.int64)
+
+    def select_sql(self, key: str, time: str) -> str:
+        """The columns a sorted events query selects for ``attach``."""
+        if self.by_rank:
+            return f"{key} AS rank_key, {time} AS rank_time"
+        return f"({key}::BIGINT << {self.shift}) | ({time} - {self.origin}) AS packed"
+
+    def order_sql(self, key: str, time: str) -> str:
+        return f"{key}, {time}" if self.by_rank else "packed"
+
+    def attach(self, events: pa.Table) -> None:
+        """The events' keys, from a query of ``select_sql`` ordered by ``order_sql``."""
+        if not self.by_rank:
+            self.events = _numpy(events["packed"])
+            return
+        times = _numpy(events["rank_time"])
+        self.ranks = np.unique(times)
+        self.shift = (len(self.ranks) + 1).bit_length()
+        offsets = np.searchsorted(self.ranks, times, side="left") + 1
+        self.events = (_numpy(events["rank_key"]).astype(np.int64) << self.shift) | offsets
 
     def place(self, times: np.ndarray, inclusive: bool) -> np.ndarray:
         """Per probe: how many events come before (its entity, ``times``), or at or before
@@ -818,8 +851,8 @@ def _level_weights(level: int) -> tuple[int, int, int]:
 
 # What an edge of signed level c adds to (n1, a, b), at index c + MAX_RANK
 _CODE_WEIGHTS = tuple(
-    np.array([(1 if code > 0 else -1) * _level_weights(abs(code))[part] if code else 0
-              for code in range(-MAX_RANK, MAX_RANK + 1)], np.int64)
+    pa.array([(1 if code > 0 else -1) * _level_weights(abs(code))[part] if code else 0
+              for code in range(-MAX_RANK, MAX_RANK + 1)], pa.int64())
     for part in range(3)
 )
 
