@@ -1,5 +1,5 @@
-"""The DuckDB path of the training-set builder: window aggregations in SQL and Arrow that equal
-the engine's fold and merge exactly, in event-time mode.
+"""The DuckDB path of the training-set builder: window aggregations in SQL, Arrow and numpy that
+equal the engine's fold and merge exactly, in event-time mode.
 
 A served feature's value at T merges the tiles of its window (``fold.window_tiles``): for a
 sliding window of size W over tiles of t, the events with an event time in ``[L, T]``, L the
@@ -8,27 +8,35 @@ window, T's tile for a tumbling one). In event-time mode every event counted at 
 event time at most T, so a window is an interval of event time, which SQL can compute for a
 million spine rows at once, with no per-entity Python:
 
-- **count, sum, mean**: prefix sums. The entity's events, a probe at each spine time and a
-  marker at each window's lower edge are sorted once by (entity, time); the value is the
-  running total at the probe less the one at the marker. Sums are exact, as the engine's
+- **count, sum, mean**: prefix sums. The relevant events are sorted once by (entity, time),
+  packed into one 64-bit key, with running totals over them; each spine row finds its place
+  among them, and its window's lower edge's, by binary search, and the value is the running
+  total at the one less the one at the other. The spine rows are searched in (entity, time)
+  order, in which the lower edges are sorted too, so the searches walk memory in order.
+  Sums are exact, as the engine's
   (``aggregations.Sum``): each value is an integer multiple of 2**Emin (Emin the smallest
   exponent the values need), summed as 64-bit integers when the total provably fits and as
   31-bit limbs otherwise; the total is rounded once, as ``Sum.result`` rounds it.
-- **the value's event time**: the newest event in the window is the last relevant event
-  before the probe, carried forward, where the window counts one.
+- **the value's event time**: with k relevant events up to a spine row's place, the newest
+  in its window (where the window counts one) is the k-th.
 - **approx_distinct**: the engine's HyperLogLog of the window is a function of which
   (register, rank) pairs its values reach (``hll.register_of``, computed once per distinct
   value). A register at rank >= k is present at T exactly when T falls in one of the intervals
   ``[first time in tile s, end of s + W)`` over the tiles s where it is seen; merged into runs,
-  each run is a +1 and a -1 on the timeline, and running totals give, per spine row, the count
-  of registers at each rank level, from which the empty registers and the exact sum of
-  ``2**-rank`` follow. ``hll.estimate_from`` turns them into the engine's estimate. Only an
-  entity that reaches more registers than linear counting covers needs the levels above 1;
-  for the others the count of set registers decides the estimate alone.
+  each run is a +1 and a -1 edge, and running totals over the edges sorted by (entity, time),
+  read at each spine row's place, give the count of registers at each rank level, from which
+  the empty registers and the exact sum of ``2**-rank`` follow; the engine's estimate follows
+  from them as ``hll.estimate_from`` computes it (``_estimates``). Only an entity that reaches
+  more registers than linear counting covers needs the levels above 1; for the others the
+  count of set registers decides the estimate alone.
 - **min, max**: the window's full tiles (a RANGE window over tile aggregates) and the head
   tile up to T (a running min/max inside the tile, joined ASOF).
 - **last**: the newest relevant event by (event time, event id), joined ASOF, if it lies in
   the window; an exact tie goes to the first in fold order, as the fold decides it.
+
+Sketches, last, min and max run on a second DuckDB cursor in a thread of their own, beside
+the prefix sums: much of either side runs in single-threaded Arrow and numpy kernels, which
+leave the GIL.
 
 ``covered`` says which features this path computes; the builder sends the others (and every
 feature in as-served mode, where a window is no longer an interval of one column) through
