@@ -2,7 +2,8 @@
 for the same events and times, feature by feature, every group of the catalog.
 
 The real stream processor handler applies the events (late, duplicate, future-dated and refused
-ones among them; three shards) to an online store in moto (server mode), and ``FeatureClient``,
+ones among them; three shards) to an online store in moto (server mode), the audience stage's
+handler merges what it emitted to the partials stream (moto's Kinesis), and ``FeatureClient``,
 the feature API's own read path, answers at chosen times. The same records, as the raw table's
 ingest writes them, go to the builder:
 
@@ -33,7 +34,7 @@ from fastbreak.definitions import CATALOG
 from fastbreak.engine.admission import Admission
 from fastbreak.engine.records import SourceRecord, read_source, user_records
 from fastbreak.engine.timestamps import format_ms
-from fastbreak.handlers import stream_processor
+from fastbreak.handlers import audience_stage, stream_processor
 from fastbreak.offline.builder import TrainingSetRequest, build_training_set
 from fastbreak.offline.raw import raw_row
 from fastbreak.offline.raw_files import write_raw
@@ -41,7 +42,7 @@ from fastbreak.serving.client import FeatureClient
 from localplatform.embedded_aws import client, embedded_aws
 from localplatform.kinesis_events import EventSource, StreamRecord, lambda_event
 from localplatform.lambda_context import LambdaContext
-from localplatform.stores import create_feature_stores
+from localplatform.stores import StreamTail, create_feature_stores, create_partials_stream
 
 T0 = 1_795_717_800_000
 MINUTE = 60_000
@@ -85,11 +86,15 @@ def compare(endpoint: str, folder: Path, records: list[StreamRecord], times: lis
     """(values equal, values compared, of which not null) between the online answers and the
     training set."""
     dynamodb, s3 = client("dynamodb", endpoint), client("s3", endpoint)
+    kinesis = client("kinesis", endpoint)
     table = f"{TABLE}-{'served' if as_served else 'final'}"
     create_feature_stores(dynamodb, s3, table=table, bucket=f"{BUCKET}-{table}")
-    stream_processor.configure(dynamodb, s3, {"ONLINE_TABLE_NAME": table,
-                                              "OFFLINE_BUCKET_NAME": f"{BUCKET}-{table}",
-                                              "WRITE_CONCURRENCY": "4"})
+    create_partials_stream(kinesis, f"{table}-partials")
+    environ = {"ONLINE_TABLE_NAME": table, "OFFLINE_BUCKET_NAME": f"{BUCKET}-{table}",
+               "WRITE_CONCURRENCY": "4", "PARTIALS_STREAM_NAME": f"{table}-partials"}
+    stream_processor.configure(dynamodb, s3, environ, kinesis=kinesis)
+    audience_stage.configure(dynamodb, s3, environ)
+    partials = StreamTail(kinesis, f"{table}-partials")
     spine = [{"user_id": user, "game_id": game, "content_id": content, "timestamp": at}
              for at in times for user, game, content in zip(
                  ENTITIES[0][1], GAMES * 3, ENTITIES[2][1] * 2, strict=False)]
@@ -101,7 +106,7 @@ def compare(endpoint: str, folder: Path, records: list[StreamRecord], times: lis
     equal = compared = present = 0
     for at in sorted(set(times)):
         arrived = [r for r in records if r.arrival * 1000 <= at or not as_served]
-        apply(arrived, delivered)
+        apply(arrived, delivered, partials)
         reader = FeatureClient(dynamodb, table, clock_ms=_Clock(at))
         rows = [row for row, spine_row in enumerate(spine) if spine_row["timestamp"] == at]
         for row in rows:
@@ -122,8 +127,9 @@ def compare(endpoint: str, folder: Path, records: list[StreamRecord], times: lis
     return equal, compared, present
 
 
-def apply(records: list[StreamRecord], delivered: set[str]) -> None:
-    """Deliver the records not delivered yet, shard by shard in order, in batches of 25."""
+def apply(records: list[StreamRecord], delivered: set[str], partials: StreamTail) -> None:
+    """Deliver the records not delivered yet, shard by shard in order, in batches of 25, then
+    what stage 1 emitted to the audience stage."""
     for shard in SHARDS:
         pending = [r for r in records if r.shard_id == shard
                    and r.sequence_number not in delivered]
@@ -133,6 +139,10 @@ def apply(records: list[StreamRecord], delivered: set[str]) -> None:
                 response = stream_processor.handler(lambda_event(batch, SOURCE), _context())
             assert response == {"batchItemFailures": []}, response
             delivered.update(r.sequence_number for r in batch)
+    for event in partials.events():
+        with contextlib.redirect_stdout(io.StringIO()):
+            response = audience_stage.handler(event, _context())
+        assert response == {"batchItemFailures": []}, response
 
 
 def stream(rng: random.Random) -> list[StreamRecord]:
