@@ -1,9 +1,10 @@
 """The reference path of the training-set builder: per entity, the engine's own fold and merge.
 
-For one entity, its items are rebuilt as the online store holds them (``fastbreak.offline.replay``:
-one item per user, or one partial per (tile, shard) of an audience group), and at each spine time
-T every feature is ``fastbreak.engine.fold.merge_items`` of those items as of T: the feature
-API's own computation. The items hold
+For one entity, its items are rebuilt (``fastbreak.offline.replay``: one item per user, or one
+partial per (tile, shard) of an audience group, which the audience stage merges into the
+entity's items as a read merges them), and at each spine time T every feature is
+``fastbreak.engine.fold.merge_items`` of those items as of T: the feature API's own
+computation. The items hold
 
 - in event-time mode (the default), the applied events whose event time is at most T;
 - in ``as_served`` mode, those that had reached Kinesis by T (an event dated up to the future

@@ -13,7 +13,9 @@ training-set builder, the backfill, the consistency job):
   after its event time is not applied to that group; it still takes its identity, so a later
   copy of it is a duplicate. ``route``.
 - **Items and order.** A group keyed by the stream's partition entity (the user) keeps one
-  item per entity; other groups one partial item per (tile, shard) (``fastbreak.engine.layout``).
+  item per entity. Other (audience) groups are rebuilt here as one partial per (tile, shard):
+  what stage 1 folds per shard, before the audience stage merges the partials into the
+  entity's items as a read merges them (``fastbreak.engine.layout``).
   Each item folds its events in position order; where several shards fed one user item (after a
   resharding), shard by shard in shard id order, which is the order in which Lambda drains a
   parent shard before its children. The order matters to ``top_k`` past its capacity only:
@@ -118,8 +120,9 @@ def _fold_order(event: RawEvent) -> tuple[str, int, int]:
 
 @dataclass(frozen=True)
 class ItemRef:
-    """One online-store item: a user's group item, or one (tile, shard) partial of an
-    audience group (``tile`` then holds (tile seconds, tile start))."""
+    """One item as the replay rebuilds it: a user's group item, or one (tile, shard) partial
+    of an audience group, as stage 1 folds it (``tile`` then holds (tile seconds, tile
+    start))."""
 
     key: ItemKey
     group: str
