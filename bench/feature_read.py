@@ -43,6 +43,7 @@ from localplatform.api_gateway import Route, proxy_event
 from localplatform.embedded_aws import HOST, client
 from localplatform.kinesis_events import lambda_event, stream_of
 from localplatform.lambda_context import LambdaContext
+from localplatform.memory_kinesis import MemoryKinesis
 from localplatform.stores import create_feature_stores
 
 TABLE, BUCKET = "fastbreak-bench-online", "fastbreak-bench-offline"
@@ -210,8 +211,12 @@ def loaded_store() -> Iterator[str]:
         dynamodb = client("dynamodb", endpoint)
         s3 = client("s3", endpoint)
         create_feature_stores(dynamodb, s3, table=TABLE, bucket=BUCKET)
+        # The reads are of user groups, which stage 1 writes itself; what it emits for the
+        # audience groups goes to an in-process stream nothing reads.
         stream_processor.configure(dynamodb, s3, {"ONLINE_TABLE_NAME": TABLE,
-                                                  "OFFLINE_BUCKET_NAME": BUCKET})
+                                                  "OFFLINE_BUCKET_NAME": BUCKET,
+                                                  "PARTIALS_STREAM_NAME": "partials"},
+                                   kinesis=MemoryKinesis(4))
         _load(random.Random(7))
         print(f"loaded {len(USERS) * EVENTS_PER_USER} events", file=sys.stderr)
         yield endpoint
