@@ -7,7 +7,7 @@ duplicate or malformed events so that every event sent must become visible. Repo
 events made visible per second during the offered minute, p99 freshness (event time to
 visible in the online store), and the events still not visible after a bounded drain (loss).
 
-The same run with the processor's DynamoDB answered in-process (``MemoryDynamoDB``, as the
+The same run with both stages' DynamoDB answered in-process (one ``MemoryDynamoDB``, as the
 processor benchmark does) separates what the local platform costs from what moto's DynamoDB
 costs (docs/local-platform.md, "Throughput").
 """
@@ -72,12 +72,14 @@ def measure(memory_store: bool) -> Measurement:
     options = PlatformOptions(mapping_hooks=MappingHooks(on_success=on_visible))
     with LocalPlatform(options) as platform:
         if memory_store:
-            s3 = platform.client("s3")
+            s3, dynamodb = platform.client("s3"), MemoryDynamoDB()
 
             def configure(module: ModuleType) -> None:
-                module.configure(MemoryDynamoDB(), s3)
+                module.configure(dynamodb, s3)
 
+            # both stages, on one in-process table (the audience stage merges into it)
             platform.processor.on_cold_start = configure
+            platform.audience_stage.on_cold_start = configure
         simulator = LiveGameSimulator(SimulationConfig(
             rate=OFFERED_RATE, games=8, users=100_000, seed=11, late_fraction=0.0,
             duplicate_fraction=0.0, malformed_fraction=0.0, spike_factor=1.0,
