@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,11 @@ class Deployment:
 
     @staticmethod
     def of_environment(env_name: str) -> Deployment:
+        from localplatform.assembly import QUIET_JSII
+
+        # constructs_lib loads aws-cdk-lib, whose jsii runtime would print its Node banner
+        for name, value in QUIET_JSII.items():
+            os.environ.setdefault(name, value)
         from constructs_lib.defaults import READER_FUNCTION
         from stacks.settings import SettingsError, load_settings, planned_shards
 

@@ -4,6 +4,9 @@ benchmark's own output, and one-line errors for bad arguments or missing inputs.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,17 @@ def test_every_price_states_its_source_and_date() -> None:
     for name, entry in document["prices"].items():
         assert entry["source"].startswith("https://aws.amazon.com/"), name
         assert entry["as_of"] and entry["unit"], name
+
+
+def test_the_command_prints_the_estimate_and_no_node_banner(tmp_path: Path) -> None:
+    # as a user runs it, without the variables the Makefile and the tests' conftest export
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith("JSII_SILENCE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastbreak", "cost", "--events-per-second", "10",
+         "--reads-per-second", "1", "--bench-results", str(results_file(tmp_path))],
+        capture_output=True, text=True, env=environ, check=False,
+        cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert "total" in done.stdout
+    assert "Node" not in done.stdout + done.stderr
