@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import os
 import time
 from collections.abc import Callable, Collection
@@ -68,6 +69,11 @@ def configure(
         dynamodb, env["ONLINE_TABLE_NAME"],
         concurrency=int(env.get("READ_CONCURRENCY", "16")), clock_ms=clock_ms,
     )
+    # What the cold start built (the catalog's plan, boto3's service models, Powertools) lives
+    # as long as the process: out of the collector's reach, a full collection no longer walks
+    # it in the middle of a request (measured: p99 of a 50-user read on moto from about 100 ms
+    # down to about 60 ms, bench.feature_read).
+    gc.freeze()
     return _client
 
 
