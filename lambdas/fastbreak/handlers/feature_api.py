@@ -57,6 +57,9 @@ _FEATURES_PREFIX = "/v1/features/"
 _client: FeatureClient | None = None
 
 
+_frozen = False
+
+
 def configure(
     dynamodb: Any, environ: dict[str, str] | None = None,
     clock_ms: Callable[[], int] = wall_clock_ms,
@@ -72,8 +75,12 @@ def configure(
     # What the cold start built (the catalog's plan, boto3's service models, Powertools) lives
     # as long as the process: out of the collector's reach, a full collection no longer walks
     # it in the middle of a request (measured: p99 of a 50-user read on moto from about 100 ms
-    # down to about 60 ms, bench.feature_read).
-    gc.freeze()
+    # down to about 60 ms, bench.feature_read). Once per process: the first configure is the
+    # cold start.
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
     return _client
 
 

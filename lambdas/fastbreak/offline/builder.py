@@ -135,7 +135,9 @@ class _DuckDBBuild:
         self.con.execute("""
             CREATE TEMP TABLE duplicates AS
             WITH repeated AS (
-                SELECT hash(shard, event_id, t_ms) AS identity, min(t_ms) AS t_ms
+                -- copies share their event time: grouped with it, a hash shared by another
+                -- identity cannot hide a repeated one's time
+                SELECT hash(shard, event_id, t_ms) AS identity, t_ms
                 FROM admitted GROUP BY ALL HAVING count(*) > 1
             )
             SELECT shard, seq, sub FROM (

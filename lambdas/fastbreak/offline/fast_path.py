@@ -69,8 +69,9 @@ COVERED_WINDOWS = frozenset({WindowKind.SLIDING, WindowKind.TUMBLING, WindowKind
 LIMB_BITS = 31
 MAX_LIMBS = 8
 _LIMB_MASK = (1 << LIMB_BITS) - 1
-# The register-count sums: sum over registers of 2**-rank, times 2**53, as A * 2**27 + B
-# (ranks 1..26 in A, 27..53 in B: each stays far inside int64).
+# The rank weights of the set registers, sum of (2**53 - 2**(53 - rank)), as A * 2**27 + B
+# (levels 1..26 in A, 27..53 in B: each stays far inside int64); the harmonic sum over all
+# registers is m - A * 2**-26 - B * 2**-53 (``_estimates``).
 _SPLIT_RANK = 26
 # The bits an (entity, time offset) pair may take in one int64 search key; past them, times
 # are packed as their rank (``_TimelineKeys``)
@@ -613,8 +614,8 @@ class _Probes:
 
 def _running(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Running totals of ``values`` as int64: entry i is the total of the first i + 1.
-    Computed in Arrow, whose memory pool (``cli.training_set``) keeps the pages it frees,
-    where numpy's allocations would fault fresh ones in."""
+    Computed in Arrow, whose memory pool can keep the pages it frees (the ``training-set``
+    command sets it so), where numpy's allocations would fault fresh ones in."""
     found: np.ndarray = pc.cumulative_sum(pc.cast(_array(values), pa.int64())).to_numpy()
     return found
 
