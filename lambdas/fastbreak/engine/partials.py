@@ -75,8 +75,14 @@ class Partial:
 def cut(partial: Partial) -> list[Partial]:
     """``partial`` as parts that each fit a Kinesis record (usually itself alone): tiles go to
     parts in (group, section, tile) order, a new part when the current one is full."""
-    if len(partial.encode()) <= MAX_PART_BYTES:
-        return [partial]
+    return [part for part, _ in encoded_parts(partial)]
+
+
+def encoded_parts(partial: Partial) -> list[tuple[Partial, bytes]]:
+    """``cut(partial)``, each part with its encoding: a partial that fits is encoded once."""
+    whole = partial.encode()
+    if len(whole) <= MAX_PART_BYTES:
+        return [(partial, whole)]
     parts: list[Partial] = []
     groups: dict[str, Tiles] = {}
     size = 0
@@ -90,7 +96,7 @@ def cut(partial: Partial) -> list[Partial]:
                 groups.setdefault(group, {}).setdefault(section, {})[start] = data
                 size += tile_size
     parts.append(_part(partial, groups, len(parts)))
-    return parts
+    return [(part, part.encode()) for part in parts]
 
 
 def _part(partial: Partial, groups: dict[str, Tiles], index: int) -> Partial:

@@ -70,7 +70,7 @@ from fastbreak.engine.online_store import (
     WriteStats,
 )
 from fastbreak.engine.outbox import Emission, Outbox, source_hash
-from fastbreak.engine.partials import Partial, PartialsSink, cut
+from fastbreak.engine.partials import Partial, PartialsSink, encoded_parts
 from fastbreak.engine.plan import (
     FUTURE_TOLERANCE_SECONDS,
     FoldSection,
@@ -498,7 +498,8 @@ class StreamProcessor:
         for entity, groups in folded:
             partial = Partial(shard_id, emission_id, emission.created_ms, entity.entity,
                               entity.key, groups)
-            emission.records.extend((part.partition_key, part.encode()) for part in cut(partial))
+            emission.records.extend((part.partition_key, data)
+                                    for part, data in encoded_parts(partial))
         return emission, first_audience
 
     def _first_copies(
