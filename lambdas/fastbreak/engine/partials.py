@@ -72,14 +72,10 @@ class Partial:
         }).encode()
 
 
-def cut(partial: Partial) -> list[Partial]:
-    """``partial`` as parts that each fit a Kinesis record (usually itself alone): tiles go to
-    parts in (group, section, tile) order, a new part when the current one is full."""
-    return [part for part, _ in encoded_parts(partial)]
-
-
 def encoded_parts(partial: Partial) -> list[tuple[Partial, bytes]]:
-    """``cut(partial)``, each part with its encoding: a partial that fits is encoded once."""
+    """``partial`` as parts that each fit a Kinesis record (usually itself alone), each with its
+    encoding (a partial that fits is encoded once): tiles go to parts in (group, section, tile)
+    order, a new part when the current one is full."""
     whole = partial.encode()
     if len(whole) <= MAX_PART_BYTES:
         return [(partial, whole)]

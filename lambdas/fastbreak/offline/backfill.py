@@ -63,7 +63,7 @@ from fastbreak.engine.online_store import (
     StoreUnavailable,
     WriteOutcome,
 )
-from fastbreak.engine.partials import Partial, cut
+from fastbreak.engine.partials import Partial, encoded_parts
 from fastbreak.engine.plan import FUTURE_TOLERANCE_SECONDS, GroupPlan, Plan, compile_plan
 from fastbreak.engine.records import SourceRecord
 from fastbreak.engine.sinks import ObjectSink, object_key
@@ -344,7 +344,8 @@ class Backfill:
                 # and its position are the same in every run.
                 partial = Partial(shard, f"backfill-{name}", start, group.group.entity, key,
                                   {name: tiles})
-                records.extend(_record(shard, part, self.clock_ms()) for part in cut(partial))
+                records.extend(_record(shard, part, data, self.clock_ms())
+                               for part, data in encoded_parts(partial))
             if records:
                 summary.partials += len(records)
                 self._merge(records, summary)
@@ -417,7 +418,7 @@ def _contributions(plan: Plan, group: GroupPlan, cutovers: CutOvers,
     return found
 
 
-def _record(shard: str, partial: Partial, now_ms: int) -> dict[str, Any]:
+def _record(shard: str, partial: Partial, data: bytes, now_ms: int) -> dict[str, Any]:
     """A backfill partial as a record of the partials stream, as Lambda hands the audience
     stage its records: the part number gives the position."""
     sequence = str(partial.part + 1)
@@ -428,7 +429,7 @@ def _record(shard: str, partial: Partial, now_ms: int) -> dict[str, Any]:
             "kinesisSchemaVersion": "1.0",
             "partitionKey": partial.partition_key,
             "sequenceNumber": sequence,
-            "data": base64.b64encode(partial.encode()).decode(),
+            "data": base64.b64encode(data).decode(),
             "approximateArrivalTimestamp": now_ms / 1000,
         },
     }

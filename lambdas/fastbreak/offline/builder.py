@@ -207,7 +207,7 @@ class _DuckDBBuild:
             self.progress.stage(f"{name}: {len(fast)} features in SQL")
             sources = ", ".join(_literal(event_type) for event_type in group.plan.group.sources)
             query = fast_path.GroupQuery(
-                self.con, group.plan, prefix, self.rows,
+                self.con, group.plan, prefix,
                 events_sql=f"""
                     SELECT k.key_id, a.* FROM applied a
                     JOIN {prefix}_keys k ON k.key = ({self._key_of(group)})

@@ -154,7 +154,7 @@ class GroupQuery:
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, group: GroupPlan, prefix: str, rows: int,
+        self, con: duckdb.DuckDBPyConnection, group: GroupPlan, prefix: str,
         events_sql: str, values_sql: Callable[[str], str],
     ) -> None:
         self.con = con
@@ -162,7 +162,6 @@ class GroupQuery:
         self.ev = f"{prefix}_ev"
         self.probe = f"{prefix}_probe"
         self.prefix = prefix
-        self.rows = rows
         self.events_sql = events_sql
         self.values_sql = values_sql
         self.codes = {name: code for code, name in enumerate(sorted(group.group.sources))}
